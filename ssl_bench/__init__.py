@@ -1,0 +1,13 @@
+"""ssl-bench: a benchmark harness for semi-supervised learning where every method is a plugin."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("ssl-bench")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+from ssl_bench.errors import UserError
+from ssl_bench.method import Batch, MethodContext, Progress, SSLMethod
+
+__all__ = ["Batch", "MethodContext", "Progress", "SSLMethod", "UserError", "__version__"]

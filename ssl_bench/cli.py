@@ -1,0 +1,170 @@
+"""The `ssl-bench` command line. Each command is a docstring and a short body calling the library."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import click
+
+import ssl_bench
+from ssl_bench.config import parse_assignments, parse_option_values
+from ssl_bench.errors import UserError
+
+
+class Group(click.Group):
+    """Turns `UserError` into one line on stderr and exit code 2 (a traceback only with --debug)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            click.echo("Error: " + " ".join(str(exc).split("\n")), err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("Interrupted: what was written so far is kept (a run without result.json is incomplete).", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(ssl_bench.__version__, prog_name="ssl-bench")
+@click.option("--debug", is_flag=True, envvar="SSL_BENCH_DEBUG", help="Show tracebacks of errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """ssl-bench: semi-supervised learning methods as plugins, compared under one protocol.
+
+    \b
+    Example:
+        ssl-bench run --method supervised --dataset digits --labels 50
+        ssl-bench list methods
+    """
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+def run_options(f):
+    """Options shared by `run` and `sweep`: the protocol, the data and the model."""
+    options = [
+        click.option("--dataset", required=True, help="Dataset name (see `ssl-bench list datasets`)."),
+        click.option("--labels", required=True, help="Labeled training samples (recordings for audio), or 'all'."),
+        click.option("--model", default=None, help="Model name (default: the dataset's; see `ssl-bench list models`)."),
+        click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps (default: the dataset's)."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate (default: the model's paper value)."),
+        click.option("--batch-lb", type=click.IntRange(min=1), default=None, help="Labeled samples per step [32]."),
+        click.option("--batch-ulb", type=click.IntRange(min=1), default=None, help="Unlabeled samples per step [128]."),
+        click.option("--eval-every", type=click.IntRange(min=1), default=None, help="Steps between validation evaluations [100]."),
+        click.option("--val-size", type=click.IntRange(min=1), default=None, help="Validation samples carved from train (default: the dataset's)."),
+        click.option("--exclude-labeled", is_flag=True, help="Keep the labeled samples out of the unlabeled set."),
+        click.option("-m", "model_options", multiple=True, metavar="KEY=VALUE", help="Model option, e.g. -m pool=max (repeatable)."),
+        click.option("-d", "dataset_options", multiple=True, metavar="KEY=VALUE", help="Dataset option, e.g. -d sample_rate=16000 (repeatable)."),
+        click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where the dataset's files are (default: $SSL_BENCH_DATA or ~/.cache/ssl-bench/data/<dataset>)."),
+        click.option("--download/--no-download", default=True, help="Download missing dataset files [download]."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Training device [auto]."),
+        click.option("--out", type=click.Path(file_okay=False), default="runs", help="Folder for run records [runs]."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def parse_labels(value: str) -> int | None:
+    if value == "all":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"--labels expects a whole number or 'all', got {value!r}") from None
+
+
+def model_dataset_kwargs(kw: dict) -> dict:
+    """The RunSpec fields that `run` and `sweep` share, from the parsed options."""
+    protocol = {k: kw[k] for k in ("batch_lb", "batch_ulb", "eval_every") if kw[k] is not None}
+    return dict(
+        dataset=kw["dataset"],
+        labels=parse_labels(kw["labels"]),
+        model=kw["model"],
+        steps=kw["steps"],
+        lr=kw["lr"],
+        val_size=kw["val_size"],
+        exclude_labeled=kw["exclude_labeled"],
+        model_options=parse_option_values(parse_assignments(kw["model_options"], "-m")),
+        dataset_options=parse_option_values(parse_assignments(kw["dataset_options"], "-d")),
+        protocol=protocol,
+        data_dir=kw["data_dir"],
+        download=kw["download"],
+        device=kw["device"],
+    )
+
+
+@cli.command()
+@click.option("--method", required=True, help="Method name (see `ssl-bench list methods`).")
+@run_options
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, init, batch order and the method's randomness.")
+@click.option("-p", "params", multiple=True, metavar="KEY=VALUE", help="Method config field, e.g. -p alpha=0.6 (repeatable).")
+@click.option("--force", is_flag=True, help="Run again even if this exact run is complete in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run(method: str, seed: int, params: tuple[str, ...], force: bool, quiet: bool, **kw) -> None:
+    """Train one method on one dataset and write a run record.
+
+    \b
+    Example:
+        ssl-bench run --method supervised --dataset digits --labels 50
+        ssl-bench run --method supervised --dataset digits --labels 50 --seed 1 --steps 300
+    """
+    from ssl_bench.protocol import RunSpec, resolve, train
+
+    spec = RunSpec(method=method, seed=seed, params=parse_assignments(params, "-p"), **model_dataset_kwargs(kw))
+    resolved = resolve(spec)
+    click.echo(f"config: {json.dumps(resolved.as_json(), default=str)}", err=True)
+    result = train(resolved, Path(kw["out"]), show_progress=not quiet, force=force)
+    click.echo(summary_line(result))
+    click.echo(f"run folder: {Path(kw['out']) / result['run_id']}")
+
+
+def summary_line(result: dict) -> str:
+    line = (
+        f"{result['method']} on {result['dataset']} ({result['labels'] or 'all'} labels, {result['model']}, seed {result['seed']}): "
+        f"test acc {100 * result['test_acc']:.2f}% at best val (step {result['best_step']}, val {100 * result['val_acc_best']:.2f}%), "
+        f"{100 * result['test_acc_last']:.2f}% at last step; {result['wall_time_s']:.1f} s on {result['device']}"
+    )
+    if "test_acc_recording" in result:
+        line += f"; per recording {100 * result['test_acc_recording']:.2f}%"
+    return line
+
+
+@cli.command(name="list")
+@click.argument("what", type=click.Choice(["methods", "datasets", "models", "all"]), default="all")
+@click.option("--dataset", default="digits", show_default=True, help="For models: count parameters for this dataset's inputs.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="For datasets: where to look for their files.")
+def list_(what: str, dataset: str, data_dir: str | None) -> None:
+    """List the registered methods, datasets and models.
+
+    \b
+    Example:
+        ssl-bench list methods
+        ssl-bench list models --dataset digits
+    """
+    from ssl_bench import catalog
+
+    sections = ["methods", "datasets", "models"] if what == "all" else [what]
+    for section in sections:
+        if len(sections) > 1:
+            click.echo(f"# {section}")
+        if section == "methods":
+            rows = catalog.method_rows()
+        elif section == "datasets":
+            rows = catalog.dataset_rows(data_dir)
+        else:
+            rows = catalog.model_rows(dataset)
+        click.echo(catalog.format_table(rows))
+
+
+def main() -> None:
+    cli(prog_name="ssl-bench")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

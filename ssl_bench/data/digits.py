@@ -1,0 +1,40 @@
+"""`digits`: scikit-learn's 1,797 8×8 handwritten digits, shipped with scikit-learn (no download).
+
+There is no official test split: a fixed, seed-independent stratified 497-sample test split is held out
+(`random_state=0`), leaving 1,300 training samples, of which 300 are carved for validation by default.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ssl_bench.data.registry import DataArrays, DatasetInfo, register_dataset
+
+TEST_SIZE = 497
+
+
+def load_digits(**_options) -> DataArrays:
+    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_load_digits()
+    x = (bunch.images * (255.0 / 16.0)).round().astype("uint8")  # (1797, 8, 8), 0..16 -> 0..255
+    x_tr, x_te, y_tr, y_te = train_test_split(x, bunch.target, test_size=TEST_SIZE, random_state=0, stratify=bunch.target)
+    as_x = lambda a: torch.from_numpy(a).unsqueeze(1).contiguous()  # (N, 1, 8, 8) uint8
+    as_y = lambda a: torch.from_numpy(a).long()
+    return DataArrays(as_x(x_tr), as_y(y_tr), as_x(x_te), as_y(y_te), class_names=tuple(map(str, range(10))))
+
+
+DIGITS = register_dataset(
+    DatasetInfo(
+        name="digits",
+        modality="image",
+        shape=(1, 8, 8),
+        num_classes=10,
+        val_size=300,
+        default_model="tinycnn",
+        default_steps=600,
+        description="scikit-learn 8x8 handwritten digits (1,300 train / 497 test), offline",
+        load=load_digits,
+    )
+)

@@ -1,0 +1,147 @@
+"""The method interface (`SSLMethod`) and the method registry (entry-point group `ssl_bench.methods`).
+
+A method is its loss and nothing else: it receives the model, one batch and the training progress, and
+returns the total loss and its named terms. Everything else (data, devices, optimizer, logging,
+checkpoints) belongs to the harness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from ssl_bench.errors import UserError
+
+ENTRY_POINT_GROUP = "ssl_bench.methods"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch, already normalized and on the training device."""
+
+    x_lb: torch.Tensor  # (B_lb, *shape) labeled inputs
+    y_lb: torch.Tensor  # (B_lb,) int64 labels
+    x_ulb: torch.Tensor  # (B_ulb, *shape) unlabeled inputs
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training stands: `step` in [0, total_steps)."""
+
+    step: int
+    total_steps: int
+
+    @property
+    def fraction(self) -> float:
+        """Training progress t/T in [0, 1]."""
+        return self.step / max(self.total_steps, 1)
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What the harness tells a method about the run; the same for every method of a comparison."""
+
+    modality: str  # "image" | "signal"
+    num_classes: int
+    generator: torch.Generator  # the method's own random stream, on the training device
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # batched, modality-specific
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    """A method without hyperparameters."""
+
+
+class SSLMethod:
+    """Base class of every method.
+
+    A subclass sets `Config` (a frozen dataclass whose fields are the method's hyperparameters, each
+    validated in `__post_init__`), `terms` (the names of the loss terms it logs, exactly) and
+    `supervised_equivalent` (the config values under which its gradients equal `supervised`'s, used by
+    the contract tests), and implements `loss`.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = NoConfig
+    terms: ClassVar[tuple[str, ...]] = ()
+    supervised_equivalent: ClassVar[dict[str, object]] = {}
+
+    def __init__(self, config: object, context: MethodContext):
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{type(self).__name__} expects a {self.Config.__name__}, got {config!r}")
+        self.config = config
+        self.context = context
+
+    def loss(
+        self, model: nn.Module, batch: Batch, progress: Progress
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return the scalar loss to minimize and its named, detached terms (keys == `self.terms`)."""
+        raise NotImplementedError
+
+    def term_names(self) -> tuple[str, ...]:
+        """The logged terms of this instance (a method whose terms depend on its config overrides this)."""
+        return self.terms
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry
+
+
+@functools.cache
+def _method_entry_points() -> dict[str, EntryPoint]:
+    """All registered methods by name; two distributions registering one name is an error."""
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        other = found.get(ep.name)
+        if other is not None and other.value != ep.value:
+            raise UserError(
+                f"method {ep.name!r} is registered twice: by {_dist_name(other)} ({other.value}) "
+                f"and by {_dist_name(ep)} ({ep.value}); uninstall one of them"
+            )
+        found[ep.name] = ep
+    return dict(sorted(found.items()))
+
+
+def refresh_methods() -> None:
+    """Forget the cached entry points (after installing a plugin in the running process)."""
+    _method_entry_points.cache_clear()
+    load_method.cache_clear()
+
+
+def method_names() -> list[str]:
+    return list(_method_entry_points())
+
+
+def _dist_name(ep: EntryPoint) -> str:
+    return ep.dist.name if ep.dist is not None else "an unknown distribution"
+
+
+def method_distribution(name: str) -> str:
+    return _dist_name(_method_entry_points()[name])
+
+
+@functools.cache
+def load_method(name: str) -> type[SSLMethod]:
+    """Import the method class registered as `name` (only that plugin is imported)."""
+    eps = _method_entry_points()
+    if name not in eps:
+        raise UserError(f"unknown method {name!r}; known methods: {', '.join(eps) or '(none)'}")
+    ep = eps[name]
+    try:
+        cls = ep.load()
+    except Exception as exc:  # a broken plugin must not break the others
+        raise UserError(
+            f"method {name!r} from distribution {_dist_name(ep)} failed to import "
+            f"({ep.value}): {type(exc).__name__}: {exc}"
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, SSLMethod)):
+        raise UserError(f"method {name!r} from {_dist_name(ep)} is not an SSLMethod subclass: {cls!r}")
+    if not dataclasses.is_dataclass(cls.Config):
+        raise UserError(f"method {name!r} from {_dist_name(ep)}: its Config is not a dataclass")
+    return cls

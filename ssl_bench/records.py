@@ -1,0 +1,113 @@
+"""Run records: one folder per run, written atomically so a killed run never leaves half a file.
+
+A run folder holds `config.json` (the resolved run), `split.json` (the split indices), `metrics.jsonl`
+(one line per evaluation), `best.pt` / `last.pt` (checkpoints) and, only once the run is complete,
+`result.json`. A folder without `result.json` is an interrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CONFIG, SPLIT, METRICS, RESULT = "config.json", "split.json", "metrics.jsonl", "result.json"
+BEST_CKPT, LAST_CKPT = "best.pt", "last.pt"
+
+
+def _atomic_replace(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    _atomic_replace(path, lambda fh: fh.write((json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()))
+
+
+def save_checkpoint(path: Path, obj: Any) -> None:
+    _atomic_replace(path, lambda fh: torch.save(obj, fh))
+
+
+def append_jsonl(path: Path, obj: Any) -> None:
+    """Append one line with a single write; `read_jsonl` ignores a torn last line."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(obj) + "\n")
+        fh.flush()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    if not Path(path).exists():
+        return rows
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line torn by a kill: everything before it is intact
+            break
+    return rows
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def is_complete(run_dir: Path) -> bool:
+    return (Path(run_dir) / RESULT).is_file()
+
+
+def fingerprint(obj: Any) -> str:
+    """A short, stable hash of JSON-able data (keys sorted)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """A hash of a model's weights (names, shapes and exact values)."""
+    h = hashlib.sha256()
+    for name, t in state.items():
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def git_commit() -> str | None:
+    """The commit of the ssl-bench source tree, when it is a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def versions() -> dict[str, str]:
+    import ssl_bench
+
+    return {"ssl_bench": ssl_bench.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
