@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 from pathlib import Path
@@ -45,11 +46,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.ensure_object(dict)["debug"] = debug
 
 
-def run_options(f):
+def run_options(f, required: bool = True):
     """Options shared by `run` and `sweep`: the protocol, the data and the model."""
     options = [
-        click.option("--dataset", required=True, help="Dataset name (see `ssl-bench list datasets`)."),
-        click.option("--labels", required=True, help="Labeled training samples (recordings for audio), or 'all'."),
+        click.option("--dataset", required=required, help="Dataset name (see `ssl-bench list datasets`)."),
+        click.option("--labels", required=required, help="Labeled training samples (recordings for audio), or 'all'."),
         click.option("--model", default=None, help="Model name (default: the dataset's; see `ssl-bench list models`)."),
         click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps (default: the dataset's)."),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate (default: the model's paper value)."),
@@ -70,8 +71,8 @@ def run_options(f):
     return f
 
 
-def parse_labels(value: str) -> int | None:
-    if value == "all":
+def parse_labels(value: str | None) -> int | None:
+    if value is None or value == "all":
         return None
     try:
         return int(value)
@@ -122,6 +123,73 @@ def run(method: str, seed: int, params: tuple[str, ...], force: bool, quiet: boo
     result = train(resolved, Path(kw["out"]), show_progress=not quiet, force=force)
     click.echo(summary_line(result))
     click.echo(f"run folder: {Path(kw['out']) / result['run_id']}")
+
+
+@cli.command()
+@click.argument("grid", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--methods", default=None, help="Comma-separated methods [all registered].")
+@click.option("--seeds", default=None, help="Comma-separated seeds [0,1,2].")
+@functools.partial(run_options, required=False)
+@click.option("-p", "params", multiple=True, metavar="METHOD.KEY=VALUE", help="A method's config field, e.g. -p dninv.alpha=0.6 (repeatable).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel (one process per GPU, or CPU processes).")
+@click.option("--quiet", is_flag=True, help="Only the overall progress bar.")
+def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tuple[str, ...], workers: int, quiet: bool, **kw) -> None:
+    """Run methods × seeds (or a TOML grid) under one protocol, then print the comparison table.
+
+    Runs already complete in --out are skipped, so an interrupted sweep resumes.
+
+    \b
+    Example:
+        ssl-bench sweep --methods supervised,entmin,pimodel --dataset digits --labels 50 --seeds 0,1,2
+        ssl-bench sweep examples/grids/digits.toml --workers 2
+    """
+    from ssl_bench.catalog import format_table
+    from ssl_bench.method import method_names
+    from ssl_bench.sweep import Grid, load_grid_file, parse_method_params, run_sweep, summary_rows
+
+    ctx = click.get_current_context()
+    given = {name for name in kw if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
+    shared = model_dataset_kwargs(kw)
+    common = {k: shared[k] for k in ("steps", "lr", "val_size", "exclude_labeled", "model_options", "dataset_options", "data_dir", "download", "device") if k in given}
+    if given & {"batch_lb", "batch_ulb", "eval_every"}:
+        common["protocol"] = shared["protocol"]
+    axes = {
+        "methods": split_list(methods) if methods else None,
+        "seeds": [int(s) for s in split_list(seeds)] if seeds else None,
+        "datasets": [kw["dataset"]] if kw["dataset"] else None,
+        "labels": [shared["labels"]] if kw["labels"] else None,
+        "models": [kw["model"]] if kw["model"] else None,
+    }
+    if grid:
+        spec_grid = load_grid_file(Path(grid), {**axes, **common})
+    else:
+        if not kw["dataset"] or not kw["labels"]:
+            raise UserError("sweep needs --dataset and --labels (or a grid file)")
+        spec_grid = Grid(
+            methods=tuple(axes["methods"] or method_names()),
+            datasets=tuple(axes["datasets"]),
+            labels=tuple(axes["labels"]),
+            seeds=tuple(axes["seeds"] or (0, 1, 2)),
+            models=tuple(axes["models"] or (None,)),
+            common=common,
+        )
+    if params:
+        extra = parse_method_params(parse_assignments(params, "-p"), spec_grid.methods)
+        spec_grid = dataclasses.replace(spec_grid, params=merge_params(spec_grid.params, extra))
+    results = run_sweep(spec_grid.specs(), Path(kw["out"]), workers=workers, show_progress=not quiet, echo=lambda m: click.echo(m, err=True))
+    click.echo(format_table(summary_rows(results)))
+    click.echo(f"runs folder: {kw['out']}")
+
+
+def split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def merge_params(a: dict, b: dict) -> dict:
+    merged = {m: dict(kv) for m, kv in a.items()}
+    for m, kv in b.items():
+        merged.setdefault(m, {}).update(kv)
+    return merged
 
 
 def summary_line(result: dict) -> str:

@@ -114,9 +114,9 @@ class Resolved:
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
+    if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
-    if device not in ("cpu", "cuda"):
+    if device != "cpu" and not (device == "cuda" or device.startswith("cuda:")):
         raise UserError(f"--device must be auto, cpu or cuda, got {device!r}")
     return torch.device(device)
 

@@ -1,0 +1,46 @@
+"""Π-model (Laine & Aila, ICLR 2017, arXiv 1610.02242): two stochastic passes over the whole batch
+(batched input augmentation plus the model's dropout) and `L = CE(labeled, pass 1) + w(t)·MSE(softmax
+pass 1, softmax pass 2)` over all samples, with `w(t) = w_max·exp(−5(1 − min(t/T, 1))²)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ssl_bench import SSLMethod
+from ssl_bench.schedules import sigmoid_rampup
+
+
+@dataclass(frozen=True)
+class PiModelConfig:
+    w_max: float = 10.0  # final consistency weight, >= 0
+    rampup: float = 0.4  # ramp-up length T as a fraction of training, in [0, 1]; 0 = none
+
+    def __post_init__(self) -> None:
+        if not self.w_max >= 0:
+            raise ValueError(f"w_max must be >= 0, got {self.w_max}")
+        if not 0 <= self.rampup <= 1:
+            raise ValueError(f"rampup must be in [0, 1], got {self.rampup}")
+
+
+class PiModel(SSLMethod):
+    name = "pimodel"
+    Config = PiModelConfig
+    terms = ("ce", "cons")
+    supervised_equivalent = {"w_max": 0.0}
+
+    def loss(self, model, batch, progress):
+        ctx, n_lb = self.context, len(batch.x_lb)
+        x = torch.cat([batch.x_lb, batch.x_ulb])  # (B_lb + B_ulb, ...)
+        if self.config.w_max == 0:  # no consistency: exactly `supervised` (one clean pass), cons logged as 0
+            ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
+            return ce, {"ce": ce.detach(), "cons": torch.zeros((), device=ce.device)}
+        logits1 = model(ctx.augment(x, ctx.generator))  # (B, K)
+        logits2 = model(ctx.augment(x, ctx.generator))
+        ce = F.cross_entropy(logits1[:n_lb], batch.y_lb)
+        cons = F.mse_loss(logits1.softmax(1), logits2.softmax(1))
+        w = self.config.w_max * sigmoid_rampup(progress.fraction, self.config.rampup)
+        return ce + w * cons, {"ce": ce.detach(), "cons": cons.detach()}

@@ -1,0 +1,82 @@
+"""Weights that change over training: schedules of the progress t/T, and the Π-model ramp-up.
+
+Shared by every method that needs them (written once, imported by the plugins).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+KINDS = ("constant", "linear", "cosine")
+
+
+def sigmoid_rampup(progress: float, rampup: float) -> float:
+    """Laine & Aila's ramp-up `exp(−5(1 − min(t/T, 1))²)`, with `rampup` = T as a fraction of training.
+
+    `rampup = 0` means no ramp-up (the weight is 1 from the first step).
+    """
+    if rampup <= 0:
+        return 1.0
+    t = min(progress / rampup, 1.0)
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A value that moves from `start` to `end` over training: constant, linear or cosine.
+
+    Written on the command line as `0.2` (constant), `linear:1.0:0.2` or `cosine:1.0:0.2`.
+    """
+
+    kind: str = "constant"  # constant | linear | cosine
+    start: float = 0.0  # value at progress 0
+    end: float = 0.0  # value at progress 1 (equal to start for constant)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"schedule kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.kind == "constant" and self.end != self.start:
+            object.__setattr__(self, "end", self.start)
+
+    @classmethod
+    def constant(cls, value: float) -> "Schedule":
+        return cls("constant", float(value), float(value))
+
+    @classmethod
+    def parse(cls, text: str) -> "Schedule":
+        """`"0.2"`, `"constant:0.2"`, `"linear:1:0.2"` or `"cosine:1:0.2"`; raises ValueError otherwise."""
+        parts = [p.strip() for p in str(text).split(":")]
+        try:
+            if len(parts) == 1:
+                return cls.constant(float(parts[0]))
+            if parts[0] == "constant" and len(parts) == 2:
+                return cls.constant(float(parts[1]))
+            if parts[0] in ("linear", "cosine") and len(parts) == 3:
+                return cls(parts[0], float(parts[1]), float(parts[2]))
+        except ValueError:
+            pass
+        raise ValueError(f"expected a number or KIND:START:END with KIND linear or cosine, got {text!r}")
+
+    def at(self, progress: float) -> float:
+        """The value at training progress `progress` in [0, 1] (clamped)."""
+        t = min(max(progress, 0.0), 1.0)
+        if self.kind == "linear":
+            return self.start + (self.end - self.start) * t
+        if self.kind == "cosine":
+            return self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * t))
+        return self.start
+
+    def bounds(self) -> tuple[float, float]:
+        """The smallest and largest value the schedule takes."""
+        return min(self.start, self.end), max(self.start, self.end)
+
+    def is_constant(self) -> bool:
+        return self.start == self.end
+
+    def to_json(self) -> float | dict:
+        """A constant as its number; otherwise the resolved kind, start and end."""
+        return self.start if self.kind == "constant" else {"kind": self.kind, "start": self.start, "end": self.end}
+
+    def __str__(self) -> str:
+        return f"{self.start:g}" if self.kind == "constant" else f"{self.kind}:{self.start:g}:{self.end:g}"

@@ -1,0 +1,210 @@
+"""Sweeps: many runs under one protocol (methods × params × datasets × labels × models × seeds).
+
+Every run of a sweep is checked before the first one starts. Runs already complete in the output folder
+are skipped, so an interrupted sweep resumes where it stopped. With `workers > 1` runs go to separate
+processes (one per visible GPU on CUDA, else CPU processes sharing the cores).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import statistics
+import tomllib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ssl_bench import records
+from ssl_bench.errors import UserError
+from ssl_bench.protocol import Resolved, RunSpec, resolve
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What a sweep runs: the product of these lists (method params: the product of their value lists)."""
+
+    methods: tuple[str, ...]
+    datasets: tuple[str, ...]
+    labels: tuple[int | None, ...]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    models: tuple[str | None, ...] = (None,)  # None = each dataset's default model
+    params: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)  # method -> key -> values
+    common: dict[str, Any] = field(default_factory=dict)  # other RunSpec fields (steps, lr, protocol, …)
+
+    def specs(self) -> list[RunSpec]:
+        unknown = sorted(set(self.params) - set(self.methods))
+        if unknown:
+            raise UserError(f"params given for {', '.join(unknown)}, which is not among the sweep's methods: {', '.join(self.methods)}")
+        out = []
+        for dataset, labels, model, method in itertools.product(self.datasets, self.labels, self.models, self.methods):
+            grid = self.params.get(method, {})
+            for values in itertools.product(*grid.values()):
+                for seed in self.seeds:
+                    params = dict(zip(grid.keys(), values))
+                    out.append(RunSpec(method=method, dataset=dataset, labels=labels, model=model, seed=seed, params=params, **self.common))
+        return out
+
+
+def parse_method_params(items: dict[str, str], methods: Iterable[str]) -> dict[str, dict[str, tuple[str, ...]]]:
+    """`{"dninv.alpha": "0.6"}` -> `{"dninv": {"alpha": ("0.6",)}}`; grids of values go in a TOML file."""
+    methods = list(methods)
+    out: dict[str, dict[str, tuple[str, ...]]] = {}
+    for key, value in items.items():
+        method, dot, name = key.partition(".")
+        if not dot or not name:
+            raise UserError(f"-p: sweep parameters are addressed per method as METHOD.KEY=VALUE (e.g. dninv.alpha=0.6), got {key!r}")
+        if method not in methods:
+            raise UserError(f"-p {key}: {method!r} is not among the sweep's methods: {', '.join(methods)}")
+        out.setdefault(method, {})[name] = (value,)
+    return out
+
+
+def load_grid_file(path: Path, overrides: dict[str, Any]) -> Grid:
+    """A TOML grid file (see examples/grids/); `overrides` (from CLI flags) replace its entries."""
+    try:
+        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"cannot read grid file {path}: {exc}") from None
+    sweep = dict(doc.get("sweep", {}))
+    allowed = {"methods", "datasets", "labels", "models", "seeds", *(f.name for f in dataclasses.fields(RunSpec))} - {"method", "dataset", "model", "seed", "params"}
+    unknown = sorted(set(sweep) - allowed)
+    if unknown:
+        raise UserError(f"{path}: unknown key in [sweep]: {', '.join(unknown)}; valid keys: {', '.join(sorted(allowed))}")
+    sweep.update({k: v for k, v in overrides.items() if v is not None})
+    for key in ("methods", "datasets", "labels"):
+        if not sweep.get(key):
+            raise UserError(f"{path}: [sweep] needs {key} = [...]")
+    as_tuple = lambda v: tuple(v) if isinstance(v, (list, tuple)) else (v,)
+    params = {m: {k: as_tuple(v) for k, v in kv.items()} for m, kv in doc.get("params", {}).items()}
+    labels = tuple(None if lab == "all" else lab for lab in as_tuple(sweep.pop("labels")))
+    return Grid(
+        methods=as_tuple(sweep.pop("methods")),
+        datasets=as_tuple(sweep.pop("datasets")),
+        labels=labels,
+        seeds=as_tuple(sweep.pop("seeds", (0, 1, 2))),
+        models=as_tuple(sweep.pop("models", (None,))),
+        params=params,
+        common=sweep,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+
+
+def _run_one(resolved: Resolved, out: str, show_progress: bool, device: str | None, threads: int | None) -> dict:
+    """One run (in this process or a worker process)."""
+    import torch
+
+    from ssl_bench.protocol import resolve_device, train
+
+    if threads:
+        torch.set_num_threads(threads)
+    if device is not None:
+        resolved = dataclasses.replace(resolved, device=resolve_device(device))
+    return train(resolved, Path(out), show_progress=show_progress)
+
+
+def run_sweep(specs: list[RunSpec], out: Path, *, workers: int = 1, show_progress: bool = True, echo=print) -> list[dict]:
+    """Run every spec not already complete in `out`; return all results (old and new), in spec order."""
+    from tqdm.auto import tqdm
+
+    resolved = [resolve(spec) for spec in specs]  # every name and value is checked before any work
+    ids = [r.run_id() for r in resolved]
+    if len(set(ids)) != len(ids):
+        raise UserError("the sweep lists the same run twice; check for repeated seeds or values")
+    todo = [i for i, r in enumerate(resolved) if not records.is_complete(out / ids[i])]
+    echo(f"sweep: {len(specs)} runs, {len(specs) - len(todo)} already complete in {out}, {len(todo)} to run")
+    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="sweep", disable=not show_progress, dynamic_ncols=True)
+    try:
+        if workers <= 1:
+            for i in todo:
+                bar.set_postfix_str(ids[i])
+                _run_one(resolved[i], str(out), show_progress, None, None)
+                bar.update(1)
+        else:
+            devices = _worker_devices(resolved, workers)
+            threads = max(1, (os.cpu_count() or 1) // workers) if devices[0] == "cpu" else None
+            import multiprocessing as mp
+
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+                futures = {pool.submit(_run_one, resolved[i], str(out), False, devices[k % len(devices)], threads): i for k, i in enumerate(todo)}
+                for future in as_completed(futures):
+                    future.result()  # a failed run stops the sweep with its error
+                    bar.set_postfix_str(ids[futures[future]])
+                    bar.update(1)
+    finally:
+        bar.close()
+    return [records.read_json(out / run_id / records.RESULT) for run_id in ids]
+
+
+def _worker_devices(resolved: list[Resolved], workers: int) -> list[str]:
+    """One CUDA device per worker when the runs use CUDA (round-robin), else CPU for all."""
+    import torch
+
+    if resolved[0].device.type == "cuda":
+        n = torch.cuda.device_count()
+        return [f"cuda:{k % n}" for k in range(workers)]
+    return ["cpu"]
+
+
+# --------------------------------------------------------------------------------------------------
+# The summary table
+
+
+def params_label(method: str, params: dict, defaults: dict | None = None) -> str:
+    """`dninv α=0.7 β=0.2`: the method and the params that differ from its defaults (all if no defaults)."""
+    shown = {k: v for k, v in params.items() if defaults is None or defaults.get(k) != v}
+    text = " ".join(f"{k}={_short(v)}" for k, v in shown.items())
+    return f"{method} {text}".strip()
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict) and "kind" in value:
+        return f"{value['kind']}:{value['start']:g}:{value['end']:g}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def mean_std(values: list[float]) -> str:
+    """`97.12 ± 0.40` in percent (sample std; `–` for one value)."""
+    mean = 100 * statistics.fmean(values)
+    std = f"{100 * statistics.stdev(values):.2f}" if len(values) > 1 else "–"
+    return f"{mean:.2f} ± {std}"
+
+
+def summary_rows(results: list[dict]) -> list[dict]:
+    """One row per (dataset, labels, model, method + params), in first-seen order."""
+    from ssl_bench.method import load_method
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        key = (r["dataset"], r["labels"], r["model"], params_label(r["method"], r["params"], _defaults(load_method, r["method"])))
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for (dataset, labels, model, label), rs in groups.items():
+        rows.append(
+            {
+                "dataset": f"{dataset}-{labels if labels is not None else 'all'}",
+                "model": model,
+                "method": label,
+                "n": len(rs),
+                "test acc % (best val)": mean_std([r["test_acc"] for r in rs]),
+                "test acc % (last)": mean_std([r["test_acc_last"] for r in rs]),
+                "wall s": f"{statistics.fmean(r['wall_time_s'] for r in rs):.1f}",
+            }
+        )
+    return rows
+
+
+def _defaults(load_method, method: str) -> dict | None:
+    from ssl_bench.config import to_jsonable
+
+    try:
+        return to_jsonable(load_method(method).Config())
+    except (UserError, TypeError):
+        return None
