@@ -118,9 +118,8 @@ def run(method: str, seed: int, params: tuple[str, ...], force: bool, quiet: boo
     from ssl_bench.protocol import RunSpec, resolve, train
 
     spec = RunSpec(method=method, seed=seed, params=parse_assignments(params, "-p"), **model_dataset_kwargs(kw))
-    resolved = resolve(spec)
-    click.echo(f"config: {json.dumps(resolved.as_json(), default=str)}", err=True)
-    result = train(resolved, Path(kw["out"]), show_progress=not quiet, force=force)
+    announce = lambda config: click.echo(f"config: {json.dumps(config, default=str)}", err=True)
+    result = train(resolve(spec), Path(kw["out"]), show_progress=not quiet, force=force, on_start=announce)
     click.echo(summary_line(result))
     click.echo(f"run folder: {Path(kw['out']) / result['run_id']}")
 

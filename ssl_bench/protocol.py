@@ -133,6 +133,8 @@ def resolve(spec: RunSpec) -> Resolved:
     bad = sorted(set(spec.model_options) - set(entry.options()))
     if bad:
         raise UserError(f"model {model!r}: unknown option {', '.join(bad)}; valid options: {', '.join(entry.options()) or '(none)'}")
+    if spec.labels is not None and (spec.labels <= 0 or spec.labels % info.num_classes):
+        raise UserError(f"--labels {spec.labels} is not a positive multiple of the {info.num_classes} classes of {info.name}")
     overrides = dict(spec.protocol)
     overrides.update(steps=spec.steps or info.default_steps, lr=spec.lr or entry.lr, seed=spec.seed)
     protocol = build_config(ProtocolConfig, overrides, "protocol")
@@ -276,8 +278,11 @@ def init_model(resolved: Resolved, input_shape: tuple[int, ...]) -> nn.Module:
         )
 
 
-def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, force: bool = False) -> dict[str, Any]:
-    """Run one experiment into `out_root/<run id>/` and return its result record."""
+def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, force: bool = False, on_start=None) -> dict[str, Any]:
+    """Run one experiment into `out_root/<run id>/` and return its result record.
+
+    `on_start(config)` is called with the resolved config once the data and split are ready.
+    """
     from tqdm.auto import tqdm
 
     p, info, device = resolved.protocol, resolved.info, resolved.device
@@ -317,6 +322,8 @@ def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, for
     )
     config = {**resolved.as_json(), "device": records.device_name(device), "run_id": run_dir.name}
     records.write_json(run_dir / records.CONFIG, config)
+    if on_start is not None:
+        on_start(config)
     records.write_json(run_dir / records.SPLIT, {"fingerprint": split_fp, **split.as_json()})
 
     optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)

@@ -1,0 +1,1 @@
+"""An example third-party method package for ssl-bench."""
