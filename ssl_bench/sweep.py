@@ -95,17 +95,17 @@ def load_grid_file(path: Path, overrides: dict[str, Any]) -> Grid:
 # Running
 
 
-def _run_one(resolved: Resolved, out: str, show_progress: bool, device: str | None, threads: int | None) -> dict:
-    """One run (in this process or a worker process)."""
+def _run_one(spec: RunSpec, out: str, show_progress: bool, device: str | None = None, threads: int | None = None) -> dict:
+    """One run (in this process or a worker process: specs, unlike resolved runs, can be pickled)."""
     import torch
 
-    from ssl_bench.protocol import resolve_device, train
+    from ssl_bench.protocol import train
 
     if threads:
         torch.set_num_threads(threads)
     if device is not None:
-        resolved = dataclasses.replace(resolved, device=resolve_device(device))
-    return train(resolved, Path(out), show_progress=show_progress)
+        spec = dataclasses.replace(spec, device=device)
+    return train(resolve(spec), Path(out), show_progress=show_progress)
 
 
 def run_sweep(specs: list[RunSpec], out: Path, *, workers: int = 1, show_progress: bool = True, echo=print) -> list[dict]:
@@ -123,7 +123,7 @@ def run_sweep(specs: list[RunSpec], out: Path, *, workers: int = 1, show_progres
         if workers <= 1:
             for i in todo:
                 bar.set_postfix_str(ids[i])
-                _run_one(resolved[i], str(out), show_progress, None, None)
+                _run_one(specs[i], str(out), show_progress)
                 bar.update(1)
         else:
             devices = _worker_devices(resolved, workers)
@@ -131,7 +131,7 @@ def run_sweep(specs: list[RunSpec], out: Path, *, workers: int = 1, show_progres
             import multiprocessing as mp
 
             with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-                futures = {pool.submit(_run_one, resolved[i], str(out), False, devices[k % len(devices)], threads): i for k, i in enumerate(todo)}
+                futures = {pool.submit(_run_one, specs[i], str(out), False, devices[k % len(devices)], threads): i for k, i in enumerate(todo)}
                 for future in as_completed(futures):
                     future.result()  # a failed run stops the sweep with its error
                     bar.set_postfix_str(ids[futures[future]])

@@ -1,0 +1,105 @@
+"""`ssl-bench sweep`: methods × seeds under one protocol, resumable, with a summary table."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+from click.testing import CliRunner
+
+from ssl_bench import records
+from ssl_bench.cli import cli
+from ssl_bench.errors import UserError
+from ssl_bench.sweep import Grid, load_grid_file, mean_std, run_sweep
+
+SWEEP = ["sweep", "--dataset", "digits", "--labels", "50", "--steps", "10", "--eval-every", "5", "--quiet"]
+
+
+def test_sweep_runs_every_method_and_seed_then_resumes(tmp_path):
+    args = [*SWEEP, "--methods", "supervised,entmin", "--seeds", "0,1", "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    results = [records.read_json(p / "result.json") for p in sorted(tmp_path.iterdir())]
+    assert sorted((r["method"], r["seed"]) for r in results) == [("entmin", 0), ("entmin", 1), ("supervised", 0), ("supervised", 1)]
+    for seed in (0, 1):  # one protocol per seed, whatever the method
+        assert len({r["protocol_fingerprint"] for r in results if r["seed"] == seed}) == 1
+    # the table: mean ± std over the two seeds, as computed here from the records
+    sup = [r["test_acc"] for r in results if r["method"] == "supervised"]
+    expected = f"{100 * statistics.fmean(sup):.2f} ± {100 * statistics.stdev(sup):.2f}"
+    (row,) = [line for line in result.output.splitlines() if line.split()[2:3] == ["supervised"]]
+    assert expected in row and " 2 " in row
+    # resume: an interrupted run (no result.json) is redone, complete ones are skipped
+    victim = next(p for p in tmp_path.iterdir() if "entmin" in p.name and p.name.endswith(p.name[-8:]))
+    (victim / "result.json").unlink()
+    mtimes = {p.name: (p / "result.json").stat().st_mtime_ns for p in tmp_path.iterdir() if p != victim}
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0
+    assert "3 already complete" in again.stderr and "1 to run" in again.stderr
+    assert records.is_complete(victim)
+    assert mtimes == {p.name: (p / "result.json").stat().st_mtime_ns for p in tmp_path.iterdir() if p != victim}
+
+
+def test_method_params_are_addressed_per_method(tmp_path):
+    args = [*SWEEP, "--methods", "supervised,entmin", "--seeds", "0", "--out", str(tmp_path), "-p", "entmin.lambda_=0.9"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    (entmin,) = [records.read_json(p / "result.json") for p in tmp_path.iterdir() if "entmin" in p.name]
+    assert entmin["params"] == {"lambda_": 0.9}
+    assert "entmin lambda_=0.9" in result.output
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["-p", "alpha=0.5"], "METHOD.KEY=VALUE"),
+        (["-p", "pimodel.w_max=1"], "not among the sweep's methods"),
+        (["-p", "entmin.nope=1"], "unknown key 'nope'"),
+        (["--methods", "supervised,nope"], "unknown method 'nope'"),
+    ],
+)
+def test_bad_sweeps_are_refused_before_any_run(tmp_path, extra, message):
+    args = [*SWEEP, "--methods", "supervised,entmin", "--seeds", "0", "--out", str(tmp_path)]
+    if "--methods" in extra:
+        args = [a for a in args if a not in ("--methods", "supervised,entmin")]
+    result = CliRunner().invoke(cli, [*args, *extra])
+    assert result.exit_code == 2 and message in result.stderr
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_grid_file_expands_params_and_axes(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(
+        """
+[sweep]
+methods = ["supervised", "entmin"]
+datasets = ["digits"]
+labels = [50]
+seeds = [0, 1]
+steps = 10
+protocol = { eval_every = 5 }
+
+[params.entmin]
+lambda_ = [0.1, 0.5]
+"""
+    )
+    g = load_grid_file(grid, {})
+    specs = g.specs()
+    assert len(specs) == 2 + 2 * 2  # supervised × 2 seeds + entmin × 2 lambdas × 2 seeds
+    assert sorted(s.params.get("lambda_", 0) for s in specs if s.method == "entmin") == [0.1, 0.1, 0.5, 0.5]
+    assert all(s.steps == 10 for s in specs)
+    results = run_sweep(specs, tmp_path / "runs", workers=2, show_progress=False, echo=lambda m: None)
+    assert len(results) == 6 and all(r["steps"] == 10 for r in results)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[sweep]\nmethods = ["supervised"]\ndatasets = ["digits"]\nlabels = [50]\nstep = 3\n')
+    with pytest.raises(UserError, match="unknown key in \\[sweep\\]: step"):
+        load_grid_file(bad, {})
+
+
+def test_mean_std_format():
+    assert mean_std([0.5, 0.7]) == f"60.00 ± {100 * statistics.stdev([0.5, 0.7]):.2f}"
+    assert mean_std([0.25]) == "25.00 ± –"
+
+
+def test_grid_refuses_params_of_absent_methods():
+    with pytest.raises(UserError, match="not among the sweep's methods"):
+        Grid(methods=("supervised",), datasets=("digits",), labels=(50,), params={"entmin": {"lambda_": (1,)}}).specs()
