@@ -13,6 +13,7 @@ import click
 import ssl_bench
 from ssl_bench.config import parse_assignments, parse_option_values
 from ssl_bench.errors import UserError
+from ssl_bench.report import report as report_command
 
 
 class Group(click.Group):
@@ -227,6 +228,9 @@ def list_(what: str, dataset: str, data_dir: str | None) -> None:
         else:
             rows = catalog.model_rows(dataset)
         click.echo(catalog.format_table(rows))
+
+
+cli.add_command(report_command)
 
 
 def main() -> None:

@@ -1,0 +1,286 @@
+"""`ssl-bench report` on synthetic run folders (records written by hand, no training), whose numbers are
+chosen so that means, sample stds and paired t intervals can be worked out by hand; plus one real
+end-to-end report of two short runs."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ssl_bench.cli import cli
+
+PROTOCOL = {"steps": 100, "lr": 0.003, "batch_lb": 32, "batch_ulb": 128, "lr_schedule": "constant", "weight_decay": 0.0, "clip_grad_norm": 0.0, "eval_every": 50, "eval_batch": 1024}
+T975 = {1: 12.706204736174694, 2: 4.302652729749464}  # Student t 97.5 % quantiles for 1 and 2 dof (tables)
+PNG_1X1 = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+
+
+def write_run(root: Path, method: str, seed: int, test_acc: float | None, test_acc_last: float | None = None, *, params=None,
+              dataset="digits", labels=50, model="tinycnn", commit="aaa", fingerprint=None, curve=(0.5, 0.8), protocol=None) -> Path:
+    """A run folder as `protocol.train` writes it; `test_acc=None` leaves it incomplete (no result.json)."""
+    params = params or {}
+    protocol = {**PROTOCOL, **(protocol or {}), "seed": seed}
+    run_id = f"{dataset}-{labels}-{model}-{method}-{hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:6]}-s{seed}-{commit}"
+    run_dir = root / run_id
+    run_dir.mkdir(parents=True)
+    config = {"method": method, "params": params, "dataset": dataset, "dataset_options": {}, "labels": labels, "val_size": 300,
+              "exclude_labeled": False, "model": model, "model_options": {}, "protocol": protocol, "device": "cpu", "run_id": run_id}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"step": 50 * (i + 1), "val_acc": v, "loss": 1.0, "lr": 0.003, "time_s": 1.0}) + "\n" for i, v in enumerate(curve)))
+    if test_acc is None:
+        return run_dir
+    result = {"method": method, "params": params, "dataset": dataset, "dataset_options": {}, "labels": labels, "model": model, "model_options": {},
+              "seed": seed, "steps": protocol["steps"], "test_acc": test_acc, "test_acc_last": test_acc if test_acc_last is None else test_acc_last,
+              "val_acc_best": 0.8, "val_acc_last": 0.8, "best_step": 100, "wall_time_s": 1.0, "device": "cpu",
+              "versions": {"ssl_bench": "0.1.0", "torch": "2.11.0", "python": "3.11.7"}, "git_commit": commit,
+              "split_fingerprint": f"split-{dataset}-{labels}-s{seed}", "protocol_fingerprint": fingerprint or f"fp-{dataset}-{labels}-{model}-s{seed}", "run_id": run_id}
+    (run_dir / "result.json").write_text(json.dumps(result))
+    return run_dir
+
+
+def report(*args):
+    return CliRunner().invoke(cli, ["report", *map(str, args)])
+
+
+def table_cells(md: str, protocol: str, label: str) -> dict[str, str]:
+    """The cells of the results-table row (`protocol`, `label`), by column title."""
+    headers = None
+    for line in md.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if cells[0] == "protocol":
+            headers = cells
+        elif headers and cells[:2] == [protocol, label]:
+            return dict(zip(headers, cells))
+    raise AssertionError(f"no row {protocol} {label!r} in:\n{md}")
+
+
+def ci(mean: float, half: float, n: int) -> str:
+    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] (n={n})"
+
+
+@pytest.fixture
+def runs(tmp_path) -> Path:
+    root = tmp_path / "runs"
+    for seed, best, last in [(0, 0.90, 0.89), (1, 0.92, 0.91), (2, 0.94, 0.96)]:
+        write_run(root, "supervised", seed, best, last, curve=(0.5 + 0.1 * seed, 0.8))
+    for seed, best, last in [(0, 0.93, 0.90), (1, 0.96, 0.91), (2, 0.96, 0.95)]:  # other commit, same fingerprints
+        write_run(root, "entmin", seed, best, last, params={"lambda_": 0.1}, commit="bbb")
+    for seed, best in [(0, 0.95), (1, 0.91)]:
+        write_run(root, "pimodel", seed, best)
+    constant = lambda v: {"kind": "constant", "start": v, "end": v}
+    for alpha, beta, accs in [(0.5, 0.2, {0: 0.95, 1: 0.97}), (0.7, 0.2, {0: 0.96, 1: 0.92}), (0.5, 0.5, {0: 0.97})]:
+        for seed, acc in accs.items():  # seed 1 of α=0.7 records α as a constant schedule: the same value
+            write_run(root, "dninv", seed, acc, params={"alpha": constant(alpha) if (alpha, seed) == (0.7, 1) else alpha, "beta": beta})
+    write_run(root, "dninv", 0, 0.90, params={"alpha": {"kind": "linear", "start": 1.0, "end": 0.5}, "beta": 0.2})
+    return root
+
+
+def test_tables_hold_hand_computed_means_stds_and_paired_intervals(runs, tmp_path):
+    out = tmp_path / "report"
+    result = report(runs, "--out", out, "--no-reconstructions")
+    assert result.exit_code == 0, result.output
+    md = (out / "report.md").read_text()
+
+    sup = table_cells(md, "P1", "supervised")
+    assert sup["n"] == "3"
+    assert sup["test acc @ best val (%)"] == "92.00 ± 2.00"  # 90, 92, 94
+    assert sup["test acc @ last step (%)"] == f"92.00 ± {math.sqrt(26 / 2):.2f}"  # 89, 91, 96: squares 9 + 1 + 16
+    assert sup["Δ vs supervised @ best val (pp)"] == "(baseline)"
+
+    ent = table_cells(md, "P1", "entmin λ=0.1")
+    assert ent["test acc @ best val (%)"] == f"95.00 ± {math.sqrt(6 / 2):.2f}"  # 93, 96, 96
+    assert ent["test acc @ last step (%)"] == f"92.00 ± {math.sqrt(14 / 2):.2f}"  # 90, 91, 95
+    assert ent["Δ vs supervised @ best val (pp)"] == ci(3.0, T975[2] * 1.0 / math.sqrt(3), 3) == "+3.00 [+0.52, +5.48] (n=3)"  # diffs 3, 4, 2
+    assert ent["Δ vs supervised @ last step (pp)"] == ci(0.0, T975[2] * 1.0 / math.sqrt(3), 3)  # diffs 1, 0, -1
+
+    pi = table_cells(md, "P1", "pimodel")
+    assert pi["n"] == "2" and pi["test acc @ best val (%)"] == f"93.00 ± {math.sqrt(8):.2f}"
+    assert pi["Δ vs supervised @ best val (pp)"] == ci(2.0, T975[1] * math.sqrt(18) / math.sqrt(2), 2)  # diffs 5, -1 on seeds 0, 1
+
+    single = table_cells(md, "P1", "dninv α=0.5 β=0.5")
+    assert single["n"] == "1" and single["test acc @ best val (%)"] == "97.00 ± –"
+    assert single["Δ vs supervised @ best val (pp)"] == "+7.00 (n=1, no CI)"
+    assert table_cells(md, "P1", "dninv α=0.7 β=0.2")["test acc @ best val (%)"] == f"94.00 ± {math.sqrt(8):.2f}"  # 0.7 and constant:0.7 are one row
+    assert table_cells(md, "P1", "dninv α=linear:1:0.5 β=0.2")["n"] == "1"
+
+    # one group (different commits with equal fingerprints are not split), statistics method stated, plots embedded
+    assert "| P2 |" not in md and "Warning" not in result.stderr
+    assert "Student t" in md and "sample standard deviation" in md
+    assert (out / "figures" / "curves-P1.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "figures" / "heatmap-P1-1.png").is_file()
+    # the CLI prints the main table and where the report is
+    assert "| P1 | entmin λ=0.1 | tinycnn | 3 | 95.00 ± 1.73 |" in result.stdout
+    assert str(out / "report.html") in result.stdout
+    # provenance: both commits, the regenerating command, fingerprints per seed, no paper table for digits
+    assert "aaa (11 runs)" in md and "bbb (3 runs)" in md
+    assert f"ssl-bench report {runs} --out {out} --no-reconstructions" in md
+    assert "| P1 | 2 | fp-digits-50-tinycnn-s2 (2 runs) |" in md
+    assert "Reported in the paper" not in md
+
+
+def test_heatmap_grid_and_learning_curve_numbers(runs):
+    from ssl_bench.report import collect, make_groups
+    from ssl_bench.report_figures import heatmap_grids, mean_curve
+
+    (group,), warnings = make_groups(collect([runs])[0], "supervised")
+    assert warnings == []
+    (grid,) = heatmap_grids(group)  # the linear alpha schedule is not a cell
+    assert grid["xs"] == [0.5, 0.7] and grid["ys"] == [0.2, 0.5]
+    assert grid["mean"][0] == pytest.approx([96.0, 94.0]) and grid["mean"][1][0] == pytest.approx(97.0) and grid["mean"][1][1] is None
+    assert grid["n"] == [[2, 2], [1, 0]]
+    (sup,) = [r for r in group.rows if r.method == "supervised"]
+    steps, mean, std = mean_curve(sup.runs.values())  # val 0.5, 0.6, 0.7 at step 50, all 0.8 at step 100
+    assert steps == [50, 100] and mean == pytest.approx([60.0, 80.0]) and std == pytest.approx([10.0, 0.0])
+
+
+def test_mismatched_fingerprints_are_separate_groups_with_a_warning(tmp_path):
+    root = tmp_path / "runs"
+    for commit, accs in [("aaa", (0.90, 0.92)), ("bbb", (0.80, 0.84))]:
+        for seed, acc in enumerate(accs):
+            for method, shift in [("supervised", 0.0), ("entmin", 0.02)]:
+                write_run(root, method, seed, acc + shift, commit=commit, fingerprint=f"fp-{commit}-s{seed}")
+    write_run(root, "pimodel", 0, 0.99, commit="ccc", fingerprint="fp-aaa-s0")  # other code, same protocol as aaa's seed 0
+    out = tmp_path / "report"
+    result = report(root, "--out", out, "--no-reconstructions")
+    assert result.exit_code == 0, result.output
+    md = (out / "report.md").read_text()
+    assert "Warning:" in result.stderr and "never averaged together" in result.stderr and "P1, P2" in result.stderr
+    assert "## Warnings" in md and "never averaged together" in md
+    a, b = table_cells(md, "P1", "supervised"), table_cells(md, "P2", "supervised")
+    assert (a["n"], a["test acc @ best val (%)"]) == ("2", f"91.00 ± {math.sqrt(2):.2f}")  # 90, 92
+    assert (b["n"], b["test acc @ best val (%)"]) == ("2", f"82.00 ± {math.sqrt(8):.2f}")  # 80, 84: not 86.50 mixed
+    assert table_cells(md, "P2", "entmin")["Δ vs supervised @ best val (pp)"] == "+2.00 [+2.00, +2.00] (n=2)"
+    assert table_cells(md, "P1", "pimodel")["Δ vs supervised @ best val (pp)"] == "+9.00 (n=1, no CI)"
+    assert "P2 | pimodel" not in md
+
+
+def test_empty_and_incomplete_folders_give_a_clear_error(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = report(empty, "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert "found no run folders" in result.stderr and "ssl-bench run" in result.stderr and "ssl-bench sweep" in result.stderr
+    assert "Traceback" not in result.output
+
+    partial = tmp_path / "partial"
+    write_run(partial, "supervised", 0, None)
+    write_run(partial, "entmin", 0, None)
+    result = report(partial, "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "found 2 run folders, none complete" in result.stderr and "ssl-bench sweep" in result.stderr
+    assert not (tmp_path / "r" / "report.md").exists()
+
+    missing = report(tmp_path / "nope", "--out", tmp_path / "r")
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_incomplete_and_duplicate_runs_are_listed_not_averaged(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root / "a", "supervised", 0, 0.90)
+    write_run(root / "a", "supervised", 1, 0.94)
+    incomplete = write_run(root / "a", "supervised", 2, None)
+    broken = write_run(root / "c", "supervised", 3, 0.5)
+    (broken / "result.json").write_text('{"method": "supervised"')  # torn
+    old = write_run(root / "c", "supervised", 4, 0.5)
+    (old / "result.json").write_text('{"method": "supervised", "seed": 4}')  # keys missing
+    copy = root / "b" / "copied"
+    shutil.copytree(next((root / "a").glob("*-s0-*")), copy)
+    out = tmp_path / "report"
+    result = report(root, root / "a", "--out", out, "--no-reconstructions")  # root/a is found twice, counted once
+    assert result.exit_code == 0, result.output
+    md = (out / "report.md").read_text()
+    assert table_cells(md, "P1", "supervised")["test acc @ best val (%)"] == f"92.00 ± {math.sqrt(8):.2f}"
+    assert "3 complete run(s) in 1 protocol group(s); 3 run folder(s) skipped" in md
+    assert f"`{incomplete}`: incomplete" in md and f"`{broken}`: unreadable record" in md
+    assert f"`{old}`: record without model, test_acc, test_acc_last, protocol_fingerprint" in md
+    assert "seed 0 appears twice" in result.stderr and str(copy) in result.stderr
+
+
+def test_html_is_self_contained(runs, tmp_path):
+    out = tmp_path / "report"
+    assert report(runs, "--out", out, "--no-reconstructions").exit_code == 0
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<style>" in page
+    for external in ('src="http', "src='http", 'href="http', "<script", "<link", "@import", "url("):
+        assert external not in page
+    images = re.findall(r'<img [^>]*src="([^"]*)"', page)
+    assert len(images) == 2  # learning curves and the alpha × beta heat map
+    for src in images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:4] == b"\x89PNG"
+    assert "95.00 ± 1.73" in page and "<table>" in page
+
+
+def test_reconstruction_figures_or_a_note(runs, tmp_path, monkeypatch):
+    calls = []
+
+    def save_reconstruction_figure(run_dir, out, n=16, split="test", data_dir=None):
+        calls.append(Path(run_dir))
+        if "linear" in (Path(run_dir) / "config.json").read_text():
+            raise RuntimeError("cannot draw this one")
+        Path(out).write_bytes(PNG_1X1)
+        return Path(out)
+
+    monkeypatch.setitem(sys.modules, "ssl_bench.reconstruct", types.SimpleNamespace(save_reconstruction_figure=save_reconstruction_figure))
+    out = tmp_path / "with"
+    assert report(runs, "--out", out).exit_code == 0
+    md = (out / "report.md").read_text()
+    assert len(calls) == 4 and all("-s0-" in p.name for p in calls)  # one per dninv row, its lowest seed
+    assert md.count("inputs and their reconstructions") == 3
+    assert "no reconstruction figure (RuntimeError: cannot draw this one)" in md
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', (out / "report.html").read_text())) == 2 + 3
+
+    monkeypatch.setitem(sys.modules, "ssl_bench.reconstruct", None)  # the module is missing
+    assert report(runs, "--out", tmp_path / "without").exit_code == 0
+    assert "Reconstruction figures are unavailable: cannot import `ssl_bench.reconstruct`" in (tmp_path / "without" / "report.md").read_text()
+
+
+def test_paper_numbers_and_u_models_are_labelled(tmp_path):
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        write_run(root, "supervised", seed, 0.95, dataset="mnist", model="smallucnn")
+    out = tmp_path / "report"
+    assert report(root, "--out", out, "--no-reconstructions").exit_code == 0
+    md = (out / "report.md").read_text()
+    assert "| P1 | supervised | smallucnn † | 2 | 95.00 ± 0.00 |" in md
+    assert "our interpretation of the paper's inhibitor" in md
+    paper = md.split("## Reported in the paper (not reproduced here)")[1].split("## Provenance")[0]
+    assert "99.14" in paper and "95.3" in paper and "svhn" not in paper and "89.75" not in paper
+
+
+def test_end_to_end_report_of_two_real_runs(tmp_path):
+    from ssl_bench.protocol import RunSpec, resolve, train
+
+    results = [
+        train(resolve(RunSpec(method="supervised", dataset="digits", labels=50, steps=20, seed=seed, protocol={"eval_every": 10}, device="cpu")), tmp_path / "runs", show_progress=False)
+        for seed in (0, 1)
+    ]
+    out = tmp_path / "report"
+    result = report(tmp_path / "runs", "--out", out)
+    assert result.exit_code == 0, result.output
+    accs = [100 * r["test_acc"] for r in results]
+    mean, std = sum(accs) / 2, abs(accs[0] - accs[1]) / math.sqrt(2)
+    assert f"| P1 | supervised | tinycnn | 2 | {mean:.2f} ± {std:.2f} |" in result.stdout
+    md = (out / "report.md").read_text()
+    assert results[0]["protocol_fingerprint"] in md and results[1]["protocol_fingerprint"] in md
+    assert (out / "report.html").is_file() and (out / "figures" / "curves-P1.png").is_file()
+
+
+def test_differences_are_signed_without_a_negative_zero():
+    from ssl_bench.report import Diff
+
+    assert str(Diff(-0.001, None, 1)) == "+0.00 (n=1, no CI)"
+    assert str(Diff(-1.234, 0.5, 2)) == "-1.23 [-1.73, -0.73] (n=2)"
+
+
+def test_report_help_has_an_example():
+    result = report("--help")
+    assert result.exit_code == 0 and "Example:" in result.output and "ssl-bench report runs --out reports/digits" in result.output
