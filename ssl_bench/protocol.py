@@ -317,6 +317,7 @@ def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, for
             "model_options": resolved.spec.model_options,
             "init": init_fp,
             "optimizer": "adam",
+            "device_type": device.type,  # batch permutations are drawn on the device: CPU and CUDA streams differ
             "protocol": dataclasses.asdict(p),
         }
     )

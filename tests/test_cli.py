@@ -56,7 +56,7 @@ def test_run_writes_a_complete_record(tmp_path):
     "args, message",
     [
         (["--method", "nope"], "unknown method 'nope'; known methods:"),
-        (["--method", "supervised", "--dataset", "nope"], "unknown dataset 'nope'; known datasets: digits"),
+        (["--method", "supervised", "--dataset", "nope"], "unknown dataset 'nope'; known datasets: "),
         (["--method", "supervised", "--model", "nope"], "unknown model 'nope'; known models:"),
         (["--method", "supervised", "-m", "depth=3"], "unknown option depth; valid options: width, dropout"),
         (["--method", "entmin", "-p", "lamda=1"], "unknown key 'lamda'; valid keys: lambda_"),
