@@ -13,6 +13,7 @@ import click
 import ssl_bench
 from ssl_bench.config import parse_assignments, parse_option_values
 from ssl_bench.errors import UserError
+from ssl_bench.reconstruct import reconstruct_command
 from ssl_bench.report import report as report_command
 
 
@@ -231,6 +232,7 @@ def list_(what: str, dataset: str, data_dir: str | None) -> None:
 
 
 cli.add_command(report_command)
+cli.add_command(reconstruct_command)
 
 
 def main() -> None:

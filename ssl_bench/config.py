@@ -108,10 +108,10 @@ def build_config(cls: type, overrides: dict[str, Any], what: str) -> Any:
 
 def to_jsonable(obj: Any) -> Any:
     """A dataclass (possibly nested, with schedule objects) as plain JSON data."""
+    if hasattr(obj, "to_json") and not isinstance(obj, type):  # before the dataclass case: Schedule is one
+        return obj.to_json()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if hasattr(obj, "to_json"):
-        return obj.to_json()
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, dict):

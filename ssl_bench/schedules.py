@@ -62,9 +62,10 @@ class Schedule:
         """The value at training progress `progress` in [0, 1] (clamped)."""
         t = min(max(progress, 0.0), 1.0)
         if self.kind == "linear":
-            return self.start + (self.end - self.start) * t
+            return (1.0 - t) * self.start + t * self.end  # exactly start at t = 0 and end at t = 1
         if self.kind == "cosine":
-            return self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * t))
+            w = 0.5 * (1.0 + math.cos(math.pi * t))  # 1 at t = 0, exactly 0 at t = 1
+            return w * self.start + (1.0 - w) * self.end
         return self.start
 
     def bounds(self) -> tuple[float, float]:

@@ -1,0 +1,206 @@
+"""Deep network inversion (Balestriero, Roger, Glotin & Baraniuk, "Semi-supervised learning via new deep
+network inversion", arXiv 1711.04313): cross-entropy on the labeled batch plus the error of the network's
+own inverse `x̂ = (∂f/∂x)ᵀ f(x)` on all samples and the prediction entropy of the unlabeled ones (eq. 10),
+with the paper's extensions (eq. 11–13): per-layer reconstruction and weights scheduled over training,
+
+    L = α·CE(labeled) + (1−α)·(β·R(all) + (1−β)·E(unlabeled)) + Σ_l γ⁽ˡ⁾·R⁽ˡ⁾(all),
+    R = ‖x̂ − x‖²,  R⁽ˡ⁾ = ‖(∂f/∂z⁽ˡ⁾)ᵀ f − z⁽ˡ⁾‖²,  E = −Σ_c p_c log p_c.
+
+Each term is averaged over its own part of the batch. `x̂` is one VJP with `create_graph=True`, so the
+parameter gradient flows through it (double backprop). The γ weights are absolute, as in eq. 11 (not
+scaled by 1−α). Weights are read at t = step / (steps − 1): the first step uses a schedule's start value
+and the last step its end value.
+
+A term whose weight is zero for the whole run (a constant schedule) is not added to the loss. `ce` and
+`ent` come from logits that are computed anyway and are logged regardless; `rec` and `rec_<layer>` need
+a VJP and are logged as NaN when skipped. With α ≡ 1 and no γ only the labeled batch is forwarded, so the
+step is exactly `supervised`'s (same gradients, bit for bit) and `rec` and `ent` are logged as NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ssl_bench import SSLMethod
+from ssl_bench.errors import UserError
+from ssl_bench.inversion import couples_samples, reconstruct_layers, squared_error
+from ssl_bench.losses import entropy
+from ssl_bench.models import layer_names
+from ssl_bench.schedules import Schedule
+
+REDUCTIONS = ("mean", "sum")
+
+
+def as_schedule(value: Any, what: str) -> Schedule:
+    """A `Schedule` from a Schedule, a number, CLI text (`linear:1:0.2`) or its JSON form (config.json)."""
+    if isinstance(value, Schedule):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return Schedule.constant(value)
+    if isinstance(value, str):
+        return Schedule.parse(value)
+    if isinstance(value, dict):
+        try:
+            return Schedule(**value)
+        except TypeError:
+            pass
+    raise ValueError(f"{what} must be a number or KIND:START:END, got {value!r}")
+
+
+def is_zero(s: Schedule) -> bool:
+    """Zero for the whole run."""
+    return s.is_constant() and s.start == 0.0
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """Per-layer reconstruction weights γ⁽ˡ⁾ ≥ 0, each a schedule; CLI: `conv2:0.1,conv3:linear:0.5:0`."""
+
+    items: tuple[tuple[str, Schedule], ...] = ()  # (layer name, weight schedule), in the order given
+
+    def __post_init__(self) -> None:
+        items = tuple((str(name), as_schedule(s, f"gamma of {name}")) for name, s in self.items)
+        object.__setattr__(self, "items", items)
+        names = [name for name, _ in items]
+        if any(not name for name in names) or len(set(names)) != len(names):
+            raise ValueError(f"gamma: layer names must be non-empty and distinct, got {', '.join(names)}")
+        for name, s in items:
+            lo, hi = s.bounds()
+            if not (lo >= 0 and math.isfinite(hi)):
+                raise ValueError(f"gamma of layer {name!r} must be a finite weight >= 0, got {s}")
+
+    @classmethod
+    def parse(cls, text: str) -> "LayerWeights":
+        """`"conv2:0.1,conv3:linear:0.5:0"`; `""` or `"none"` for no layer. Raises ValueError."""
+        if str(text).strip().lower() in ("", "none"):
+            return cls()
+        items = []
+        for part in str(text).split(","):
+            name, sep, weight = part.strip().partition(":")
+            if not sep or not name.strip():
+                raise ValueError(f"expected LAYER:WEIGHT[,LAYER:WEIGHT…] (WEIGHT a number or KIND:START:END), got {part.strip()!r}")
+            items.append((name.strip(), Schedule.parse(weight)))
+        return cls(tuple(items))
+
+    @classmethod
+    def coerce(cls, value: Any) -> "LayerWeights":
+        """From LayerWeights, CLI text, or a mapping `{layer: weight}` (e.g. from config.json or a TOML grid)."""
+        if isinstance(value, LayerWeights):
+            return value
+        if isinstance(value, str):
+            return cls.parse(value)
+        if isinstance(value, dict):
+            return cls(tuple(value.items()))
+        raise ValueError(f"gamma must be LAYER:WEIGHT,… or a mapping of layer to weight, got {value!r}")
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.items)
+
+    def to_json(self) -> dict:
+        return {name: s.to_json() for name, s in self.items}
+
+    def __str__(self) -> str:
+        return ",".join(f"{name}:{s}" for name, s in self.items) or "none"
+
+
+@dataclass(frozen=True)
+class DNInvConfig:
+    alpha: Schedule = Schedule.constant(0.7)  # CE vs unsupervised weight, in [0, 1]; a number or linear|cosine:START:END
+    beta: Schedule = Schedule.constant(0.2)  # reconstruction vs entropy weight within the unsupervised part, in [0, 1]
+    reduction: str = "mean"  # R and R⁽ˡ⁾: mean (per element, MSE) | sum (per sample), both averaged over samples
+    detach_cotangent: bool = False  # x̂ = (∂f/∂x)ᵀ stopgrad(f): same x̂, no gradient through the cotangent
+    gamma: LayerWeights = LayerWeights()  # per-layer weights γ⁽ˡ⁾ >= 0, e.g. conv2:0.1,conv3:linear:0.5:0
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "beta"):
+            s = as_schedule(getattr(self, name), name)
+            lo, hi = s.bounds()
+            if not (0 <= lo and hi <= 1):
+                raise ValueError(f"{name} must stay in [0, 1] over training, got {s}")
+            object.__setattr__(self, name, s)
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
+        if not isinstance(self.detach_cotangent, bool):
+            raise ValueError(f"detach_cotangent must be true or false, got {self.detach_cotangent!r}")
+        object.__setattr__(self, "gamma", LayerWeights.coerce(self.gamma))
+
+
+class DNInv(SSLMethod):
+    name = "dninv"
+    Config = DNInvConfig
+    terms = ("ce", "rec", "ent")  # plus rec_<layer> for each γ layer, see term_names()
+    supervised_equivalent = {"alpha": 1.0}
+
+    def __init__(self, config: DNInvConfig, context):
+        super().__init__(config, context)
+        self.checked_layers = False
+        self.warned_batchnorm = False
+        cfg = self.config
+        alpha_one = cfg.alpha.is_constant() and cfg.alpha.start == 1.0
+        beta_one = cfg.beta.is_constant() and cfg.beta.start == 1.0
+        self.use_ce = not is_zero(cfg.alpha)
+        self.use_rec = not (alpha_one or is_zero(cfg.beta))  # weight (1−α)β
+        self.use_ent = not (alpha_one or beta_one)  # weight (1−α)(1−β)
+        self.layers = tuple(name for name, s in cfg.gamma.items if not is_zero(s))
+        self.supervised_only = alpha_one and not self.layers
+
+    def term_names(self) -> tuple[str, ...]:
+        return self.terms + tuple(f"rec_{name}" for name in self.config.gamma.names())
+
+    def loss(self, model, batch, progress):
+        cfg = self.config
+        if not self.checked_layers:  # the method sees the model only here
+            unknown = [name for name in cfg.gamma.names() if name not in layer_names(model)]
+            if unknown:
+                raise UserError(f"dninv gamma: unknown layer {', '.join(map(repr, unknown))} for {type(model).__name__}; its layers: {', '.join(layer_names(model))}")
+            self.checked_layers = True
+        if self.supervised_only:  # α ≡ 1: exactly `supervised` (the labeled batch alone)
+            ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
+            return ce, self.logged(ce, None, None, {})
+
+        t = progress.step / max(progress.total_steps - 1, 1)  # 0 at the first step, 1 at the last
+        alpha, beta = cfg.alpha.at(t), cfg.beta.at(t)
+        n_lb = len(batch.x_lb)
+        x = torch.cat([batch.x_lb, batch.x_ulb])  # (B_lb + B_ulb, ...)
+        if self.use_rec or self.layers:
+            self.warn_if_coupled(model)
+            logits, x_hat, inner = reconstruct_layers(
+                model, x, self.layers, input=self.use_rec, create_graph=True, detach_cotangent=cfg.detach_cotangent
+            )  # (B, K), like x, {layer: (z, ẑ)}
+        else:
+            logits, x_hat, inner = model(x), None, {}
+        ce = F.cross_entropy(logits[:n_lb], batch.y_lb)
+        ent = entropy(logits[n_lb:])
+        rec = squared_error(x_hat, x, cfg.reduction) if self.use_rec else None
+        rec_layers = {name: squared_error(z_hat, z, cfg.reduction) for name, (z, z_hat) in inner.items()}
+
+        parts = [alpha * ce] if self.use_ce else []
+        if self.use_rec:
+            parts.append((1 - alpha) * beta * rec)
+        if self.use_ent:
+            parts.append((1 - alpha) * (1 - beta) * ent)
+        parts += [s.at(t) * rec_layers[name] for name, s in cfg.gamma.items if name in rec_layers]
+        return sum(parts), self.logged(ce, rec, ent, rec_layers)
+
+    def logged(self, ce, rec, ent, rec_layers) -> dict[str, torch.Tensor]:
+        """The declared terms, detached; a term that was not computed (None) is logged as NaN."""
+        nan = torch.full((), math.nan, device=ce.device)
+        values = {"ce": ce, "rec": rec, "ent": ent} | {f"rec_{n}": rec_layers.get(n) for n in self.config.gamma.names()}
+        return {k: nan if v is None else v.detach() for k, v in values.items()}
+
+    def warn_if_coupled(self, model) -> None:
+        if couples_samples(model) and not self.warned_batchnorm:
+            self.warned_batchnorm = True
+            warnings.warn(
+                f"dninv: {type(model).__name__} has BatchNorm in training mode, which normalizes with batch "
+                "statistics and so couples the samples of a batch: the batch inverse x̂ = (∂f/∂x)ᵀf(x) then mixes "
+                "samples and is not the per-sample inverse of the paper (whose models have no BatchNorm). "
+                "Training goes on.",
+                stacklevel=3,
+            )
