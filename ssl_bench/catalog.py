@@ -47,18 +47,25 @@ def dataset_rows(data_dir: str | None = None) -> list[dict]:
 def model_rows(dataset: str) -> list[dict]:
     from ssl_bench.data import get_dataset
     from ssl_bench.models import create_model, get_model_entry, model_names
+    from ssl_bench.models.registry import model_prefixes
 
     info = get_dataset(dataset)
     rows = []
     for name in model_names():
         entry = get_model_entry(name)
+        description = entry.description
         if info.modality in entry.modalities:
-            model = create_model(name, num_classes=info.num_classes, input_shape=info.shape, modality=info.modality)
-            params = f"{sum(p.numel() for p in model.parameters()):,}"
-            batchnorm = "yes" if any(isinstance(m, _BATCHNORM) for m in model.modules()) else "no"
+            try:
+                model = create_model(name, num_classes=info.num_classes, input_shape=info.shape, modality=info.modality)
+                params = f"{sum(p.numel() for p in model.parameters()):,}"
+                batchnorm = "yes" if any(isinstance(m, _BATCHNORM) for m in model.modules()) else "no"
+            except UserError as exc:  # e.g. inputs too small for the network
+                params, batchnorm, description = "(cannot take)", "-", str(exc)
         else:
             params, batchnorm = f"(takes {'/'.join(entry.modalities)})", "-"
-        rows.append({"model": name, "inputs": "/".join(entry.modalities), f"params ({dataset})": params, "batchnorm": batchnorm, "lr": f"{entry.lr:.4g}", "description": entry.description})
+        rows.append({"model": name, "inputs": "/".join(entry.modalities), f"params ({dataset})": params, "batchnorm": batchnorm, "lr": f"{entry.lr:.4g}", "description": description})
+    for prefix in model_prefixes():
+        rows.append({"model": f"{prefix}<name>", "inputs": "image", f"params ({dataset})": "(per model)", "batchnorm": "most", "lr": "0.001", "description": f"any {prefix[:-1]} model by name, e.g. {prefix}resnet18"})
     return rows
 
 

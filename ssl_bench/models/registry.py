@@ -63,6 +63,12 @@ def model_names() -> list[str]:
     return sorted(_MODELS)
 
 
+def model_prefixes() -> list[str]:
+    """Prefixes that name families of models built on demand (e.g. `timm:`)."""
+    _import_builtin_models()
+    return sorted(_PREFIXES)
+
+
 def create_model(name: str, *, num_classes: int, input_shape: tuple[int, ...], modality: str | None = None, **options) -> nn.Module:
     """Build model `name` for inputs of `input_shape` ((C, H, W) or (C, L)) and `num_classes` outputs.
 
@@ -86,4 +92,7 @@ def create_model(name: str, *, num_classes: int, input_shape: tuple[int, ...], m
 @functools.cache
 def _import_builtin_models() -> None:
     # Each module registers its models on import.
+    import ssl_bench.models.bird10  # noqa: F401
+    import ssl_bench.models.paper  # noqa: F401
     import ssl_bench.models.tiny  # noqa: F401
+    import ssl_bench.models.timm_models  # noqa: F401  (the "timm:" prefix; imports timm only when used)
