@@ -139,7 +139,6 @@ class DNInv(SSLMethod):
 
     def __init__(self, config: DNInvConfig, context):
         super().__init__(config, context)
-        self.checked_layers = False
         self.warned_batchnorm = False
         cfg = self.config
         alpha_one = cfg.alpha.is_constant() and cfg.alpha.start == 1.0
@@ -153,13 +152,13 @@ class DNInv(SSLMethod):
     def term_names(self) -> tuple[str, ...]:
         return self.terms + tuple(f"rec_{name}" for name in self.config.gamma.names())
 
+    def check_model(self, model) -> None:
+        unknown = [name for name in self.config.gamma.names() if name not in layer_names(model)]
+        if unknown:
+            raise UserError(f"dninv gamma: unknown layer {', '.join(map(repr, unknown))} for {type(model).__name__}; its layers: {', '.join(layer_names(model))}")
+
     def loss(self, model, batch, progress):
         cfg = self.config
-        if not self.checked_layers:  # the method sees the model only here
-            unknown = [name for name in cfg.gamma.names() if name not in layer_names(model)]
-            if unknown:
-                raise UserError(f"dninv gamma: unknown layer {', '.join(map(repr, unknown))} for {type(model).__name__}; its layers: {', '.join(layer_names(model))}")
-            self.checked_layers = True
         if self.supervised_only:  # α ≡ 1: exactly `supervised` (the labeled batch alone)
             ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
             return ce, self.logged(ce, None, None, {})

@@ -84,6 +84,9 @@ class SSLMethod:
         """Return the scalar loss to minimize and its named, detached terms (keys == `self.terms`)."""
         raise NotImplementedError
 
+    def check_model(self, model: nn.Module) -> None:
+        """Refuse (with a `UserError`) a model this configuration cannot use; called before training."""
+
     def term_names(self) -> tuple[str, ...]:
         """The logged terms of this instance (a method whose terms depend on its config overrides this)."""
         return self.terms

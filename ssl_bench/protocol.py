@@ -293,18 +293,18 @@ def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, for
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted (or forced) run starts over
     data, split = prepare(resolved)
-    run_dir.mkdir(parents=True)
     start = time.perf_counter()
-
-    dd = to_device(data, split, device)
     input_shape = tuple(data.x_train.shape[1:])
     model = init_model(resolved, input_shape)
     init_fp = records.state_fingerprint(model.state_dict())
-    model.to(device).train()
-    torch.manual_seed(derive_seed(p.seed, "global"))  # dropout and other in-model randomness
-
     context = MethodContext(info.modality, info.num_classes, make_generator(p.seed, "method", device), AUGMENTATIONS[info.modality])
     method = resolved.method_cls(resolved.method_config, context)
+    method.check_model(model)  # e.g. layer names in the method's config: refused before anything is written
+    run_dir.mkdir(parents=True)
+
+    dd = to_device(data, split, device)
+    model.to(device).train()
+    torch.manual_seed(derive_seed(p.seed, "global"))  # dropout and other in-model randomness
     terms = method.term_names()
     split_fp = split.fingerprint(info.name)
     protocol_fp = records.fingerprint(

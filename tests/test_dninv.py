@@ -429,7 +429,15 @@ def test_bad_params_are_refused_in_one_line_before_training(tmp_path, param, mes
 def test_unknown_layer_is_refused_listing_the_models_layers():
     model, batch = tinycnn_and_digit_batch()
     with pytest.raises(UserError, match=r"unknown layer 'conv9' for TinyCNN; its layers: conv1, conv2, conv3$"):
-        make_method(gamma="conv2:0.1,conv9:0.1").loss(model, batch, Progress(0, 1))
+        make_method(gamma="conv2:0.1,conv9:0.1").check_model(model)
+    make_method(gamma="conv2:0.1").check_model(model)  # known layers pass
+
+
+def test_unknown_layer_is_refused_before_a_run_folder_exists(tmp_path):
+    args = ["run", "--method", "dninv", "--dataset", "digits", "--labels", "50", "--out", str(tmp_path / "runs"), "-p", "gamma=conv9:0.1"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "its layers: conv1, conv2, conv3" in result.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_batchnorm_in_training_mode_warns_once_and_goes_on():
