@@ -86,4 +86,8 @@ def default_data_dir() -> Path:
 
 def _import_builtin_datasets() -> None:
     # Each module registers its datasets on import.
+    import ssl_bench.data.audio  # noqa: F401
     import ssl_bench.data.digits  # noqa: F401
+    import ssl_bench.data.mnist1d  # noqa: F401
+    import ssl_bench.data.synthetic  # noqa: F401
+    import ssl_bench.data.vision  # noqa: F401
