@@ -38,7 +38,7 @@ def dataset_rows(data_dir: str | None = None) -> list[dict]:
     rows = []
     for name in dataset_names():
         info = get_dataset(name)
-        where = Path(data_dir).expanduser() if data_dir else default_data_dir() / name
+        where = (Path(data_dir).expanduser() if data_dir else default_data_dir()) / name
         local = "offline" if info.offline else ("yes" if info.available(where) else f"no ({where})")
         rows.append({"dataset": name, "modality": info.modality, "shape": "x".join(map(str, info.shape)), "classes": info.num_classes, "val": info.val_size, "local": local, "description": info.description})
     return rows

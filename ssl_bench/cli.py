@@ -207,7 +207,7 @@ def summary_line(result: dict) -> str:
 @cli.command(name="list")
 @click.argument("what", type=click.Choice(["methods", "datasets", "models", "all"]), default="all")
 @click.option("--dataset", default="digits", show_default=True, help="For models: count parameters for this dataset's inputs.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="For datasets: where to look for their files.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="For datasets: the root holding one folder per dataset [$SSL_BENCH_DATA or ~/.cache/ssl-bench/data].")
 def list_(what: str, dataset: str, data_dir: str | None) -> None:
     """List the registered methods, datasets and models.
 

@@ -522,13 +522,13 @@ def test_every_dataset_declares_modality_shape_and_classes(tmp_path):
 
 
 def test_list_datasets_shows_local_availability(tmp_path):
-    write_mnist(tmp_path)
+    write_mnist(tmp_path / "mnist")  # --data-dir of `list` is the root with one folder per dataset
     result = invoke("list", "datasets", "--data-dir", tmp_path)
     assert result.exit_code == 0, result.output
     rows = {line.split()[0]: line for line in result.output.splitlines()[1:]}
     assert set(rows) == set(dataset_names())
     assert rows["mnist"].split()[1:5] == ["image", "1x28x28", "10", "5000"] and " yes " in rows["mnist"]
-    assert f"no ({tmp_path})" in rows["cifar10"] and f"no ({tmp_path})" in rows["bird10"]
+    assert f"no ({tmp_path / 'cifar10'})" in rows["cifar10"] and f"no ({tmp_path / 'bird10'})" in rows["bird10"]
     assert " offline " in rows["mnist1d"] and " offline " in rows["chirps"]
 
 
@@ -540,7 +540,8 @@ def test_cli_runs_end_to_end_on_written_files(tmp_path, name):
     data_dir = tmp_path / "data"
     writers = {"mnist": write_mnist, "svhn": write_svhn, "cifar10": write_cifar, "bird10": lambda d: write_bird_folder(d, per_class=4)}
     writers[name](data_dir)
-    options = ["-d", "sample_rate=8000", "-d", "window_ms=100", "-d", "overlap=0.5"] if name == "bird10" else []
+    # small windows for speed: bird10net (the default) is scaled to them (kernel 1024 → 32 samples)
+    options = ["-d", "sample_rate=8000", "-d", "window_ms=100", "-d", "overlap=0.5", "-m", "kernel=32", "-m", "stride=16"] if name == "bird10" else []
     out = tmp_path / "runs"
     result = invoke(*TINY_RUN, "--dataset", name, "--labels", 10, "--val-size", 5, "--data-dir", data_dir, "--out", out, *options)
     assert result.exit_code == 0, result.output

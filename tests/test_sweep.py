@@ -11,6 +11,7 @@ from ssl_bench import records
 from ssl_bench.cli import cli
 from ssl_bench.errors import UserError
 from ssl_bench.sweep import Grid, load_grid_file, mean_std, run_sweep
+from tests.conftest import ROOT
 
 SWEEP = ["sweep", "--dataset", "digits", "--labels", "50", "--steps", "10", "--eval-every", "5", "--quiet"]
 
@@ -103,3 +104,14 @@ def test_mean_std_format():
 def test_grid_refuses_params_of_absent_methods():
     with pytest.raises(UserError, match="not among the sweep's methods"):
         Grid(methods=("supervised",), datasets=("digits",), labels=(50,), params={"entmin": {"lambda_": (1,)}}).specs()
+
+
+@pytest.mark.parametrize("grid", sorted((ROOT / "examples" / "grids").glob("*.toml")), ids=lambda p: p.stem)
+def test_example_grids_resolve(grid):
+    """Every shipped grid names real methods, datasets, models and valid params (no data is loaded)."""
+    from ssl_bench.protocol import resolve
+
+    specs = load_grid_file(grid, {}).specs()
+    assert specs
+    for spec in specs:
+        resolve(spec)

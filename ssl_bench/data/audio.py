@@ -276,6 +276,7 @@ BIRD10 = register_dataset(
         "Bird10 bird songs (10 species of BirdLifeCLEF 2016), local recordings cut into 500 ms windows",
         val_size=5000,
         default_steps=2000,
+        default_model="bird10net",
         howto="ssl-bench cannot download Bird10: get it from its authors (Glotin et al. 2017) and see docs/datasets.md",
     )
 )
