@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 demo: $(STAMP)
 	$(BIN)/ssl-bench sweep --dataset digits --labels 50 --seeds 0,1,2 --out runs/demo --quiet
+	$(BIN)/ssl-bench report runs/demo --out reports/digits-50
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
