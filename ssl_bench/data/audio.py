@@ -63,13 +63,21 @@ class AudioOptions:
 
     @property
     def window(self) -> int:
-        """Window length in samples."""
-        return round(self.sample_rate * self.window_ms / 1000)
+        return window_samples(self.sample_rate, self.window_ms)
 
     @property
     def hop(self) -> int:
-        """Samples between the starts of consecutive windows."""
-        return max(1, round(self.window * (1 - self.overlap)))
+        return hop_samples(self.window, self.overlap)
+
+
+def window_samples(sample_rate: int, window_ms: float) -> int:
+    """Window length in samples."""
+    return round(sample_rate * window_ms / 1000)
+
+
+def hop_samples(window: int, overlap: float) -> int:
+    """Samples between the starts of consecutive windows."""
+    return max(1, round(window * (1 - overlap)))
 
 
 # --------------------------------------------------------------------------------------------------

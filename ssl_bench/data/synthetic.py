@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ssl_bench.config import build_config
-from ssl_bench.data.audio import windowed_arrays
+from ssl_bench.data.audio import hop_samples, window_samples, windowed_arrays
 from ssl_bench.data.registry import DataArrays, DatasetInfo, register_dataset
 
 NUM_CLASSES = 10
@@ -60,11 +60,11 @@ class ChirpOptions:
 
     @property
     def window(self) -> int:
-        return round(self.sample_rate * self.window_ms / 1000)
+        return window_samples(self.sample_rate, self.window_ms)
 
     @property
     def hop(self) -> int:
-        return max(1, round(self.window * (1 - self.overlap)))
+        return hop_samples(self.window, self.overlap)
 
 
 def chirp(f0: float, f1: float, n: int, sample_rate: int) -> np.ndarray:
