@@ -396,6 +396,7 @@ def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, for
         "n_test": len(dd.y_test),
         "wall_time_s": round(time.perf_counter() - start, 3),
         "device": records.device_name(device),
+        "cpu_threads": torch.get_num_threads(),  # CPU float results depend on it (reductions split differently)
         "versions": records.versions(),
         "git_commit": records.git_commit(),
         "split_fingerprint": split_fp,
