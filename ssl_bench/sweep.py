@@ -152,59 +152,28 @@ def _worker_devices(resolved: list[Resolved], workers: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------
-# The summary table
-
-
-def params_label(method: str, params: dict, defaults: dict | None = None) -> str:
-    """`dninv α=0.7 β=0.2`: the method and the params that differ from its defaults (all if no defaults)."""
-    shown = {k: v for k, v in params.items() if defaults is None or defaults.get(k) != v}
-    text = " ".join(f"{k}={_short(v)}" for k, v in shown.items())
-    return f"{method} {text}".strip()
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, dict) and "kind" in value:
-        return f"{value['kind']}:{value['start']:g}:{value['end']:g}"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def mean_std(values: list[float]) -> str:
-    """`97.12 ± 0.40` in percent (sample std; `–` for one value)."""
-    mean = 100 * statistics.fmean(values)
-    std = f"{100 * statistics.stdev(values):.2f}" if len(values) > 1 else "–"
-    return f"{mean:.2f} ± {std}"
+# The summary table (labels and statistics as in `ssl-bench report`)
 
 
 def summary_rows(results: list[dict]) -> list[dict]:
-    """One row per (dataset, labels, model, method + params), in first-seen order."""
-    from ssl_bench.method import load_method
+    """One row per (dataset, labels, model, method + params off their defaults), in first-seen order."""
+    from ssl_bench.report import canonical, method_defaults, row_label, summarize
 
     groups: dict[tuple, list[dict]] = {}
     for r in results:
-        key = (r["dataset"], r["labels"], r["model"], params_label(r["method"], r["params"], _defaults(load_method, r["method"])))
+        defaults = method_defaults(r["method"])
+        changed = {k for k, v in r["params"].items() if defaults is None or canonical(defaults.get(k)) != canonical(v)}
+        key = (r["dataset"], r["labels"], r["model"], row_label(r["method"], r["params"], changed))
         groups.setdefault(key, []).append(r)
-    rows = []
-    for (dataset, labels, model, label), rs in groups.items():
-        rows.append(
-            {
-                "dataset": f"{dataset}-{labels if labels is not None else 'all'}",
-                "model": model,
-                "method": label,
-                "n": len(rs),
-                "test acc % (best val)": mean_std([r["test_acc"] for r in rs]),
-                "test acc % (last)": mean_std([r["test_acc_last"] for r in rs]),
-                "wall s": f"{statistics.fmean(r['wall_time_s'] for r in rs):.1f}",
-            }
-        )
-    return rows
-
-
-def _defaults(load_method, method: str) -> dict | None:
-    from ssl_bench.config import to_jsonable
-
-    try:
-        return to_jsonable(load_method(method).Config())
-    except (UserError, TypeError):
-        return None
+    return [
+        {
+            "dataset": f"{dataset}-{labels if labels is not None else 'all'}",
+            "model": model,
+            "method": label,
+            "n": len(rs),
+            "test acc % (best val)": str(summarize(100 * r["test_acc"] for r in rs)),
+            "test acc % (last)": str(summarize(100 * r["test_acc_last"] for r in rs)),
+            "wall s": f"{statistics.fmean(r['wall_time_s'] for r in rs):.1f}",
+        }
+        for (dataset, labels, model, label), rs in groups.items()
+    ]

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from ssl_bench import records
 from ssl_bench.cli import cli
 from ssl_bench.errors import UserError
-from ssl_bench.sweep import Grid, load_grid_file, mean_std, run_sweep
+from ssl_bench.sweep import Grid, load_grid_file, run_sweep
 from tests.conftest import ROOT
 
 SWEEP = ["sweep", "--dataset", "digits", "--labels", "50", "--steps", "10", "--eval-every", "5", "--quiet"]
@@ -46,7 +46,7 @@ def test_method_params_are_addressed_per_method(tmp_path):
     assert result.exit_code == 0, result.output
     (entmin,) = [records.read_json(p / "result.json") for p in tmp_path.iterdir() if "entmin" in p.name]
     assert entmin["params"] == {"lambda_": 0.9}
-    assert "entmin lambda_=0.9" in result.output
+    assert "entmin λ=0.9" in result.output
 
 
 @pytest.mark.parametrize(
@@ -94,11 +94,6 @@ lambda_ = [0.1, 0.5]
     bad.write_text('[sweep]\nmethods = ["supervised"]\ndatasets = ["digits"]\nlabels = [50]\nstep = 3\n')
     with pytest.raises(UserError, match="unknown key in \\[sweep\\]: step"):
         load_grid_file(bad, {})
-
-
-def test_mean_std_format():
-    assert mean_std([0.5, 0.7]) == f"60.00 ± {100 * statistics.stdev([0.5, 0.7]):.2f}"
-    assert mean_std([0.25]) == "25.00 ± –"
 
 
 def test_grid_refuses_params_of_absent_methods():
