@@ -42,7 +42,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
     \b
     Example:
-        ssl-bench run --method supervised --dataset digits --labels 50
+        ssl-bench run --method dninv --dataset digits --labels 50
+        ssl-bench sweep --dataset digits --labels 50 --seeds 0,1,2 --out runs/demo
+        ssl-bench report runs/demo --out reports/digits-50
         ssl-bench list methods
     """
     ctx.ensure_object(dict)["debug"] = debug
