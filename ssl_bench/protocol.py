@@ -147,18 +147,24 @@ def resolve(spec: RunSpec) -> Resolved:
 
 @dataclass
 class DeviceData:
-    """The split's tensors, normalized with training-split statistics, on the training device."""
+    """The split's tensors on the training device, as stored (uint8 images stay uint8: 4× less memory);
+    `inputs(x)` normalizes a batch with the training split's per-channel statistics."""
 
-    x_lb: torch.Tensor
-    y_lb: torch.Tensor
-    x_ulb: torch.Tensor
+    x_lb: torch.Tensor  # (N_lb, *shape) uint8 or float
+    y_lb: torch.Tensor  # (N_lb,) int64
+    x_ulb: torch.Tensor  # (N_ulb, *shape)
     x_val: torch.Tensor
     y_val: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
     groups_test: torch.Tensor | None
-    mean: torch.Tensor  # (C,) per-channel statistics of the training split (val excluded)
+    mean: torch.Tensor  # (C,) per-channel statistics of the training split (val excluded), on the device
     std: torch.Tensor
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch of stored samples as normalized float inputs."""
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x.float() - self.mean.view(shape)) / self.std.view(shape)
 
 
 def normalization(x_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,25 +176,21 @@ def normalization(x_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def to_device(data: DataArrays, split: Split, device: torch.device) -> DeviceData:
     train_idx = torch.from_numpy(np.union1d(split.labeled, split.unlabeled))  # validation excluded
     mean, std = normalization(data.x_train[train_idx])
-    shape = (1, -1) + (1,) * (data.x_train.dim() - 2)
-
-    def prep(x: torch.Tensor) -> torch.Tensor:
-        return ((x.float() - mean.view(shape)) / std.view(shape)).to(device)
-
     x_ulb = data.x_train[torch.from_numpy(split.unlabeled)]
     if data.x_extra is not None:
         x_ulb = torch.cat([x_ulb, data.x_extra])
+    part = lambda t, idx: t[torch.from_numpy(idx)].to(device)
     return DeviceData(
-        x_lb=prep(data.x_train[torch.from_numpy(split.labeled)]),
-        y_lb=data.y_train[torch.from_numpy(split.labeled)].to(device),
-        x_ulb=prep(x_ulb),
-        x_val=prep(data.x_train[torch.from_numpy(split.val)]),
-        y_val=data.y_train[torch.from_numpy(split.val)].to(device),
-        x_test=prep(data.x_test),
+        x_lb=part(data.x_train, split.labeled),
+        y_lb=part(data.y_train, split.labeled),
+        x_ulb=x_ulb.to(device),
+        x_val=part(data.x_train, split.val),
+        y_val=part(data.y_train, split.val),
+        x_test=data.x_test.to(device),
         y_test=data.y_test.to(device),
         groups_test=None if data.groups_test is None else data.groups_test.to(device),
-        mean=mean,
-        std=std,
+        mean=mean.to(device),
+        std=std.to(device),
     )
 
 
@@ -208,11 +210,11 @@ class IndexStream:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
-    """Logits (N, K) in eval mode; the model is put back in train mode."""
+def predict(model: nn.Module, x: torch.Tensor, batch: int, inputs=lambda x: x) -> torch.Tensor:
+    """Logits (N, K) of `inputs(x)` in eval mode, `batch` samples at a time; the model is put back in train mode."""
     model.eval()
     try:
-        return torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])
+        return torch.cat([model(inputs(x[i : i + batch])) for i in range(0, len(x), batch)])
     finally:
         model.train()
 
@@ -339,7 +341,7 @@ def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, for
         for group in optimizer.param_groups:
             group["lr"] = p.lr * lr_factor(p, step)
         i_lb, i_ulb = lb_stream.next(), ulb_stream.next()
-        batch = Batch(dd.x_lb[i_lb], dd.y_lb[i_lb], dd.x_ulb[i_ulb])
+        batch = Batch(dd.inputs(dd.x_lb[i_lb]), dd.y_lb[i_lb], dd.inputs(dd.x_ulb[i_ulb]))
         loss, logged = method.loss(model, batch, Progress(step, p.steps))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -357,7 +359,7 @@ def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, for
         done = step + 1
         if done % p.eval_every == 0 or done == p.steps:
             means = (sums / n_sum).tolist()  # host sync
-            val_acc = accuracy(predict(model, dd.x_val, p.eval_batch), dd.y_val)
+            val_acc = accuracy(predict(model, dd.x_val, p.eval_batch, dd.inputs), dd.y_val)
             row = {"step": done, "val_acc": val_acc, "loss": means[0], **dict(zip(terms, means[1:])), "lr": optimizer.param_groups[0]["lr"], "time_s": round(time.perf_counter() - start, 3)}
             records.append_jsonl(run_dir / records.METRICS, row)
             if val_acc > best_val:
@@ -370,10 +372,10 @@ def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, for
     bar.close()
 
     val_acc_last = row["val_acc"]
-    logits_last = predict(model, dd.x_test, p.eval_batch)
+    logits_last = predict(model, dd.x_test, p.eval_batch, dd.inputs)
     records.save_checkpoint(run_dir / records.LAST_CKPT, {"step": p.steps, "val_acc": val_acc_last, "model": model.state_dict()})
     model.load_state_dict(best_state)
-    logits_best = predict(model, dd.x_test, p.eval_batch)
+    logits_best = predict(model, dd.x_test, p.eval_batch, dd.inputs)
 
     result = {
         "method": resolved.spec.method,

@@ -93,7 +93,7 @@ def run_reconstruction(run_dir: Path, n: int = 16, split: str = "test", data_dir
         "labeled": (dd.x_lb, dd.y_lb),
         "unlabeled": (dd.x_ulb, None),
     }[split]
-    x, y = x[:n], None if y is None else y[:n]  # (N, C, ...)
+    x, y = dd.inputs(x[:n]), None if y is None else y[:n]  # (N, C, ...) normalized
     logits, x_hat = reconstruct(model, x)  # (N, K), like x
     shape = (1, -1) + (1,) * (x.dim() - 2)
     unnormalize = lambda t: t.detach() * dd.std.view(shape) + dd.mean.view(shape)

@@ -166,3 +166,8 @@ def test_normalization_uses_training_split_only():
     assert torch.allclose(dd.mean, train_x.mean().reshape(1), atol=1e-4)
     assert torch.allclose(dd.std, train_x.std().reshape(1), atol=1e-4)
     assert not torch.allclose(dd.mean, data.x_train.float().mean().reshape(1), atol=1e-4)
+    # stored as loaded (uint8: 4x less device memory), normalized per batch
+    assert dd.x_ulb.dtype == torch.uint8 and dd.x_test.dtype == torch.uint8
+    expected = (data.x_test.float() - train_x.mean()) / train_x.std()
+    assert torch.allclose(dd.inputs(dd.x_test), expected, atol=1e-5)
+    assert torch.equal(dd.x_val, data.x_train[split.val])
