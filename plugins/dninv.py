@@ -163,7 +163,7 @@ class DNInv(SSLMethod):
             ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
             return ce, self.logged(ce, None, None, {})
 
-        t = progress.step / max(progress.total_steps - 1, 1)  # 0 at the first step, 1 at the last
+        t = progress.fraction  # 0 at the first step, 1 at the last
         alpha, beta = cfg.alpha.at(t), cfg.beta.at(t)
         n_lb = len(batch.x_lb)
         x = torch.cat([batch.x_lb, batch.x_ulb])  # (B_lb + B_ulb, ...)

@@ -39,8 +39,8 @@ class Progress:
 
     @property
     def fraction(self) -> float:
-        """Training progress t/T in [0, 1]."""
-        return self.step / max(self.total_steps, 1)
+        """Training progress in [0, 1]: exactly 0 at the first step and 1 at the last (step / (steps − 1))."""
+        return self.step / max(self.total_steps - 1, 1)
 
 
 @dataclass(frozen=True)
