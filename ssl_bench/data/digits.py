@@ -2,25 +2,45 @@
 
 There is no official test split: a fixed, seed-independent stratified 497-sample test split is held out
 (`random_state=0`), leaving 1,300 training samples, of which 300 are carved for validation by default.
+`-d size=N` enlarges the images to N×N (nearest neighbour), for models that need larger inputs
+(e.g. `largecnn`, which needs at least 14×14).
 """
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
+
+from ssl_bench.config import build_config
 from ssl_bench.data.registry import DataArrays, DatasetInfo, register_dataset
 
 TEST_SIZE = 497
 
 
-def load_digits(**_options) -> DataArrays:
+@dataclass(frozen=True)
+class DigitsOptions:
+    size: int = 8  # image side in pixels; > 8 enlarges by nearest-neighbour interpolation
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.size <= 256:
+            raise ValueError(f"size must be in [8, 256], got {self.size}")
+
+
+def load_digits(data_dir=None, download: bool = True, **options) -> DataArrays:
     from sklearn.datasets import load_digits as sk_load_digits
     from sklearn.model_selection import train_test_split
 
+    opts = build_config(DigitsOptions, options, "dataset 'digits'")
     bunch = sk_load_digits()
     x = (bunch.images * (255.0 / 16.0)).round().astype("uint8")  # (1797, 8, 8), 0..16 -> 0..255
     x_tr, x_te, y_tr, y_te = train_test_split(x, bunch.target, test_size=TEST_SIZE, random_state=0, stratify=bunch.target)
-    as_x = lambda a: torch.from_numpy(a).unsqueeze(1).contiguous()  # (N, 1, 8, 8) uint8
+
+    def as_x(a):  # (N, 1, size, size) uint8
+        x = torch.from_numpy(a).unsqueeze(1)
+        return F.interpolate(x, size=(opts.size, opts.size), mode="nearest").contiguous() if opts.size != 8 else x.contiguous()
+
     as_y = lambda a: torch.from_numpy(a).long()
     return DataArrays(as_x(x_tr), as_y(y_tr), as_x(x_te), as_y(y_te), class_names=tuple(map(str, range(10))))
 
