@@ -135,8 +135,9 @@ def run(method: str, seed: int, params: tuple[str, ...], force: bool, quiet: boo
 @functools.partial(run_options, required=False)
 @click.option("-p", "params", multiple=True, metavar="METHOD.KEY=VALUE", help="A method's config field, e.g. -p dninv.alpha=0.6 (repeatable).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel (one process per GPU, or CPU processes).")
+@click.option("--retry-failed", is_flag=True, help="Run again the runs that failed (diverged) before; by default they are skipped.")
 @click.option("--quiet", is_flag=True, help="Only the overall progress bar.")
-def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tuple[str, ...], workers: int, quiet: bool, **kw) -> None:
+def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tuple[str, ...], workers: int, retry_failed: bool, quiet: bool, **kw) -> None:
     """Run methods × seeds (or a TOML grid) under one protocol, then print the comparison table.
 
     Runs already complete in --out are skipped, so an interrupted sweep resumes.
@@ -179,9 +180,15 @@ def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tupl
     if params:
         extra = parse_method_params(parse_assignments(params, "-p"), spec_grid.methods)
         spec_grid = dataclasses.replace(spec_grid, params=merge_params(spec_grid.params, extra))
-    results = run_sweep(spec_grid.specs(), Path(kw["out"]), workers=workers, show_progress=not quiet, echo=lambda m: click.echo(m, err=True))
-    click.echo(format_table(summary_rows(results)))
+    specs = spec_grid.specs()
+    outcome = run_sweep(specs, Path(kw["out"]), workers=workers, show_progress=not quiet, retry_failed=retry_failed, echo=lambda m: click.echo(m, err=True))
+    if outcome.results:
+        click.echo(format_table(summary_rows(outcome.results)))
     click.echo(f"runs folder: {kw['out']}")
+    if outcome.failed:
+        for run_id, error in outcome.failed.items():
+            click.echo(f"failed: {run_id}: {error}", err=True)
+        raise UserError(f"{len(outcome.failed)} of {len(specs)} runs failed (listed above; each folder holds failed.json); the table shows the others")
 
 
 def split_list(text: str) -> list[str]:

@@ -350,7 +350,9 @@ def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, for
         values = torch.stack([loss.detach(), *(logged[k].detach().float() for k in terms)])  # (1+T,)
         if not torch.isfinite(values[0]):  # host sync, once per step: stop before the update corrupts the weights
             shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(("loss", *terms), values.tolist()))
-            raise NonFiniteLoss(f"non-finite loss at step {step} of {resolved.spec.method}: {shown}; try a lower --lr or other params")
+            error = f"non-finite loss at step {step} of {resolved.spec.method}: {shown}; try a lower --lr or other params"
+            records.write_json(run_dir / records.FAILED, {"error": error, "step": step})
+            raise NonFiniteLoss(error)
         optimizer.step()
         sums += values
         n_sum += 1

@@ -2,7 +2,8 @@
 
 A run folder holds `config.json` (the resolved run), `split.json` (the split indices), `metrics.jsonl`
 (one line per evaluation), `best.pt` / `last.pt` (checkpoints) and, only once the run is complete,
-`result.json`. A folder without `result.json` is an interrupted run.
+`result.json`. A run that diverged (non-finite loss) ends with `failed.json` instead; a folder with
+neither is an interrupted run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-CONFIG, SPLIT, METRICS, RESULT = "config.json", "split.json", "metrics.jsonl", "result.json"
+CONFIG, SPLIT, METRICS, RESULT, FAILED = "config.json", "split.json", "metrics.jsonl", "result.json", "failed.json"
 BEST_CKPT, LAST_CKPT = "best.pt", "last.pt"
 
 
@@ -71,6 +72,12 @@ def read_json(path: Path) -> Any:
 
 def is_complete(run_dir: Path) -> bool:
     return (Path(run_dir) / RESULT).is_file()
+
+
+def failure(run_dir: Path) -> str | None:
+    """The error of a run that failed (its `failed.json`), or None."""
+    path = Path(run_dir) / FAILED
+    return read_json(path)["error"] if path.is_file() else None
 
 
 def fingerprint(obj: Any) -> str:

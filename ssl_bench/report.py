@@ -141,7 +141,8 @@ def collect(dirs: Iterable[Path]) -> tuple[list[Run], list[Skipped]]:
                 continue
             seen.add(run_dir.resolve())
             if not records.is_complete(run_dir):
-                skipped.append(Skipped(run_dir, "incomplete: no result.json (interrupted or still running)"))
+                error = records.failure(run_dir)
+                skipped.append(Skipped(run_dir, f"failed: {error}" if error else "incomplete: no result.json (interrupted or still running)"))
                 continue
             try:
                 run = Run(run_dir, records.read_json(config_path), records.read_json(run_dir / records.RESULT))

@@ -108,23 +108,53 @@ def _run_one(spec: RunSpec, out: str, show_progress: bool, device: str | None = 
     return train(resolve(spec), Path(out), show_progress=show_progress)
 
 
-def run_sweep(specs: list[RunSpec], out: Path, *, workers: int = 1, show_progress: bool = True, echo=print) -> list[dict]:
-    """Run every spec not already complete in `out`; return all results (old and new), in spec order."""
+@dataclass(frozen=True)
+class SweepOutcome:
+    results: list[dict]  # result.json of every complete run of the sweep, in spec order
+    failed: dict[str, str]  # run id -> error, for runs that diverged (their folders hold failed.json)
+
+
+def run_sweep(
+    specs: list[RunSpec], out: Path, *, workers: int = 1, show_progress: bool = True, retry_failed: bool = False, echo=print
+) -> SweepOutcome:
+    """Run every spec not already complete in `out` (nor failed before, unless `retry_failed`).
+
+    A run that diverges (non-finite loss) is recorded as failed and the sweep goes on; any other error
+    stops the sweep. Complete runs are never redone, so an interrupted sweep resumes where it stopped.
+    """
     from tqdm.auto import tqdm
+
+    from ssl_bench.protocol import NonFiniteLoss
 
     resolved = [resolve(spec) for spec in specs]  # every name and value is checked before any work
     ids = [r.run_id() for r in resolved]
     if len(set(ids)) != len(ids):
         raise UserError("the sweep lists the same run twice; check for repeated seeds or values")
-    todo = [i for i, r in enumerate(resolved) if not records.is_complete(out / ids[i])]
-    echo(f"sweep: {len(specs)} runs, {len(specs) - len(todo)} already complete in {out}, {len(todo)} to run")
-    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="sweep", disable=not show_progress, dynamic_ncols=True)
+    complete = [records.is_complete(out / run_id) for run_id in ids]
+    failed_before = [not c and not retry_failed and records.failure(out / run_id) is not None for c, run_id in zip(complete, ids)]
+    todo = [i for i in range(len(ids)) if not complete[i] and not failed_before[i]]
+    echo(
+        f"sweep: {len(ids)} runs, {sum(complete)} already complete in {out}, {len(todo)} to run"
+        + (f", {sum(failed_before)} failed before (skipped; --retry-failed runs them again)" if any(failed_before) else "")
+    )
+    bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc="sweep", disable=not show_progress, dynamic_ncols=True)
+
+    def finished(i: int, error: Exception | None) -> None:
+        if isinstance(error, NonFiniteLoss):
+            echo(f"run {ids[i]} failed: {error}")
+        elif error is not None:
+            raise error
+        bar.set_postfix_str(ids[i])
+        bar.update(1)
+
     try:
         if workers <= 1:
             for i in todo:
-                bar.set_postfix_str(ids[i])
-                _run_one(specs[i], str(out), show_progress)
-                bar.update(1)
+                try:
+                    _run_one(specs[i], str(out), show_progress)
+                    finished(i, None)
+                except NonFiniteLoss as exc:
+                    finished(i, exc)
         else:
             devices = _worker_devices(resolved, workers)
             threads = max(1, (os.cpu_count() or 1) // workers) if devices[0] == "cpu" else None
@@ -133,12 +163,16 @@ def run_sweep(specs: list[RunSpec], out: Path, *, workers: int = 1, show_progres
             with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
                 futures = {pool.submit(_run_one, specs[i], str(out), False, devices[k % len(devices)], threads): i for k, i in enumerate(todo)}
                 for future in as_completed(futures):
-                    future.result()  # a failed run stops the sweep with its error
-                    bar.set_postfix_str(ids[futures[future]])
-                    bar.update(1)
+                    try:
+                        finished(futures[future], future.exception())
+                    except BaseException:
+                        pool.shutdown(cancel_futures=True)  # do not start the runs still queued
+                        raise
     finally:
         bar.close()
-    return [records.read_json(out / run_id / records.RESULT) for run_id in ids]
+    results = [records.read_json(out / run_id / records.RESULT) for run_id in ids if records.is_complete(out / run_id)]
+    failed = {run_id: records.failure(out / run_id) for run_id in ids if not records.is_complete(out / run_id)}
+    return SweepOutcome(results, {k: v for k, v in failed.items() if v is not None})
 
 
 def _worker_devices(resolved: list[Resolved], workers: int) -> list[str]:

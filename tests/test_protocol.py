@@ -114,6 +114,8 @@ def test_non_finite_loss_stops_with_step_and_terms(tmp_path):
     with pytest.raises(NonFiniteLoss, match=r"non-finite loss at step 7 of entmin: loss=nan, ce=nan, ent=nan"):
         train(resolved, tmp_path, show_progress=False)
     assert isinstance(NonFiniteLoss("x"), UserError)
+    run_dir = tmp_path / resolved.run_id()
+    assert records.failure(run_dir).startswith("non-finite loss at step 7 of entmin") and not records.is_complete(run_dir)
 
 
 def test_interrupted_run_keeps_what_was_written(tmp_path):

@@ -88,8 +88,9 @@ lambda_ = [0.1, 0.5]
     assert len(specs) == 2 + 2 * 2  # supervised × 2 seeds + entmin × 2 lambdas × 2 seeds
     assert sorted(s.params.get("lambda_", 0) for s in specs if s.method == "entmin") == [0.1, 0.1, 0.5, 0.5]
     assert all(s.steps == 10 for s in specs)
-    results = run_sweep(specs, tmp_path / "runs", workers=2, show_progress=False, echo=lambda m: None)
-    assert len(results) == 6 and all(r["steps"] == 10 for r in results)
+    outcome = run_sweep(specs, tmp_path / "runs", workers=2, show_progress=False, echo=lambda m: None)
+    results = outcome.results
+    assert not outcome.failed and len(results) == 6 and all(r["steps"] == 10 for r in results)
     bad = tmp_path / "bad.toml"
     bad.write_text('[sweep]\nmethods = ["supervised"]\ndatasets = ["digits"]\nlabels = [50]\nstep = 3\n')
     with pytest.raises(UserError, match="unknown key in \\[sweep\\]: step"):
@@ -110,3 +111,37 @@ def test_example_grids_resolve(grid):
     assert specs
     for spec in specs:
         resolve(spec)
+
+
+def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    from ssl_bench_plugins.entmin import EntMin
+
+    original = EntMin.loss
+
+    def diverge(self, model, batch, progress):  # entmin's loss turns NaN at step 3
+        loss, terms = original(self, model, batch, progress)
+        return (loss * float("nan"), terms) if progress.step == 3 else (loss, terms)
+
+    monkeypatch.setattr(EntMin, "loss", diverge)
+    args = [*SWEEP, "--methods", "supervised,entmin", "--seeds", "0,1", "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert "2 of 4 runs failed" in result.stderr and "non-finite loss at step 3 of entmin" in result.stderr
+    assert " supervised " in result.output and " entmin " not in result.output  # the table of what completed
+    failed = sorted(p for p in tmp_path.iterdir() if "entmin" in p.name)
+    assert len(failed) == 2 and all(records.failure(p).startswith("non-finite loss at step 3") for p in failed)
+    assert all(records.is_complete(p) for p in tmp_path.iterdir() if "supervised" in p.name)
+    # resumed: failed runs are skipped (and still reported) unless --retry-failed
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 2 and "2 failed before (skipped" in again.stderr and "0 to run" in again.stderr
+    monkeypatch.setattr(EntMin, "loss", original)
+    retried = CliRunner().invoke(cli, [*args, "--retry-failed"])
+    assert retried.exit_code == 0, retried.output
+    assert all(records.is_complete(p) and records.failure(p) is None for p in failed)
+    # the report lists a failed run as skipped with its error
+    from ssl_bench.report import collect
+
+    (failed[0] / "result.json").unlink()
+    records.write_json(failed[0] / "failed.json", {"error": "non-finite loss at step 3 of entmin: x", "step": 3})
+    runs, skipped = collect([tmp_path])
+    assert len(runs) == 3 and skipped[0].reason.startswith("failed: non-finite loss at step 3")
