@@ -7,11 +7,9 @@ or the `supervised` plugin.
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
 from torch.autograd.functional import jacobian
