@@ -235,6 +235,9 @@ class NonFiniteLoss(UserError):
     pass
 
 
+CHECK_EVERY = 10  # steps between checks for a non-finite loss (each check is one host sync)
+
+
 def lr_factor(protocol: ProtocolConfig, step: int) -> float:
     if protocol.lr_schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * step / protocol.steps))
@@ -334,6 +337,8 @@ def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, for
     ulb_stream = IndexStream(len(dd.x_ulb), p.batch_ulb, make_generator(p.seed, "unlabeled-batches", device), device)
 
     sums = torch.zeros(len(terms) + 1, device=device)  # running sums of (loss, *terms) since last eval
+    bad_step = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
+    bad_values = torch.zeros(len(terms) + 1, device=device)  # (loss, *terms) at that step
     n_sum = 0
     best_val, best_step, best_state = -1.0, 0, None
     bar = tqdm(total=p.steps, desc=f"{resolved.spec.method} s{p.seed}", disable=not show_progress, leave=False, dynamic_ncols=True)
@@ -347,19 +352,23 @@ def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, for
         loss.backward()
         if p.clip_grad_norm > 0:
             nn.utils.clip_grad_norm_(model.parameters(), p.clip_grad_norm)
-        values = torch.stack([loss.detach(), *(logged[k].detach().float() for k in terms)])  # (1+T,)
-        if not torch.isfinite(values[0]):  # host sync, once per step: stop before the update corrupts the weights
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(("loss", *terms), values.tolist()))
-            error = f"non-finite loss at step {step} of {resolved.spec.method}: {shown}; try a lower --lr or other params"
-            records.write_json(run_dir / records.FAILED, {"error": error, "step": step})
-            raise NonFiniteLoss(error)
         optimizer.step()
+        values = torch.stack([loss.detach(), *(logged[k].detach().float() for k in terms)])  # (1+T,)
+        first = ~torch.isfinite(values[0]) & (bad_step < 0)  # no host sync: remember the first bad step
+        bad_step = torch.where(first, bad_step.new_full((), step), bad_step)
+        bad_values = torch.where(first, values, bad_values)
         sums += values
         n_sum += 1
         bar.update(1)
 
         done = step + 1
-        if done % p.eval_every == 0 or done == p.steps:
+        is_eval = done % p.eval_every == 0 or done == p.steps
+        if (done % CHECK_EVERY == 0 or is_eval) and bad_step.item() >= 0:  # host sync every CHECK_EVERY steps
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(("loss", *terms), bad_values.tolist()))
+            error = f"non-finite loss at step {bad_step.item()} of {resolved.spec.method}: {shown}; try a lower --lr or other params"
+            records.write_json(run_dir / records.FAILED, {"error": error, "step": bad_step.item()})
+            raise NonFiniteLoss(error)  # the saved best checkpoint predates it; the weights now are not used
+        if is_eval:
             means = (sums / n_sum).tolist()  # host sync
             val_acc = accuracy(predict(model, dd.x_val, p.eval_batch, dd.inputs), dd.y_val)
             row = {"step": done, "val_acc": val_acc, "loss": means[0], **dict(zip(terms, means[1:])), "lr": optimizer.param_groups[0]["lr"], "time_s": round(time.perf_counter() - start, 3)}
