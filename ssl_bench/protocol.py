@@ -23,10 +23,12 @@ from ssl_bench import records
 from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config, to_jsonable
 from ssl_bench.data import DataArrays, Split, get_dataset, make_split
+from ssl_bench.data.splits import check_labels
 from ssl_bench.data.registry import DatasetInfo
 from ssl_bench.errors import UserError
 from ssl_bench.method import Batch, MethodContext, Progress, SSLMethod, load_method
-from ssl_bench.models import create_model, get_model_entry
+from ssl_bench.models import create_model
+from ssl_bench.models.registry import check_model
 from ssl_bench.seeding import derive_seed, make_generator
 
 
@@ -127,14 +129,8 @@ def resolve(spec: RunSpec) -> Resolved:
     method_config = build_config(method_cls.Config, spec.params, f"method {spec.method!r}")
     info = get_dataset(spec.dataset)
     model = spec.model or info.default_model
-    entry = get_model_entry(model)
-    if info.modality not in entry.modalities:
-        raise UserError(f"model {model!r} takes {' or '.join(entry.modalities)} inputs; dataset {info.name!r} is {info.modality}")
-    bad = sorted(set(spec.model_options) - set(entry.options()))
-    if bad:
-        raise UserError(f"model {model!r}: unknown option {', '.join(bad)}; valid options: {', '.join(entry.options()) or '(none)'}")
-    if spec.labels is not None and (spec.labels <= 0 or spec.labels % info.num_classes):
-        raise UserError(f"--labels {spec.labels} is not a positive multiple of the {info.num_classes} classes of {info.name}")
+    entry = check_model(model, info.modality, spec.model_options)
+    check_labels(spec.labels, info.num_classes)
     overrides = dict(spec.protocol)
     overrides.update(steps=spec.steps or info.default_steps, lr=spec.lr or entry.lr, seed=spec.seed)
     protocol = build_config(ProtocolConfig, overrides, "protocol")
@@ -292,9 +288,8 @@ def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, for
 
     p, info, device = resolved.protocol, resolved.info, resolved.device
     run_dir = Path(out_root) / resolved.run_id()
-    if records.is_complete(run_dir):
-        if not force:
-            raise UserError(f"{run_dir} already holds a complete run; use --force to run it again")
+    if records.is_complete(run_dir) and not force:
+        raise UserError(f"{run_dir} already holds a complete run; use --force to run it again")
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted (or forced) run starts over
     data, split = prepare(resolved)

@@ -68,7 +68,7 @@ def test_groups_are_never_cut():
 @pytest.mark.parametrize(
     "kw, message",
     [
-        (dict(labels=55), "not divisible"),
+        (dict(labels=55), "not a positive multiple of the 10 classes"),
         (dict(labels=900), "class"),
         (dict(val_size=1000), "too little training data"),
         (dict(val_size=0), "at least 1"),

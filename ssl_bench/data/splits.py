@@ -52,6 +52,12 @@ def _units(y: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.nda
     return np.arange(len(ids)), labels, members
 
 
+def check_labels(labels: int | None, num_classes: int) -> None:
+    """Refuse a labeled-set size that cannot be class-balanced (`None` = everything labeled)."""
+    if labels is not None and (labels <= 0 or labels % num_classes):
+        raise UserError(f"--labels {labels} is not a positive multiple of the {num_classes} classes")
+
+
 def make_split(
     y_train: np.ndarray | torch.Tensor,
     *,
@@ -75,11 +81,7 @@ def make_split(
 
     if val_size < 1:
         raise UserError(f"--val-size must be at least 1 (model selection needs a validation split), got {val_size}")
-    if labels is not None:
-        if labels <= 0:
-            raise UserError(f"--labels must be positive, got {labels}")
-        if labels % num_classes:
-            raise UserError(f"--labels {labels} is not divisible by the {num_classes} classes")
+    check_labels(labels, num_classes)
     rng = np.random.default_rng(derive_seed(seed, "split"))
 
     # 1. validation, carved first: whole units in random order until val_size samples are reached.

@@ -69,20 +69,25 @@ def model_prefixes() -> list[str]:
     return sorted(_PREFIXES)
 
 
+def check_model(name: str, modality: str, options: dict) -> ModelEntry:
+    """The entry of model `name` if it takes `modality` inputs and knows every option, else a `UserError`."""
+    entry = get_model_entry(name)
+    if modality not in entry.modalities:
+        raise UserError(f"model {name!r} takes {' or '.join(entry.modalities)} inputs, not {modality} inputs")
+    valid = entry.options()
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise UserError(f"model {name!r}: unknown option {', '.join(unknown)}; valid options: {', '.join(valid) or '(none)'}")
+    return entry
+
+
 def create_model(name: str, *, num_classes: int, input_shape: tuple[int, ...], modality: str | None = None, **options) -> nn.Module:
     """Build model `name` for inputs of `input_shape` ((C, H, W) or (C, L)) and `num_classes` outputs.
 
     Unknown options are refused with the valid ones named; a model asked for an input kind it cannot
     take is refused with the kinds it supports.
     """
-    entry = get_model_entry(name)
-    modality = modality or ("image" if len(input_shape) == 3 else "signal")
-    if modality not in entry.modalities:
-        raise UserError(f"model {name!r} takes {' or '.join(entry.modalities)} inputs, not {modality} {tuple(input_shape)}")
-    valid = entry.options()
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise UserError(f"model {name!r}: unknown option {', '.join(unknown)}; valid options: {', '.join(valid) or '(none)'}")
+    entry = check_model(name, modality or ("image" if len(input_shape) == 3 else "signal"), options)
     try:
         return entry.build(num_classes=num_classes, input_shape=tuple(input_shape), **options)
     except ValueError as exc:
