@@ -47,6 +47,8 @@ def dataset_rows(data_dir: str | None = None) -> list[dict]:
 def model_rows(dataset: str) -> list[dict]:
     from ssl_bench.data import get_dataset
     from ssl_bench.models import create_model, get_model_entry, model_names
+    from torch import nn
+
     from ssl_bench.models.registry import model_prefixes
 
     info = get_dataset(dataset)
@@ -58,7 +60,7 @@ def model_rows(dataset: str) -> list[dict]:
             try:
                 model = create_model(name, num_classes=info.num_classes, input_shape=info.shape, modality=info.modality)
                 params = f"{sum(p.numel() for p in model.parameters()):,}"
-                batchnorm = "yes" if any(isinstance(m, _BATCHNORM) for m in model.modules()) else "no"
+                batchnorm = "yes" if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()) else "no"
             except UserError as exc:  # e.g. inputs too small for the network
                 params, batchnorm, description = "(cannot take)", "-", str(exc)
         else:
@@ -68,11 +70,3 @@ def model_rows(dataset: str) -> list[dict]:
         rows.append({"model": f"{prefix}<name>", "inputs": "image", f"params ({dataset})": "(per model)", "batchnorm": "most", "lr": "0.001", "description": f"any {prefix[:-1]} model by name, e.g. {prefix}resnet18"})
     return rows
 
-
-def _batchnorm_types():
-    from torch import nn
-
-    return (nn.modules.batchnorm._BatchNorm,)
-
-
-_BATCHNORM = _batchnorm_types()

@@ -79,6 +79,27 @@ class RunSpec:
     device: str = "auto"  # auto | cpu | cuda
 
 
+def spec_from_config(config: dict[str, Any], **overrides) -> RunSpec:
+    """The `RunSpec` of a run's `config.json` (what `Resolved.as_json` wrote); `overrides` replace fields."""
+    protocol = dict(config["protocol"])
+    fields = dict(
+        method=config["method"],
+        params=config.get("params", {}),
+        dataset=config["dataset"],
+        labels=config["labels"],
+        model=config["model"],
+        seed=protocol.pop("seed"),
+        steps=protocol.pop("steps"),
+        lr=protocol.pop("lr"),
+        val_size=config["val_size"],
+        model_options=config.get("model_options", {}),
+        dataset_options=config.get("dataset_options", {}),
+        protocol=protocol,
+        exclude_labeled=config.get("exclude_labeled", False),
+    )
+    return RunSpec(**{**fields, **overrides})
+
+
 @dataclass
 class Resolved:
     """A `RunSpec` checked and completed with defaults, before any data is loaded."""
@@ -161,6 +182,11 @@ class DeviceData:
         """A batch of stored samples as normalized float inputs."""
         shape = (1, -1) + (1,) * (x.dim() - 2)
         return (x.float() - self.mean.view(shape)) / self.std.view(shape)
+
+    def original_units(self, x: torch.Tensor) -> torch.Tensor:
+        """The inverse of `inputs` (for plots): normalized values back in the data's units."""
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x * self.std.view(shape) + self.mean.view(shape)
 
 
 def normalization(x_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

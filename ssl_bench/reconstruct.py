@@ -38,35 +38,15 @@ class Reconstruction:
 
 def load_run(run_dir: Path, data_dir: str | None = None):
     """`(model in eval mode, DeviceData on CPU, config, checkpoint step)` of a run folder."""
-    from ssl_bench.protocol import ProtocolConfig, RunSpec, init_model, prepare, resolve, to_device
+    from ssl_bench.protocol import init_model, prepare, resolve, spec_from_config, to_device
 
     run_dir = Path(run_dir)
     for name in (records.CONFIG, records.SPLIT, records.BEST_CKPT):
         if not (run_dir / name).is_file():
             raise UserError(f"{run_dir} has no {name}; is it a run folder (written by `ssl-bench run`)?")
     config = records.read_json(run_dir / records.CONFIG)
-    protocol = dict(config["protocol"])
-    steps, lr, seed = protocol.pop("steps"), protocol.pop("lr"), protocol.pop("seed")
-    unknown = sorted(set(protocol) - {f for f in ProtocolConfig.__dataclass_fields__})
-    if unknown:
-        raise UserError(f"{run_dir / records.CONFIG}: unknown protocol keys {', '.join(unknown)} (written by another version?)")
-    spec = RunSpec(
-        method="supervised",  # irrelevant here: the inverse needs only the network (so runs of any plugin work)
-        dataset=config["dataset"],
-        labels=config["labels"],
-        model=config["model"],
-        seed=seed,
-        steps=steps,
-        lr=lr,
-        val_size=config["val_size"],
-        model_options=config.get("model_options", {}),
-        dataset_options=config.get("dataset_options", {}),
-        protocol=protocol,
-        exclude_labeled=config.get("exclude_labeled", False),
-        data_dir=data_dir,
-        download=False,
-        device="cpu",
-    )
+    # the inverse needs only the network, so any method's run is rebuilt as `supervised` (its plugin may be gone)
+    spec = spec_from_config(config, method="supervised", params={}, data_dir=data_dir, download=False, device="cpu")
     resolved = resolve(spec)
     data, split = prepare(resolved)
     recorded = records.read_json(run_dir / records.SPLIT)["fingerprint"]
@@ -95,14 +75,12 @@ def run_reconstruction(run_dir: Path, n: int = 16, split: str = "test", data_dir
     }[split]
     x, y = dd.inputs(x[:n]), None if y is None else y[:n]  # (N, C, ...) normalized
     logits, x_hat = reconstruct(model, x)  # (N, K), like x
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    unnormalize = lambda t: t.detach() * dd.std.view(shape) + dd.mean.view(shape)
     rel = ((x_hat - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).median().item()  # normalized units
     title = (
         f"{config['run_id']}: {config['method']}, {config['model']}, best checkpoint (step {step})\n"
         f"{split} samples beside x̂ = (∂f/∂x)ᵀ f(x); median ‖x̂ − x‖ / ‖x‖ = {rel:.2f} (normalized inputs)"
     )
-    return Reconstruction(unnormalize(x), unnormalize(x_hat), y, logits.argmax(1), title)
+    return Reconstruction(dd.original_units(x), dd.original_units(x_hat.detach()), y, logits.argmax(1), title)
 
 
 def save_reconstruction_figure(run_dir: Path, out: Path, n: int = 16, split: str = "test", data_dir: str | None = None) -> Path:

@@ -173,3 +173,14 @@ def test_normalization_uses_training_split_only():
     expected = (data.x_test.float() - train_x.mean()) / train_x.std()
     assert torch.allclose(dd.inputs(dd.x_test), expected, atol=1e-5)
     assert torch.equal(dd.x_val, data.x_train[split.val])
+
+
+def test_a_run_is_rebuilt_from_its_config_json(tmp_path):
+    from ssl_bench.protocol import spec_from_config
+
+    original = resolve(spec(method="entmin", params={"lambda_": "0.9"}, model_options={"width": 8}, protocol={"eval_every": 5, "batch_ulb": 64}, seed=2, steps=10))
+    result = train(original, tmp_path, show_progress=False)
+    config = json.loads((tmp_path / result["run_id"] / "config.json").read_text())
+    rebuilt = resolve(spec_from_config(config))
+    assert rebuilt.run_id() == original.run_id() and rebuilt.as_json() == original.as_json()
+    assert resolve(spec_from_config(config, seed=3)).run_id() != original.run_id()
