@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from torch import nn
 from torch.autograd.functional import jacobian
 
+from ssl_bench import records
 from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.cli import cli
 from ssl_bench.config import build_config, to_jsonable
@@ -332,7 +333,11 @@ def test_alpha_zero_run_completes(tmp_path):
 
     spec = RunSpec(method="dninv", dataset="digits", labels=50, steps=4, params={"alpha": "0"}, protocol={"eval_every": 2}, device="cpu")
     result = train(resolve(spec), tmp_path, show_progress=False)
-    assert 0 <= result["test_acc"] <= 1
+    assert result["params"]["alpha"] == 0.0 and result["steps"] == 4
+    # the logged loss is the unsupervised part alone: 0.2·rec + 0.8·ent, with no ce in it
+    for row in records.read_jsonl(tmp_path / result["run_id"] / "metrics.jsonl"):
+        assert row["loss"] == pytest.approx(0.2 * row["rec"] + 0.8 * row["ent"], rel=1e-5)
+        assert row["loss"] != pytest.approx(row["ce"], rel=1e-3)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from torch.autograd.functional import jacobian
 
 from ssl_bench.cli import cli
-from ssl_bench.data import dataset_names, get_dataset
+from ssl_bench.data import get_dataset
 from ssl_bench.errors import UserError
 from ssl_bench.models import create_model
 from ssl_bench.protocol import RunSpec, resolve, train
@@ -89,7 +89,6 @@ def test_signals_are_drawn_as_overlaid_waveforms(tmp_path):
         assert np.allclose(ax.lines[0].get_ydata(), x[i, 0].numpy()) and np.allclose(ax.lines[1].get_ydata(), x_hat[i, 0].numpy())
 
 
-@pytest.mark.skipif("mnist1d" not in dataset_names(), reason="no 1-D offline dataset registered")
 def test_reconstruct_a_signal_run_end_to_end(tmp_path):
     run_dir = short_run(tmp_path, dataset="mnist1d", labels=100)
     out = save_reconstruction_figure(run_dir, tmp_path / "signal.png", n=4)
