@@ -1,6 +1,6 @@
 # Two commands set everything up on a fresh machine with Python 3.11 and make:
 #   make demo   – creates .venv if missing, installs ssl-bench, runs the digits comparison
-#   make test   – creates .venv if missing, installs ssl-bench with the dev extra, runs the tests
+#   make test   – creates .venv if missing, installs ssl-bench with the dev and usb extras, runs the tests
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -14,7 +14,7 @@ $(BIN)/python:
 # Reinstalls when pyproject.toml changes (new dependencies or entry points).
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,usb]"
 	touch $(STAMP)
 
 demo: $(STAMP)
