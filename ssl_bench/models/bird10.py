@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ssl_bench.models.init import he_init
 from ssl_bench.models.registry import register_model
 
 
@@ -44,6 +45,7 @@ class Bird10Net(nn.Module):
         self.fc1 = nn.Sequential(nn.Linear(width * out_length, hidden), nn.ReLU())
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, num_classes)
+        he_init(self, "relu", output=self.head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.conv2(self.pool1(self.conv1(x)))  # (B, width, out_length)

@@ -11,6 +11,7 @@
 Options: `pool` (`mean` | `max`, the 2×2 poolings; the final global pooling is always a mean), `act`
 (`relu` | `leaky_relu` | `sigmoid`, not for U variants) and `dropout` (after each 2×2 pooling, 0 = none).
 Named inner layers (`feature_layers`) are every conv block / residual unit after its activation.
+Weights: He initialization for the activation, zero biases (`ssl_bench.models.init`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssl_bench.models.init import he_init
 from ssl_bench.models.registry import register_model
 
 POOLS = ("mean", "max")
@@ -58,6 +60,11 @@ def pooling(name: str, dropout: float) -> nn.Module:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     pool = nn.AvgPool2d(2) if name == "mean" else nn.MaxPool2d(2)
     return nn.Sequential(pool, nn.Dropout(dropout)) if dropout > 0 else pool
+
+
+def init_weights(model: nn.Module, act: str | None, *, output: nn.Module) -> None:
+    """He initialization for the activation `act` (None = U, which takes ReLU's gain), zero biases."""
+    he_init(model, act or "relu", LEAKY_SLOPE, output=output)
 
 
 class GlobalMeanPool(nn.Module):
@@ -107,6 +114,7 @@ class PaperCNN(nn.Sequential):
         blocks["gap"] = GlobalMeanPool()  # (B, K)
         super().__init__(blocks)
         self.feature_layers = tuple(f"conv{i}" for i in range(1, n_conv + 1))
+        init_weights(self, act, output=self.logits)
 
 
 class Unit(nn.Module):
@@ -146,6 +154,12 @@ class PaperResNet(nn.Module):
                 self.add_module(f"pool{s + 1}", pooling(pool, dropout))
         self.head = nn.Linear(channels, num_classes)
         self.feature_layers = ("stem",) + tuple(f"stage{s}.{d}" for s in (1, 2, 3) for d in range(depth))
+        init_weights(self, act, output=self.head)
+        with torch.no_grad():  # a unit adds two branches: halve each one's variance so the sum keeps it
+            for unit in self.modules():
+                if isinstance(unit, Unit):
+                    unit.conv3.weight.mul_(0.5**0.5)
+                    unit.conv1.weight.mul_(0.5**0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool1(self.stage1(self.stem(x)))

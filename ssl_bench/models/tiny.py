@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ssl_bench.models.init import he_init
 from ssl_bench.models.registry import register_model
 
 
@@ -23,6 +24,7 @@ class TinyCNN(nn.Module):
         self.conv3 = nn.Sequential(Conv(2 * width, 2 * width, 3, padding=1), nn.ReLU())
         self.pool = nn.Sequential(nn.Flatten(2), nn.Dropout(dropout))  # (B, C, L)
         self.head = nn.Linear(2 * width, num_classes)
+        he_init(self, "relu", output=self.head)
 
     def forward(self, x):
         z = self.pool(self.conv3(self.conv2(self.conv1(x))))  # (B, C, H*W)
