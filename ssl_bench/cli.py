@@ -13,6 +13,7 @@ import click
 import ssl_bench
 from ssl_bench.config import parse_assignments, parse_option_values
 from ssl_bench.errors import UserError
+from ssl_bench.health import HINT, flag_of
 from ssl_bench.reconstruct import reconstruct_command
 from ssl_bench.report import report as report_command
 
@@ -61,6 +62,8 @@ def run_options(f, required: bool = True):
         click.option("--batch-lb", type=click.IntRange(min=1), default=None, help="Labeled samples per step [32]."),
         click.option("--batch-ulb", type=click.IntRange(min=1), default=None, help="Unlabeled samples per step [128]."),
         click.option("--eval-every", type=click.IntRange(min=1), default=None, help="Steps between validation evaluations [100]."),
+        click.option("--warmup-steps", type=click.IntRange(min=0), default=None, help="Linear learning-rate warm-up steps, 0 = none [100]."),
+        click.option("--cpu-threads", type=click.IntRange(min=1), default=None, help="Torch threads of a CPU run (part of the protocol) [1]."),
         click.option("--val-size", type=click.IntRange(min=1), default=None, help="Validation samples carved from train (default: the dataset's)."),
         click.option("--exclude-labeled", is_flag=True, help="Keep the labeled samples out of the unlabeled set."),
         click.option("-m", "model_options", multiple=True, metavar="KEY=VALUE", help="Model option, e.g. -m pool=max (repeatable)."),
@@ -86,7 +89,7 @@ def parse_labels(value: str | None) -> int | None:
 
 def model_dataset_kwargs(kw: dict) -> dict:
     """The RunSpec fields that `run` and `sweep` share, from the parsed options."""
-    protocol = {k: kw[k] for k in ("batch_lb", "batch_ulb", "eval_every") if kw[k] is not None}
+    protocol = {k: kw[k] for k in ("batch_lb", "batch_ulb", "eval_every", "warmup_steps", "cpu_threads") if kw[k] is not None}
     return dict(
         dataset=kw["dataset"],
         labels=parse_labels(kw["labels"]),
@@ -126,6 +129,8 @@ def run(method: str, seed: int, params: tuple[str, ...], force: bool, quiet: boo
     result = train(resolve(spec), Path(kw["out"]), show_progress=not quiet, force=force, on_start=announce)
     click.echo(summary_line(result))
     click.echo(f"run folder: {Path(kw['out']) / result['run_id']}")
+    if flag_of(result):
+        raise UserError(f"the run {flag_of(result)}; result.json carries the flag and reports leave the run out ({HINT})")
 
 
 @cli.command()
@@ -155,7 +160,7 @@ def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tupl
     given = {name for name in kw if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
     shared = model_dataset_kwargs(kw)
     common = {k: shared[k] for k in ("steps", "lr", "val_size", "exclude_labeled", "model_options", "dataset_options", "data_dir", "download", "device") if k in given}
-    if given & {"batch_lb", "batch_ulb", "eval_every"}:
+    if given & {"batch_lb", "batch_ulb", "eval_every", "warmup_steps", "cpu_threads"}:
         common["protocol"] = shared["protocol"]
     axes = {
         "methods": split_list(methods) if methods else None,
@@ -185,10 +190,15 @@ def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tupl
     if outcome.results:
         click.echo(format_table(summary_rows(outcome.results)))
     click.echo(f"runs folder: {kw['out']}")
-    if outcome.failed:
-        for run_id, error in outcome.failed.items():
-            click.echo(f"failed: {run_id}: {error}", err=True)
-        raise UserError(f"{len(outcome.failed)} of {len(specs)} runs failed (listed above; each folder holds failed.json); the table shows the others")
+    for run_id, error in outcome.failed.items():
+        click.echo(f"failed: {run_id}: {error}", err=True)
+    for run_id, flag in outcome.flagged.items():
+        click.echo(f"flagged: {run_id}: {flag}", err=True)
+    if outcome.failed or outcome.flagged:
+        raise UserError(
+            f"of {len(specs)} runs, {len(outcome.failed)} failed (failed.json) and {len(outcome.flagged)} collapsed or diverged "
+            "(flagged in result.json), listed above; the table shows the others"
+        )
 
 
 def split_list(text: str) -> list[str]:

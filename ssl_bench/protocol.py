@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from ssl_bench.data import DataArrays, Split, get_dataset, make_split
 from ssl_bench.data.splits import check_labels
 from ssl_bench.data.registry import DatasetInfo
 from ssl_bench.errors import UserError
+from ssl_bench.health import HealthMonitor, top_class_share
 from ssl_bench.method import Batch, MethodContext, Progress, SSLMethod, load_method
 from ssl_bench.models import create_model
 from ssl_bench.models.registry import check_model
@@ -39,20 +42,27 @@ class ProtocolConfig:
     batch_lb: int = 32  # labeled samples per step
     batch_ulb: int = 128  # unlabeled samples per step
     lr_schedule: str = "constant"  # constant | cosine (to 0 at the last step)
+    warmup_steps: int = 100  # linear lr warm-up: step i uses lr·(i+1)/N for i < N (docs/models.md); 0 = none
     weight_decay: float = 0.0  # Adam L2 penalty
     clip_grad_norm: float = 0.0  # max global gradient norm; 0 = no clipping
     eval_every: int = 100  # steps between validation evaluations
     eval_batch: int = 1024  # samples per evaluation forward pass
+    collapse_patience: float = 0.25  # stop a run collapsed (one predicted class) for this fraction of the budget; 0 = never (ssl_bench.health)
     seed: int = 0  # seeds every stream: split, init, batch order, method, dropout
+    cpu_threads: int = 1  # torch threads on CPU: float reductions, hence results, depend on it (README, "The protocol")
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_lb", "batch_ulb", "eval_every", "eval_batch"):
+        for name in ("steps", "batch_lb", "batch_ulb", "eval_every", "eval_batch", "cpu_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
+        if not 0 <= self.collapse_patience <= 1:
+            raise ValueError(f"collapse_patience must be in [0, 1], got {self.collapse_patience}")
         if self.clip_grad_norm < 0 or self.weight_decay < 0:
             raise ValueError("clip_grad_norm and weight_decay must be >= 0")
 
@@ -261,9 +271,11 @@ CHECK_EVERY = 10  # steps between checks for a non-finite loss (each check is on
 
 
 def lr_factor(protocol: ProtocolConfig, step: int) -> float:
+    """The learning rate of `step` as a fraction of `protocol.lr`: linear warm-up, then the schedule."""
+    warmup = min(1.0, (step + 1) / protocol.warmup_steps) if protocol.warmup_steps else 1.0
     if protocol.lr_schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * step / protocol.steps))
-    return 1.0
+        return warmup * 0.5 * (1 + math.cos(math.pi * step / protocol.steps))
+    return warmup
 
 
 # --------------------------------------------------------------------------------------------------
@@ -305,11 +317,35 @@ def init_model(resolved: Resolved, input_shape: tuple[int, ...]) -> nn.Module:
         )
 
 
+def protocol_fields(p: ProtocolConfig, device: torch.device) -> dict[str, Any]:
+    """The protocol as fingerprinted: `cpu_threads` counts only for runs on the CPU."""
+    fields = dataclasses.asdict(p)
+    if device.type != "cpu":
+        del fields["cpu_threads"]
+    return fields
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with `n` torch intra-op threads, then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, force: bool = False, on_start=None) -> dict[str, Any]:
     """Run one experiment into `out_root/<run id>/` and return its result record.
 
     `on_start(config)` is called with the resolved config once the data and split are ready.
     """
+    with torch_threads(resolved.protocol.cpu_threads):
+        return _train(resolved, out_root, show_progress=show_progress, force=force, on_start=on_start)
+
+
+def _train(resolved: Resolved, out_root: Path, *, show_progress: bool, force: bool, on_start) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     p, info, device = resolved.protocol, resolved.info, resolved.device
@@ -344,7 +380,7 @@ def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, for
             "init": init_fp,
             "optimizer": "adam",
             "device_type": device.type,  # batch permutations are drawn on the device: CPU and CUDA streams differ
-            "protocol": dataclasses.asdict(p),
+            "protocol": protocol_fields(p, device),
         }
     )
     config = {**resolved.as_json(), "device": records.device_name(device), "run_id": run_dir.name}
@@ -362,6 +398,7 @@ def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, for
     bad_values = torch.zeros(len(terms) + 1, device=device)  # (loss, *terms) at that step
     n_sum = 0
     best_val, best_step, best_state = -1.0, 0, None
+    health = HealthMonitor(p.steps, p.collapse_patience, info.num_classes, grace_steps=p.warmup_steps)
     bar = tqdm(total=p.steps, desc=f"{resolved.spec.method} s{p.seed}", disable=not show_progress, leave=False, dynamic_ncols=True)
     for step in range(p.steps):
         for group in optimizer.param_groups:
@@ -380,6 +417,8 @@ def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, for
         bad_values = torch.where(first, values, bad_values)
         sums += values
         n_sum += 1
+        if step == 0:
+            health.initial_loss = values[0].item()  # host sync, once
         bar.update(1)
 
         done = step + 1
@@ -391,8 +430,12 @@ def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, for
             raise NonFiniteLoss(error)  # the saved best checkpoint predates it; the weights now are not used
         if is_eval:
             means = (sums / n_sum).tolist()  # host sync
-            val_acc = accuracy(predict(model, dd.x_val, p.eval_batch, dd.inputs), dd.y_val)
-            row = {"step": done, "val_acc": val_acc, "loss": means[0], **dict(zip(terms, means[1:])), "lr": optimizer.param_groups[0]["lr"], "time_s": round(time.perf_counter() - start, 3)}
+            val_logits = predict(model, dd.x_val, p.eval_batch, dd.inputs)  # (N_val, K)
+            val_acc = accuracy(val_logits, dd.y_val)
+            event = health.check(done, val_logits, means[0])
+            if event:
+                bar.write(f"{run_dir.name}: {event}", file=sys.stderr)
+            row = {"step": done, "val_acc": val_acc, "top_class_share": round(top_class_share(val_logits)[1], 4), "loss": means[0], **dict(zip(terms, means[1:])), "lr": optimizer.param_groups[0]["lr"], "time_s": round(time.perf_counter() - start, 3)}
             records.append_jsonl(run_dir / records.METRICS, row)
             if val_acc > best_val:
                 best_val, best_step = val_acc, done
@@ -401,11 +444,13 @@ def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, for
             bar.set_postfix(loss=f"{means[0]:.3f}", val=f"{val_acc:.3f}", best=f"{best_val:.3f}")
             sums.zero_()
             n_sum = 0
+            if health.stop:
+                break
     bar.close()
 
-    val_acc_last = row["val_acc"]
+    val_acc_last, steps_done = row["val_acc"], row["step"]
     logits_last = predict(model, dd.x_test, p.eval_batch, dd.inputs)
-    records.save_checkpoint(run_dir / records.LAST_CKPT, {"step": p.steps, "val_acc": val_acc_last, "model": model.state_dict()})
+    records.save_checkpoint(run_dir / records.LAST_CKPT, {"step": steps_done, "val_acc": val_acc_last, "model": model.state_dict()})
     model.load_state_dict(best_state)
     logits_best = predict(model, dd.x_test, p.eval_batch, dd.inputs)
 
@@ -419,6 +464,8 @@ def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, for
         "model_options": resolved.spec.model_options,
         "seed": p.seed,
         "steps": p.steps,
+        "steps_done": steps_done,  # < steps when the health check stopped the run
+        "health": health.record(),  # {"status": "ok"} or collapsed / diverged (ssl_bench.health)
         "test_acc": accuracy(logits_best, dd.y_test),
         "test_acc_last": accuracy(logits_last, dd.y_test),
         "val_acc_best": best_val,
@@ -430,7 +477,7 @@ def train(resolved: Resolved, out_root: Path, *, show_progress: bool = True, for
         "n_test": len(dd.y_test),
         "wall_time_s": round(time.perf_counter() - start, 3),
         "device": records.device_name(device),
-        "cpu_threads": torch.get_num_threads(),  # CPU float results depend on it (reductions split differently)
+        "cpu_threads": torch.get_num_threads(),  # = protocol.cpu_threads: CPU float results depend on it
         "versions": records.versions(),
         "git_commit": records.git_commit(),
         "split_fingerprint": split_fp,

@@ -27,6 +27,7 @@ import click
 
 from ssl_bench import records
 from ssl_bench.errors import UserError
+from ssl_bench.health import flag_of
 from ssl_bench.report_render import markdown, to_html
 
 REQUIRED = ("method", "model", "seed", "test_acc", "test_acc_last", "protocol_fingerprint")  # in result.json
@@ -128,6 +129,7 @@ class Group:
 class Skipped:
     path: Path
     reason: str
+    flagged: bool = False  # complete, but collapsed or diverged (ssl_bench.health): never averaged
 
 
 def collect(dirs: Iterable[Path]) -> tuple[list[Run], list[Skipped]]:
@@ -151,6 +153,9 @@ def collect(dirs: Iterable[Path]) -> tuple[list[Run], list[Skipped]]:
             missing = [k for k in REQUIRED if k not in run.result] + [k for k in ("dataset", "protocol") if k not in run.config]
             if missing:
                 skipped.append(Skipped(run_dir, f"record without {', '.join(missing)} (made by another version?)"))
+                continue
+            if flag_of(run.result):
+                skipped.append(Skipped(run_dir, f"flagged, {flag_of(run.result)}", flagged=True))
                 continue
             runs.append(run)
     return runs, skipped
@@ -443,6 +448,10 @@ def build_report(dirs: list[Path], out: Path, *, baseline: str = "supervised", r
         found = f"found {len(skipped)} run folders, none complete" if skipped else "found no run folders (folders with config.json)"
         raise UserError(f"nothing to report under {where}: {found}; make runs with `ssl-bench run …` or `ssl-bench sweep …` (a sweep resumes unfinished runs) and pass their --out folder")
     groups, warnings = make_groups(runs, baseline)
+    flagged = [s for s in skipped if s.flagged]
+    if flagged:
+        warnings.insert(0, f"{len(flagged)} run(s) collapsed or diverged and are left out of every table and mean: "
+                        + "; ".join(f"{s.path.name} {s.reason.removeprefix('flagged, ')}" for s in flagged))
     if not any(row.method == baseline for g in groups for row in g.rows):
         warnings.append(f"no runs of the baseline {baseline!r}, so no paired differences; choose another with --baseline")
     command = command or shlex.join(["ssl-bench", "report", *map(str, dirs), "--out", str(out)])
@@ -450,7 +459,7 @@ def build_report(dirs: list[Path], out: Path, *, baseline: str = "supervised", r
     (out / "figures").mkdir(parents=True, exist_ok=True)
 
     blocks: list[tuple] = [("h", 1, "ssl-bench report")]
-    skipped_note = f"; {len(skipped)} run folder(s) skipped as incomplete or unreadable (listed under Provenance)" if skipped else ""
+    skipped_note = f"; {len(skipped)} run folder(s) skipped as incomplete, unreadable or flagged (listed under Provenance)" if skipped else ""
     blocks.append(("p", f"{len(runs)} complete run(s) in {len(groups)} protocol group(s){skipped_note}."))
     if warnings:
         blocks += [("h", 2, "Warnings"), ("ul", warnings)]

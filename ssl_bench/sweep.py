@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 import statistics
 import tomllib
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -19,6 +18,7 @@ from typing import Any, Iterable
 
 from ssl_bench import records
 from ssl_bench.errors import UserError
+from ssl_bench.health import flag_of
 from ssl_bench.protocol import Resolved, RunSpec, resolve
 
 
@@ -95,14 +95,11 @@ def load_grid_file(path: Path, overrides: dict[str, Any]) -> Grid:
 # Running
 
 
-def _run_one(spec: RunSpec, out: str, show_progress: bool, device: str | None = None, threads: int | None = None) -> dict:
-    """One run (in this process or a worker process: specs, unlike resolved runs, can be pickled)."""
-    import torch
-
+def _run_one(spec: RunSpec, out: str, show_progress: bool, device: str | None = None) -> dict:
+    """One run (in this process or a worker process: specs, unlike resolved runs, can be pickled).
+    Its CPU thread count is the protocol's `cpu_threads`."""
     from ssl_bench.protocol import train
 
-    if threads:
-        torch.set_num_threads(threads)
     if device is not None:
         spec = dataclasses.replace(spec, device=device)
     return train(resolve(spec), Path(out), show_progress=show_progress)
@@ -110,8 +107,9 @@ def _run_one(spec: RunSpec, out: str, show_progress: bool, device: str | None = 
 
 @dataclass(frozen=True)
 class SweepOutcome:
-    results: list[dict]  # result.json of every complete run of the sweep, in spec order
-    failed: dict[str, str]  # run id -> error, for runs that diverged (their folders hold failed.json)
+    results: list[dict]  # result.json of every complete, healthy run of the sweep, in spec order
+    failed: dict[str, str]  # run id -> error, for runs with a non-finite loss (their folders hold failed.json)
+    flagged: dict[str, str] = field(default_factory=dict)  # run id -> flag, for runs that collapsed or diverged (ssl_bench.health)
 
 
 def run_sweep(
@@ -157,11 +155,10 @@ def run_sweep(
                     finished(i, exc)
         else:
             devices = _worker_devices(resolved, workers)
-            threads = max(1, (os.cpu_count() or 1) // workers) if devices[0] == "cpu" else None
             import multiprocessing as mp
 
             with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-                futures = {pool.submit(_run_one, specs[i], str(out), False, devices[k % len(devices)], threads): i for k, i in enumerate(todo)}
+                futures = {pool.submit(_run_one, specs[i], str(out), False, devices[k % len(devices)]): i for k, i in enumerate(todo)}
                 for future in as_completed(futures):
                     try:
                         finished(futures[future], future.exception())
@@ -172,7 +169,9 @@ def run_sweep(
         bar.close()
     results = [records.read_json(out / run_id / records.RESULT) for run_id in ids if records.is_complete(out / run_id)]
     failed = {run_id: records.failure(out / run_id) for run_id in ids if not records.is_complete(out / run_id)}
-    return SweepOutcome(results, {k: v for k, v in failed.items() if v is not None})
+    flagged = {r["run_id"]: flag_of(r) for r in results if flag_of(r)}
+    healthy = [r for r in results if r["run_id"] not in flagged]
+    return SweepOutcome(healthy, {k: v for k, v in failed.items() if v is not None}, flagged)
 
 
 def _worker_devices(resolved: list[Resolved], workers: int) -> list[str]:

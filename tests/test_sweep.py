@@ -126,7 +126,7 @@ def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch
     args = [*SWEEP, "--methods", "supervised,entmin", "--seeds", "0,1", "--out", str(tmp_path)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
-    assert "2 of 4 runs failed" in result.stderr and "non-finite loss at step 3 of entmin" in result.stderr
+    assert "of 4 runs, 2 failed" in result.stderr and "non-finite loss at step 3 of entmin" in result.stderr
     assert " supervised " in result.output and " entmin " not in result.output  # the table of what completed
     failed = sorted(p for p in tmp_path.iterdir() if "entmin" in p.name)
     assert len(failed) == 2 and all(records.failure(p).startswith("non-finite loss at step 3") for p in failed)
