@@ -25,12 +25,21 @@ def test_size_option_enlarges_by_nearest_neighbour():
     assert torch.equal(big.x_train, expected) and torch.equal(big.y_train, small.y_train)
 
 
+def test_channels_option_makes_an_svhn_shaped_stand_in():
+    gray = get_dataset("digits").load(size=32)
+    rgb = get_dataset("digits").load(size=32, channels=3)
+    assert rgb.x_train.shape == (1300, 3, 32, 32) and rgb.x_test.shape == (497, 3, 32, 32)
+    assert all(torch.equal(rgb.x_train[:, c], gray.x_train[:, 0]) for c in range(3))
+
+
 def test_bad_options_are_refused_naming_the_valid_ones(tmp_path):
     run = ["run", "--method", "supervised", "--dataset", "digits", "--labels", "50", "--out", str(tmp_path), "--quiet"]
     result = CliRunner().invoke(cli, [*run, "-d", "sise=16"])
-    assert result.exit_code == 2 and "unknown key 'sise'; valid keys: size" in result.stderr
+    assert result.exit_code == 2 and "unknown key 'sise'; valid keys: size, channels" in result.stderr
     result = CliRunner().invoke(cli, [*run, "-d", "size=4"])
     assert result.exit_code == 2 and "size must be in [8, 256]" in result.stderr
+    result = CliRunner().invoke(cli, [*run, "-d", "channels=2"])
+    assert result.exit_code == 2 and "channels must be 1 or 3" in result.stderr
 
 
 def test_largecnn_runs_on_enlarged_digits(tmp_path):
