@@ -33,6 +33,10 @@ from ssl_bench.config import build_config
 from ssl_bench.errors import UserError
 from ssl_bench.method import Batch, MethodContext, Progress, load_method
 
+pytestmark = [  # USB's own deprecations, not this project's
+    pytest.mark.filterwarnings("ignore:.*GradScaler:FutureWarning", "ignore:.*GradScaler is enabled:UserWarning"),
+    pytest.mark.filterwarnings("ignore:\\s*load will be removed:PendingDeprecationWarning"),
+]
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "usb" / "dninv_cifar10_40_0.yaml"
 K = 10  # classes
 
@@ -214,6 +218,16 @@ def test_usb_training_loop_runs_dninv_on_cpu(tmp_path):
     assert not torch.equal(ema["fc.weight"], alg.model.state_dict()["fc.weight"])  # evaluation used EMA weights
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread: wrn_28_2's double backward took 37 s with 2 threads on this 2-core machine while other
+    jobs ran (thread contention), 1.7 s with one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class InMemoryCIFAR10:
     """torchvision's CIFAR10 as USB's `get_cifar` reads it (`.data`, `.targets`), from random images: no download."""
 
@@ -223,7 +237,7 @@ class InMemoryCIFAR10:
         self.targets = [i % K for i in range(n)]
 
 
-def test_shipped_usb_config_trains_through_the_runner(tmp_path, monkeypatch):
+def test_shipped_usb_config_trains_through_the_runner(tmp_path, monkeypatch, one_thread):
     """examples/usb: every key is an argument USB or dninv reads; `python -m ssl_bench.usb` trains it for 2 steps
     through USB's own CIFAR-10 pipeline (split, weak and strong transforms) and its wrn_28_2, on fake images."""
     config = usb.load_config(str(EXAMPLE), [])
@@ -236,7 +250,8 @@ def test_shipped_usb_config_trains_through_the_runner(tmp_path, monkeypatch):
     overrides = {"num_train_iter": 2, "num_eval_iter": 2, "epoch": 1, "batch_size": 4, "eval_batch_size": 20, "num_workers": 0,
                  "resume": False, "use_tensorboard": False, "save_dir": str(tmp_path), "data_dir": str(tmp_path), "beta": "linear:1:0.2"}
     argv = ["--c", str(EXAMPLE)] + [s for k, v in overrides.items() for s in (f"--{k}", str(v))]
-    results = usb.main(argv)
+    with pytest.warns(UserWarning, match="BatchNorm in training mode"):  # wrn_28_2 has BatchNorm: ssl-bench's dninv says so
+        results = usb.main(argv)
     assert set(results) == {"eval/best_acc", "eval/best_it"}
     assert (tmp_path / "dninv_cifar10_40_0" / "model_best.pth").exists()
     assert len(np.load(tmp_path / "data" / "cifar10" / "labeled_idx" / "lb_labels40_1_seed0_idx.npy")) == 40
