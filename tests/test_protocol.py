@@ -42,6 +42,37 @@ def test_same_seed_twice_gives_identical_results_on_cpu(tmp_path):
     assert c["split_fingerprint"] != a["split_fingerprint"] and c["init_fingerprint"] != a["init_fingerprint"]
 
 
+def test_the_thread_count_is_the_protocols_not_the_callers(tmp_path):
+    """The same command gives the same numbers whatever threads the calling process uses (a sweep worker,
+    a 2-core or 64-core machine): the run uses `cpu_threads`, records it, and fingerprints it."""
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a = run(tmp_path / "a", method="entmin", steps=60)
+        torch.set_num_threads(2)
+        b = run(tmp_path / "b", method="entmin", steps=60)
+        assert torch.get_num_threads() == 2  # restored after the run
+    finally:
+        torch.set_num_threads(previous)
+    assert a["cpu_threads"] == b["cpu_threads"] == 1
+    for key in ("test_acc", "test_acc_last", "val_acc_best", "protocol_fingerprint", "run_id"):
+        assert a[key] == b[key], key
+    last = lambda r, d: torch.load(tmp_path / d / r["run_id"] / records.LAST_CKPT)["model"]
+    assert all(torch.equal(v, last(b, "b")[k]) for k, v in last(a, "a").items())
+    two = run(tmp_path / "c", method="entmin", steps=60, protocol={"eval_every": 10, "cpu_threads": 2})
+    assert two["cpu_threads"] == 2 and two["protocol_fingerprint"] != a["protocol_fingerprint"]
+
+
+def test_warmup_rises_linearly_then_holds():
+    from ssl_bench.protocol import ProtocolConfig, lr_factor
+
+    p = ProtocolConfig(steps=1000, lr=0.01, warmup_steps=100)
+    assert [lr_factor(p, i) for i in (0, 49, 99, 100, 999)] == [0.01, 0.5, 1.0, 1.0, 1.0]
+    cosine = dataclasses.replace(p, lr_schedule="cosine")
+    assert lr_factor(cosine, 49) == pytest.approx(0.5 * 0.5 * (1 + np.cos(np.pi * 49 / 1000)))
+    assert lr_factor(dataclasses.replace(p, warmup_steps=0), 0) == 1.0
+
+
 def test_protocol_is_identical_across_methods(tmp_path, monkeypatch):
     """Split, initial weights and the labeled/unlabeled batch indices depend on the seed only."""
     seen: dict[tuple[str, int], list[list[int]]] = {}
