@@ -76,7 +76,7 @@ def run(args, model_name: str, init: str, warmup: int, seed: int, data) -> str:
         pred = torch.cat([model(xt[i : i + 256]) for i in range(0, len(xt), 256)]).argmax(1)
     acc = 100 * (pred == yt).float().mean().item()
     classes = len(pred.unique())
-    return f"| {model_name} | {init} | {warmup} | {seed} | {acc:.1f} | {classes} | {'**dead**' if classes == 1 else ''} | {time.perf_counter() - start:.0f} |"
+    return f"| {model_name} | {init} | {warmup} | {seed} | {acc:.1f} | {classes} | {'**one class**' if classes == 1 else ''} | {time.perf_counter() - start:.0f} |"
 
 
 def main() -> None:
