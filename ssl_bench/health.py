@@ -76,7 +76,8 @@ class HealthMonitor:
             return f"collapsed: {self.detail}; stopped at step {step} after {patience} steps of collapse ({HINT})"
         if not self.warned:
             self.warned = True
-            until = f"; the run stops if it lasts to step {self.collapsed_since + patience}" if self.collapse_patience > 0 else ""
+            stop_at = self.collapsed_since + patience
+            until = f"; the run stops if it lasts to step {stop_at}" if self.collapse_patience > 0 and stop_at < self.steps else "; the run is flagged unless it recovers by its last step"
             return f"warning: collapsed at step {step}: {self.detail}{until} ({HINT})"
         return None
 

@@ -1,0 +1,63 @@
+"""Every default learns on data of its datasets' shape (issue 10).
+
+For each dataset's default model and for every paper model (and a timm model), a short supervised run and
+a short dninv run at the model's default learning rate and the default warm-up, on an offline stand-in of
+the right shape, must end healthy (not collapsed, not diverged) and clearly above chance. The image nets
+get the warm-up plus 30 steps at the full learning rate (the old defaults died within 15 steps at it) on
+batches of 8 + 8 (4 + 4 for largeucnn and uresnet2_32); the small and the audio models 300 steps on 16 + 16. The runs use both cores;
+the whole matrix takes a few minutes on 2 cores. docs/models.md lists the numbers
+(`pytest tests/test_defaults.py -s` prints them).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ssl_bench.protocol import ProtocolConfig, RunSpec, resolve, train
+
+MNIST_SHAPED = {"size": 28}  # digits at 1×28×28
+SVHN_SHAPED = {"size": 32, "channels": 3}  # digits at 3×32×32 (SVHN and CIFAR-10)
+# Bird10 stand-in: chirps (4 kHz, 250 ms windows) at 10 dB, with bird10net's kernel and stride scaled from
+# 44.1 kHz to 4 kHz (1024/512 → 96/48: the same 23 ms / 12 ms), all labels as in the paper's Bird10 setting.
+BIRD10_STAND_IN = ("chirps", {"snr_db": 10}, "bird10net", {"kernel": 96, "stride": 48}, None)
+
+WARMUP = ProtocolConfig(steps=1, lr=1.0).warmup_steps  # the default
+SHORT = dict(steps=WARMUP + 30, batch=8)  # the old defaults died within 15 steps at the full rate
+HEAVY = dict(steps=WARMUP + 30, batch=4)  # the same for the U nets with the costliest steps
+LONGER = dict(steps=3 * WARMUP, batch=16)  # small models, and audio, which learns more slowly per window
+
+# (what it checks, (dataset, dataset options, model (None = the dataset's default), model options, labels), budget)
+CASES = [
+    ("mnist default: smallcnn", ("digits", MNIST_SHAPED, "smallcnn", {}, 50), SHORT),
+    ("svhn/cifar10 default: largecnn", ("digits", SVHN_SHAPED, "largecnn", {}, 50), SHORT),
+    ("bird10 default: bird10net", BIRD10_STAND_IN, LONGER),
+    ("digits default", ("digits", {}, None, {}, 50), LONGER),
+    ("mnist1d default", ("mnist1d", {}, None, {}, 50), LONGER),
+    ("chirps default", ("chirps", {}, None, {}, 50), LONGER),
+    ("resnet2_32", ("digits", MNIST_SHAPED, "resnet2_32", {}, 50), SHORT),
+    ("resnet3_16", ("digits", MNIST_SHAPED, "resnet3_16", {}, 50), SHORT),
+    ("smallucnn", ("digits", MNIST_SHAPED, "smallucnn", {}, 50), SHORT),
+    ("largeucnn", ("digits", MNIST_SHAPED, "largeucnn", {}, 50), HEAVY),
+    ("uresnet2_32", ("digits", MNIST_SHAPED, "uresnet2_32", {}, 50), HEAVY),
+    ("uresnet3_16", ("digits", MNIST_SHAPED, "uresnet3_16", {}, 50), SHORT),
+    ("timm resnet18", ("digits", MNIST_SHAPED, "timm:resnet18", {}, 50), SHORT),
+]
+MIN_ACC = 0.3  # chance is 0.1 for these 10-class sets; audio: per recording (a window may hold no call)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["supervised", "dninv"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_default_learns_on_data_of_its_shape(case, method, tmp_path):
+    what, (dataset, options, model, model_options, labels), budget = case
+    spec = RunSpec(
+        method=method, dataset=dataset, labels=labels, model=model, steps=budget["steps"], val_size=200,
+        dataset_options=options, model_options=model_options,
+        protocol={"batch_lb": budget["batch"], "batch_ulb": budget["batch"], "eval_every": budget["steps"], "cpu_threads": 2},
+    )
+    result = train(resolve(spec), tmp_path, show_progress=False)  # no lr, no warm-up given: the defaults
+    acc = result.get("test_acc_recording", result["test_acc"])
+    per_recording = f", per recording {100 * acc:.1f} %" if "test_acc_recording" in result else ""
+    print(f"{what} / {method}: test {100 * result['test_acc']:.1f} %{per_recording} ({result['wall_time_s']:.0f} s)")
+    assert result["health"] == {"status": "ok"}
+    assert acc >= MIN_ACC
