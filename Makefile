@@ -41,7 +41,7 @@ reports: $(STAMP)
 		--steps 2000 --seeds 0,1,2 --out runs/chirps --workers 2 --quiet
 	$(BIN)/ssl-bench report runs/chirps --out reports/chirps-bird10net
 	$(BIN)/ssl-bench sweep --dataset digits -d size=28 --labels 50 --model smallcnn --seeds 0,1,2 --out runs/mnist-shaped --workers 2 --quiet
-	$(BIN)/ssl-bench sweep --dataset digits -d size=32 -d channels=3 --labels 50 --model largecnn --steps 200 --batch-lb 16 --batch-ulb 16 \
+	$(BIN)/ssl-bench sweep --dataset digits -d size=32 -d channels=3 --labels 50 --model largecnn --steps 150 --batch-lb 8 --batch-ulb 8 \
 		--seeds 0,1,2 --out runs/svhn-shaped --workers 2 --quiet
 	$(BIN)/ssl-bench report runs/mnist-shaped runs/svhn-shaped --out reports/paper-models-stand-ins
 

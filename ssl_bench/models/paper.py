@@ -209,7 +209,7 @@ def largeucnn(*, num_classes: int, input_shape: tuple[int, ...], pool: str = "me
     return PaperCNN(CONV_LARGE, num_classes, input_shape, pool=pool, act=None, dropout=dropout)
 
 
-@register_model(modalities=("image",), lr=1e-3)
+@register_model(modalities=("image",), lr=3e-4)
 def uresnet2_32(*, num_classes: int, input_shape: tuple[int, ...], pool: str = "mean", dropout: float = 0.0):
     """Resnet2-32 with U activations (our interpretation of UResnet2-32)."""
     return PaperResNet(2, 32, num_classes, input_shape, pool=pool, act=None, dropout=dropout)
