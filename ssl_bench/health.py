@@ -53,15 +53,17 @@ class HealthMonitor:
     step: int | None = None
     detail: str = ""
     stop: bool = False  # the loop should stop now
+    share: float = 0.0  # share of the validation set in its most predicted class, at the last check
 
     def check(self, step: int, val_logits: torch.Tensor, mean_loss: float) -> str | None:
         """Judge the evaluation after `step` steps (see the module docstring for the rules)."""
+        top, share = top_class_share(val_logits)
+        self.share = share
         limit = EXPLODE_FACTOR * max(abs(self.initial_loss or 0.0), 1.0)
         if math.isfinite(mean_loss) and mean_loss > limit:
             self.flag("diverged", step, f"mean loss {mean_loss:.4g} at step {step}, over {EXPLODE_FACTOR:.0f}× the first step's {self.initial_loss:.4g}")
             self.stop = True
             return f"diverged: {self.detail}; stopped ({HINT})"
-        top, share = top_class_share(val_logits)
         if share < COLLAPSE_SHARE or step < self.grace_steps:
             recovered = self.collapsed_since is not None
             self.collapsed_since, self.status, self.step, self.detail = None, "ok", None, ""

@@ -28,7 +28,7 @@ from ssl_bench.data import DataArrays, Split, get_dataset, make_split
 from ssl_bench.data.splits import check_labels
 from ssl_bench.data.registry import DatasetInfo
 from ssl_bench.errors import UserError
-from ssl_bench.health import HealthMonitor, top_class_share
+from ssl_bench.health import HealthMonitor
 from ssl_bench.method import Batch, MethodContext, Progress, SSLMethod, load_method
 from ssl_bench.models import create_model
 from ssl_bench.models.registry import check_model
@@ -435,7 +435,7 @@ def _train(resolved: Resolved, out_root: Path, *, show_progress: bool, force: bo
             event = health.check(done, val_logits, means[0])
             if event:
                 bar.write(f"{run_dir.name}: {event}", file=sys.stderr)
-            row = {"step": done, "val_acc": val_acc, "top_class_share": round(top_class_share(val_logits)[1], 4), "loss": means[0], **dict(zip(terms, means[1:])), "lr": optimizer.param_groups[0]["lr"], "time_s": round(time.perf_counter() - start, 3)}
+            row = {"step": done, "val_acc": val_acc, "top_class_share": round(health.share, 4), "loss": means[0], **dict(zip(terms, means[1:])), "lr": optimizer.param_groups[0]["lr"], "time_s": round(time.perf_counter() - start, 3)}
             records.append_jsonl(run_dir / records.METRICS, row)
             if val_acc > best_val:
                 best_val, best_step = val_acc, done
