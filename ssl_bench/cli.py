@@ -154,7 +154,8 @@ def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tupl
     """
     from ssl_bench.catalog import format_table
     from ssl_bench.method import method_names
-    from ssl_bench.sweep import Grid, load_grid_file, parse_method_params, run_sweep, summary_rows
+    from ssl_bench.grid import Grid, load_grid_file, parse_method_params
+    from ssl_bench.sweep import run_sweep, summary_rows
 
     ctx = click.get_current_context()
     given = {name for name in kw if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
