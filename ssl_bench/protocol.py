@@ -57,14 +57,15 @@ class ProtocolConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
         if not 0 <= self.collapse_patience <= 1:
             raise ValueError(f"collapse_patience must be in [0, 1], got {self.collapse_patience}")
-        if self.clip_grad_norm < 0 or self.weight_decay < 0:
-            raise ValueError("clip_grad_norm and weight_decay must be >= 0")
+        for name in ("clip_grad_norm", "weight_decay"):
+            if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -163,9 +164,15 @@ def resolve(spec: RunSpec) -> Resolved:
     entry = check_model(model, info.modality, spec.model_options)
     check_labels(spec.labels, info.num_classes)
     overrides = dict(spec.protocol)
-    overrides.update(steps=spec.steps or info.default_steps, lr=spec.lr or entry.lr, seed=spec.seed)
+    given = {"steps": spec.steps, "lr": spec.lr, "seed": spec.seed}  # None = the default; 0 is a value (and refused)
+    overrides.update({k: v for k, v in given.items() if v is not None})
+    overrides.setdefault("steps", info.default_steps)
+    overrides.setdefault("lr", entry.lr)
     protocol = build_config(ProtocolConfig, overrides, "protocol")
-    return Resolved(spec, method_cls, method_config, info, model, protocol, spec.val_size or info.val_size, resolve_device(spec.device))
+    val_size = info.val_size if spec.val_size is None else spec.val_size
+    if not (isinstance(val_size, int) and val_size >= 1):
+        raise UserError(f"val_size must be a whole number >= 1 (model selection needs a validation split), got {val_size!r}")
+    return Resolved(spec, method_cls, method_config, info, model, protocol, val_size, resolve_device(spec.device))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,24 +19,40 @@ from typing import Any
 
 import torch
 
+from ssl_bench.errors import UserError
+
 CONFIG, SPLIT, METRICS, RESULT, FAILED = "config.json", "split.json", "metrics.jsonl", "result.json", "failed.json"
 BEST_CKPT, LAST_CKPT = "best.pt", "last.pt"
 
 
+def _file_mode() -> int:
+    """The mode the umask gives a new file (`mkstemp` alone would give 0600: records are for the team)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic_replace(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, fsync, then rename over `path`."""
+    """Write through a temporary file in the same folder, fsync, then rename over `path`.
+
+    An OS error (disk full, no permission) becomes a one-line `UserError` naming the file; `path` is then
+    untouched (the previous version, if any, stays whole)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), _file_mode())
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        if tmp is not None and Path(tmp).exists():
+            Path(tmp).unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -49,9 +65,12 @@ def save_checkpoint(path: Path, obj: Any) -> None:
 
 def append_jsonl(path: Path, obj: Any) -> None:
     """Append one line with a single write; `read_jsonl` ignores a torn last line."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(obj) + "\n")
-        fh.flush()
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(obj) + "\n")
+            fh.flush()
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def read_jsonl(path: Path) -> list[dict]:
