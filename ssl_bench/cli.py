@@ -14,6 +14,7 @@ import ssl_bench
 from ssl_bench.config import parse_assignments, parse_option_values
 from ssl_bench.errors import UserError
 from ssl_bench.health import HINT, flag_of
+from ssl_bench.interrupts import Interrupted, sigterm_raises
 from ssl_bench.reconstruct import reconstruct_command
 from ssl_bench.report import report as report_command
 
@@ -29,8 +30,11 @@ class Group(click.Group):
                 raise
             click.echo("Error: " + " ".join(str(exc).split("\n")), err=True)
             ctx.exit(2)
+        except Interrupted as exc:
+            click.echo(f"Interrupted: {exc.message}", err=True)
+            ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("Interrupted: what was written so far is kept (a run without result.json is incomplete).", err=True)
+            click.echo("Interrupted: what was written so far is kept; rerun the same command to resume.", err=True)
             ctx.exit(130)
 
 
@@ -72,6 +76,7 @@ def run_options(f, required: bool = True):
         click.option("--download/--no-download", default=True, help="Download missing dataset files [download]."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Training device [auto]."),
         click.option("--out", type=click.Path(file_okay=False), default="runs", help="Folder for run records [runs]."),
+        click.option("--state-every", type=click.IntRange(min=1), default=500, show_default=True, help="Steps between saves of the resumable state (also saved at every evaluation and on Ctrl-C / SIGTERM)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -112,21 +117,28 @@ def model_dataset_kwargs(kw: dict) -> dict:
 @run_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, init, batch order and the method's randomness.")
 @click.option("-p", "params", multiple=True, metavar="KEY=VALUE", help="Method config field, e.g. -p alpha=0.6 (repeatable).")
-@click.option("--force", is_flag=True, help="Run again even if this exact run is complete in --out.")
+@click.option("--force", is_flag=True, help="Run again from step 0 even if this exact run is complete in --out.")
+@click.option("--restart", is_flag=True, help="Start an interrupted run over from step 0 instead of resuming it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(method: str, seed: int, params: tuple[str, ...], force: bool, quiet: bool, **kw) -> None:
+def run(method: str, seed: int, params: tuple[str, ...], force: bool, restart: bool, quiet: bool, **kw) -> None:
     """Train one method on one dataset and write a run record.
+
+    An interrupted run (Ctrl-C, SIGTERM, kill -9) resumes where its last saved state was when the same
+    command is run again.
 
     \b
     Example:
         ssl-bench run --method supervised --dataset digits --labels 50
         ssl-bench run --method supervised --dataset digits --labels 50 --seed 1 --steps 300
     """
-    from ssl_bench.protocol import RunSpec, resolve, train
+    from ssl_bench.protocol import RunSpec, resolve
+    from ssl_bench.training import train
 
     spec = RunSpec(method=method, seed=seed, params=parse_assignments(params, "-p"), **model_dataset_kwargs(kw))
     announce = lambda config: click.echo(f"config: {json.dumps(config, default=str)}", err=True)
-    result = train(resolve(spec), Path(kw["out"]), show_progress=not quiet, force=force, on_start=announce)
+    result = train(
+        resolve(spec), Path(kw["out"]), show_progress=not quiet, force=force, restart=restart, state_every=kw["state_every"], on_start=announce, echo=lambda m: click.echo(m, err=True)
+    )
     click.echo(summary_line(result))
     click.echo(f"run folder: {Path(kw['out']) / result['run_id']}")
     if flag_of(result):
@@ -187,7 +199,7 @@ def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tupl
         extra = parse_method_params(parse_assignments(params, "-p"), spec_grid.methods)
         spec_grid = dataclasses.replace(spec_grid, params=merge_params(spec_grid.params, extra))
     specs = spec_grid.specs()
-    outcome = run_sweep(specs, Path(kw["out"]), workers=workers, show_progress=not quiet, retry_failed=retry_failed, echo=lambda m: click.echo(m, err=True))
+    outcome = run_sweep(specs, Path(kw["out"]), workers=workers, show_progress=not quiet, retry_failed=retry_failed, state_every=kw["state_every"], echo=lambda m: click.echo(m, err=True))
     if outcome.results:
         click.echo(format_table(summary_rows(outcome.results)))
     click.echo(f"runs folder: {kw['out']}")
@@ -256,6 +268,7 @@ cli.add_command(reconstruct_command)
 
 
 def main() -> None:
+    sigterm_raises()  # SIGTERM stops like Ctrl-C (exit 143), whatever is running
     cli(prog_name="ssl-bench")
 
 

@@ -1,32 +1,43 @@
 """Sweeps: many runs under one protocol (methods × params × datasets × labels × models × seeds).
 
-What runs comes from a grid (`ssl_bench.grid`). Every run of a sweep is checked before the first one starts. Runs already complete in the output folder
-are skipped, so an interrupted sweep resumes where it stopped. With `workers > 1` runs go to separate
-processes (one per visible GPU on CUDA, else CPU processes sharing the cores).
+What runs comes from a grid (ssl_bench.grid). Every run of a sweep is checked before the first one
+starts. Runs already complete in the output folder are skipped and interrupted ones resume, so an
+interrupted sweep goes on where it stopped. With `workers > 1` runs go to separate processes
+(ssl_bench.workers: spread over the visible GPUs on CUDA, else CPU processes sharing the cores).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import statistics
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ssl_bench import records
 from ssl_bench.errors import UserError
 from ssl_bench.health import flag_of
+from ssl_bench.interrupts import Interrupted
 from ssl_bench.protocol import Resolved, RunSpec, resolve
+from ssl_bench.training import STATE_EVERY
+from ssl_bench.workers import run_in_processes
 
 
-def _run_one(spec: RunSpec, out: str, show_progress: bool, device: str | None = None) -> dict:
-    """One run (in this process or a worker process: specs, unlike resolved runs, can be pickled).
-    Its CPU thread count is the protocol's `cpu_threads`."""
-    from ssl_bench.protocol import train
+def run_one(spec: RunSpec, out: str, show_progress: bool, wait: bool, retry_failed: bool, state_every: int, device: str | None = None) -> dict:
+    """One run of a sweep (in this process or a worker process: specs, unlike resolved runs, pickle).
+
+    Complete runs are returned as they are and interrupted ones resume; a run another process holds
+    raises `RunBusy`, or with `wait` is waited for. Its CPU thread count is the protocol's `cpu_threads`.
+    """
+    from ssl_bench.training import NonFiniteLoss, train
 
     if device is not None:
         spec = dataclasses.replace(spec, device=device)
-    return train(resolve(spec), Path(out), show_progress=show_progress)
+    resolved = resolve(spec)
+    error = None if retry_failed else records.failure(Path(out) / resolved.run_id())
+    if error is not None:  # failed in another process of a concurrent sweep while this one waited
+        raise NonFiniteLoss(error)
+    return train(resolved, Path(out), show_progress=show_progress, if_complete="return", wait_for_lock=wait, state_every=state_every)
 
 
 @dataclass(frozen=True)
@@ -37,16 +48,23 @@ class SweepOutcome:
 
 
 def run_sweep(
-    specs: list[RunSpec], out: Path, *, workers: int = 1, show_progress: bool = True, retry_failed: bool = False, echo=print
+    specs: list[RunSpec],
+    out: Path,
+    *,
+    workers: int = 1,
+    show_progress: bool = True,
+    retry_failed: bool = False,
+    state_every: int = STATE_EVERY,
+    echo=print,
 ) -> SweepOutcome:
     """Run every spec not already complete in `out` (nor failed before, unless `retry_failed`).
 
     A run that diverges (non-finite loss) is recorded as failed and the sweep goes on; any other error
-    stops the sweep. Complete runs are never redone, so an interrupted sweep resumes where it stopped.
+    stops the sweep. Complete runs are never redone and interrupted ones resume, so an interrupted sweep
+    goes on where it stopped. Runs that another process is writing (a second sweep into the same `out`)
+    are left to it at first and waited for at the end, so each run is done once.
     """
     from tqdm.auto import tqdm
-
-    from ssl_bench.protocol import NonFiniteLoss
 
     resolved = [resolve(spec) for spec in specs]  # every name and value is checked before any work
     ids = [r.run_id() for r in resolved]
@@ -60,35 +78,36 @@ def run_sweep(
         + (f", {sum(failed_before)} failed before (skipped; --retry-failed runs them again)" if any(failed_before) else "")
     )
     bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc="sweep", disable=not show_progress, dynamic_ncols=True)
+    busy: list[int] = []
 
-    def finished(i: int, error: Exception | None) -> None:
-        if isinstance(error, NonFiniteLoss):
-            echo(f"run {ids[i]} failed: {error}")
-        elif error is not None:
-            raise error
+    def finished(i: int, status: str, message: str) -> None:
+        if status == "busy":
+            busy.append(i)
+            return
+        if status == "nonfinite":
+            echo(f"run {ids[i]} failed: {message}")
+        elif status == "interrupted":
+            raise Interrupted(signal.SIGINT, f"{ids[i]}: {message}")
+        elif status == "error":
+            raise UserError(f"run {ids[i]}: {message}")
         bar.set_postfix_str(ids[i])
         bar.update(1)
 
-    try:
+    def run_all(indices: list[int], wait: bool) -> None:
+        options = (retry_failed, state_every)
         if workers <= 1:
-            for i in todo:
-                try:
-                    _run_one(specs[i], str(out), show_progress)
-                    finished(i, None)
-                except NonFiniteLoss as exc:
-                    finished(i, exc)
+            for i in indices:
+                finished(i, *_in_process(specs[i], str(out), show_progress, wait, *options))
         else:
-            devices = _worker_devices(resolved, workers)
-            import multiprocessing as mp
+            jobs = [(i, (specs[i], str(out), False, wait, *options)) for i in indices]
+            run_in_processes(run_one, jobs, workers, _worker_devices(resolved, workers), finished)
 
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-                futures = {pool.submit(_run_one, specs[i], str(out), False, devices[k % len(devices)]): i for k, i in enumerate(todo)}
-                for future in as_completed(futures):
-                    try:
-                        finished(futures[future], future.exception())
-                    except BaseException:
-                        pool.shutdown(cancel_futures=True)  # do not start the runs still queued
-                        raise
+    try:
+        run_all(todo, wait=False)
+        if busy:
+            echo(f"sweep: {len(busy)} runs are being written by another process; waiting for them")
+            waiting, busy[:] = list(busy), []
+            run_all(waiting, wait=True)
     finally:
         bar.close()
     results = [records.read_json(out / run_id / records.RESULT) for run_id in ids if records.is_complete(out / run_id)]
@@ -98,13 +117,26 @@ def run_sweep(
     return SweepOutcome(healthy, {k: v for k, v in failed.items() if v is not None}, flagged)
 
 
+def _in_process(spec: RunSpec, out: str, show_progress: bool, wait: bool, retry_failed: bool, state_every: int) -> tuple[str, str]:
+    """`run_one` in this process, ended as a worker process reports it (interrupts propagate)."""
+    from ssl_bench.runlock import RunBusy
+    from ssl_bench.training import NonFiniteLoss
+
+    try:
+        run_one(spec, out, show_progress, wait, retry_failed, state_every)
+    except RunBusy as exc:
+        return "busy", str(exc)
+    except NonFiniteLoss as exc:
+        return "nonfinite", str(exc)
+    return "ok", ""
+
+
 def _worker_devices(resolved: list[Resolved], workers: int) -> list[str]:
-    """One CUDA device per worker when the runs use CUDA (round-robin), else CPU for all."""
+    """The visible CUDA devices when the runs use CUDA (each run goes to the least loaded), else CPU."""
     import torch
 
     if resolved[0].device.type == "cuda":
-        n = torch.cuda.device_count()
-        return [f"cuda:{k % n}" for k in range(workers)]
+        return [f"cuda:{k}" for k in range(min(workers, torch.cuda.device_count()))]
     return ["cpu"]
 
 

@@ -8,6 +8,7 @@ import torch
 from click.testing import CliRunner
 
 import ssl_bench.protocol as protocol
+import ssl_bench.training as training
 from ssl_bench import records
 from ssl_bench.cli import cli
 from ssl_bench.health import HealthMonitor, flag_of, top_class_share
@@ -84,7 +85,7 @@ def test_an_exploding_run_is_flagged_diverged(tmp_path):
 @pytest.fixture
 def slow_start(monkeypatch):
     """Models start at chance: +40 on class 0's output bias, so every input is class 0 until training undoes it."""
-    original = protocol.init_model
+    original = training.init_model
 
     def biased(resolved, input_shape):
         model = original(resolved, input_shape)
@@ -92,7 +93,7 @@ def slow_start(monkeypatch):
             model.head.bias[0] += 40
         return model
 
-    monkeypatch.setattr(protocol, "init_model", biased)
+    monkeypatch.setattr(training, "init_model", biased)
 
 
 SLOW = ["--method", "supervised", *DIGITS, "--lr", "3e-4", "--warmup-steps", "0", "--steps", "400", "--eval-every", "10"]
@@ -113,7 +114,7 @@ def test_a_short_patience_stops_the_same_slow_learner(tmp_path, slow_start):
     """The same run with a patience shorter than its slow start (4 % of 400 = 16 steps) is stopped: the
     patience is what protects slow learners."""
     spec = protocol.RunSpec(method="supervised", dataset="digits", labels=50, lr=3e-4, steps=400, protocol={"eval_every": 10, "warmup_steps": 0, "collapse_patience": 0.04})
-    saved = protocol.train(protocol.resolve(spec), tmp_path, show_progress=False)
+    saved = training.train(protocol.resolve(spec), tmp_path, show_progress=False)
     assert saved["health"]["status"] == "collapsed" and saved["steps_done"] < 100
 
 

@@ -19,7 +19,8 @@ from ssl_bench.cli import cli
 from ssl_bench.data import get_dataset
 from ssl_bench.errors import UserError
 from ssl_bench.models import create_model
-from ssl_bench.protocol import RunSpec, resolve, train
+from ssl_bench.protocol import RunSpec, resolve
+from ssl_bench.training import train
 from ssl_bench.reconstruct import Reconstruction, reconstruction_figure, run_reconstruction, save_reconstruction_figure
 
 

@@ -1,0 +1,363 @@
+"""The training loop (SPEC §5): one loop, identical for every method of a comparison.
+
+`train` takes the run folder's lock, starts the run or resumes it from its saved state, and reads top to
+bottom: learning rate → `method.loss` → backward → clip → step → periodic evaluation, state saving and
+stop requests. Each of those is a named function below; the run's state lives in ssl_bench.runstate.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ssl_bench import records, runstate
+from ssl_bench.augment import AUGMENTATIONS
+from ssl_bench.config import to_jsonable
+from ssl_bench.data import DataArrays, Split, make_split
+from ssl_bench.device_data import DeviceData, IndexStream, accuracy, group_accuracy, predict, to_device
+from ssl_bench.errors import UserError
+from ssl_bench.health import HealthMonitor
+from ssl_bench.interrupts import Interrupted, stop_requests
+from ssl_bench.method import Batch, MethodContext, Progress, SSLMethod
+from ssl_bench.models import create_model
+from ssl_bench.protocol import ProtocolConfig, Resolved, lr_factor, protocol_fields
+from ssl_bench.runlock import LOCK, run_lock
+from ssl_bench.runstate import LoopState
+from ssl_bench.seeding import derive_seed, make_generator
+
+CHECK_EVERY = 10  # steps between checks for a non-finite loss (each check is one host sync)
+STATE_EVERY = 500  # default steps between state saves (besides every evaluation and every stop request)
+
+
+class NonFiniteLoss(UserError):
+    pass
+
+
+def prepare(resolved: Resolved) -> tuple[DataArrays, Split]:
+    """Load the data and draw the split (refusing impossible label counts) — still before training."""
+    spec, info = resolved.spec, resolved.info
+    from ssl_bench.data import default_data_dir
+
+    data_dir = Path(spec.data_dir).expanduser() if spec.data_dir else default_data_dir() / info.name
+    try:
+        data = info.load(data_dir=data_dir, download=spec.download, **spec.dataset_options)
+    except TypeError as exc:
+        raise UserError(f"dataset {info.name!r}: {exc}") from None
+    split = make_split(
+        data.y_train,
+        labels=spec.labels,
+        val_size=resolved.val_size,
+        num_classes=info.num_classes,
+        seed=resolved.protocol.seed,
+        groups=data.groups_train,
+        exclude_labeled=spec.exclude_labeled,
+    )
+    return data, split
+
+
+def init_model(resolved: Resolved, input_shape: tuple[int, ...]) -> nn.Module:
+    """The initial model of this seed: built on CPU from the `init` stream, the same on every device."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(resolved.protocol.seed, "init"))
+        return create_model(
+            resolved.model,
+            num_classes=resolved.info.num_classes,
+            input_shape=input_shape,
+            modality=resolved.info.modality,
+            **resolved.spec.model_options,
+        )
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with `n` torch intra-op threads, then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class LossTracker:
+    """Running sums of (loss, *terms) between evaluations, and the first step whose loss was not finite —
+    kept on the device, so that a step costs no host sync."""
+
+    def __init__(self, n_terms: int, device: torch.device):
+        self.sums = torch.zeros(n_terms + 1, device=device)  # (1+T,)
+        self.count = torch.zeros((), dtype=torch.long, device=device)
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
+        self.bad_values = torch.zeros(n_terms + 1, device=device)  # (1+T,) at that step
+
+    def add(self, step: int, values: torch.Tensor) -> None:
+        first = ~torch.isfinite(values[0]) & (self.bad_step < 0)
+        self.bad_step = torch.where(first, self.bad_step.new_full((), step), self.bad_step)
+        self.bad_values = torch.where(first, values, self.bad_values)
+        self.sums += values
+        self.count += 1
+
+    def means(self) -> list[float]:
+        """The mean of each value since the last call, and a fresh start (host sync)."""
+        out = (self.sums / self.count).tolist()
+        self.sums.zero_()
+        self.count.zero_()
+        return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, k) for k in ("sums", "count", "bad_step", "bad_values")}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for k, v in state.items():
+            getattr(self, k).copy_(v)
+
+
+def train(
+    resolved: Resolved,
+    out_root: Path,
+    *,
+    show_progress: bool = True,
+    force: bool = False,
+    restart: bool = False,
+    if_complete: str = "error",
+    wait_for_lock: bool = False,
+    state_every: int = STATE_EVERY,
+    on_start=None,
+    echo=None,
+) -> dict[str, Any]:
+    """Run one experiment into `out_root/<run id>/` and return its result record.
+
+    A complete run is an error (`if_complete="error"`, unless `force`) or returned as it is (`"return"`).
+    An interrupted run resumes from its `state.pt` unless `restart` or `force`. The run folder is locked
+    from before its first write to the end (ssl_bench.runlock: another process gets `RunBusy`, or waits
+    with `wait_for_lock`). `on_start(config)` is called once the data and split are ready; `echo(line)`
+    gets notices (default: stderr).
+    """
+    echo = echo or (lambda line: print(line, file=sys.stderr))
+    run_dir = Path(out_root) / resolved.run_id()
+    done = None if force else completed(run_dir, if_complete)  # a complete run is final: no lock needed to see it
+    if done is not None:
+        return done
+    with torch_threads(resolved.protocol.cpu_threads):
+        data, split = prepare(resolved)
+        model = init_model(resolved, tuple(data.x_train.shape[1:]))
+        context = MethodContext(resolved.info.modality, resolved.info.num_classes, make_generator(resolved.protocol.seed, "method", resolved.device), AUGMENTATIONS[resolved.info.modality])
+        method = resolved.method_cls(resolved.method_config, context)
+        method.check_model(model)  # e.g. layer names in the method's config: refused before anything is written
+        on_wait = lambda owner: echo(f"{run_dir.name}: waiting for {owner} to finish it")
+        with run_lock(run_dir, wait=wait_for_lock, on_wait=on_wait):
+            done = None if force else completed(run_dir, if_complete)  # finished by the process we waited for
+            if done is not None:
+                return done
+            resume = runstate.exists(run_dir) and not (restart or force)
+            start_folder(run_dir, resume)
+            return _train(resolved, run_dir, data, split, model, method, resume=resume, show_progress=show_progress, state_every=state_every, on_start=on_start, echo=echo)
+
+
+def completed(run_dir: Path, if_complete: str) -> dict[str, Any] | None:
+    """The result of a complete run (`if_complete="return"`), or a refusal (`"error"`); None if not complete."""
+    if not records.is_complete(run_dir):
+        return None
+    if if_complete == "return":
+        return records.read_json(run_dir / records.RESULT)
+    raise UserError(f"{run_dir} already holds a complete run; use --force to run it again")
+
+
+def start_folder(run_dir: Path, resume: bool) -> None:
+    """Resuming: drop temporaries of writes cut short. Starting (over): empty the folder but its lock."""
+    if resume:
+        runstate.remove_temporaries(run_dir)
+        return
+    for entry in run_dir.iterdir():
+        if entry.name != LOCK:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, model: nn.Module, method: SSLMethod, *, resume: bool, show_progress: bool, state_every: int, on_start, echo) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    p, info, device = resolved.protocol, resolved.info, resolved.device
+    input_shape = tuple(data.x_train.shape[1:])
+    init_fp = records.state_fingerprint(model.state_dict())
+    dd = to_device(data, split, device)
+    model.to(device).train()
+    torch.manual_seed(derive_seed(p.seed, "global"))  # dropout and other in-model randomness
+    split_fp = split.fingerprint(info.name)
+    fingerprints = {"split_fingerprint": split_fp, "init_fingerprint": init_fp, "protocol_fingerprint": protocol_fingerprint(resolved, input_shape, split_fp, init_fp)}
+    config = {**resolved.as_json(), "device": records.device_name(device), "run_id": run_dir.name}
+    records.write_json(run_dir / records.CONFIG, config)
+    if on_start is not None:
+        on_start(config)
+    records.write_json(run_dir / records.SPLIT, {"fingerprint": split_fp, **split.as_json()})
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    streams = {
+        "labeled": IndexStream(len(dd.x_lb), p.batch_lb, make_generator(p.seed, "labeled-batches", device), device),
+        "unlabeled": IndexStream(len(dd.x_ulb), p.batch_ulb, make_generator(p.seed, "unlabeled-batches", device), device),
+    }
+    terms = method.term_names()
+    tracker = LossTracker(len(terms), device)
+    health = HealthMonitor(p.steps, p.collapse_patience, info.num_classes, grace_steps=p.warmup_steps)
+    loop = LoopState()
+    owners = dict(model=model, optimizer=optimizer, streams=streams, method=method)
+    if resume:
+        loop = runstate.restore(run_dir, **owners)
+        tracker.load_state_dict(loop.tracker)
+        health = HealthMonitor(**loop.health)
+        echo(f"{run_dir.name}: resumed from step {loop.step}")
+
+    start = time.perf_counter() - loop.elapsed_s
+    save_state = lambda: runstate.save(run_dir, _with(loop, tracker, health, start), **owners)
+    bar = tqdm(total=p.steps, initial=loop.step, desc=f"{resolved.spec.method} s{p.seed}", disable=not show_progress, leave=False, dynamic_ncols=True)
+    with stop_requests() as stop:
+        for step in range(loop.step, p.steps if not loop.stopped else loop.step):
+            set_lr(optimizer, p, step)
+            i_lb, i_ulb = streams["labeled"].next(), streams["unlabeled"].next()
+            batch = Batch(dd.inputs(dd.x_lb[i_lb]), dd.y_lb[i_lb], dd.inputs(dd.x_ulb[i_ulb]))
+            values = train_step(model, optimizer, method, batch, Progress(step, p.steps), p.clip_grad_norm, terms)  # (1+T,)
+            tracker.add(step, values)
+            if step == 0:
+                health.initial_loss = values[0].item()  # host sync, once
+            bar.update(1)
+
+            loop.step = done = step + 1
+            is_eval = done % p.eval_every == 0 or done == p.steps
+            if done % CHECK_EVERY == 0 or is_eval:
+                check_finite(tracker, terms, run_dir, resolved.spec.method)  # host sync every CHECK_EVERY steps
+            if is_eval:
+                evaluate(loop, model, dd, p, tracker, health, terms, optimizer, run_dir, start, bar)
+                loop.stopped = health.stop
+            if is_eval or done % state_every == 0 or stop.signum is not None:
+                save_state()
+            if stop.signum is not None:
+                raise Interrupted(stop.signum, f"{run_dir.name}: stopped at step {done} of {p.steps}, state saved; rerun the same command to resume")
+            if loop.stopped:
+                break
+    bar.close()
+    return finish(resolved, loop, model, dd, split, health, run_dir, fingerprints, time.perf_counter() - start)
+
+
+def _with(loop: LoopState, tracker: LossTracker, health: HealthMonitor, start: float) -> LoopState:
+    """`loop` with the tracker's and the monitor's current state and the wall time, ready to save."""
+    loop.elapsed_s = time.perf_counter() - start
+    loop.tracker = tracker.state_dict()
+    loop.health = runstate.as_dict(health)
+    return loop
+
+
+def protocol_fingerprint(resolved: Resolved, input_shape: tuple[int, ...], split_fp: str, init_fp: str) -> str:
+    """What every method of a comparison shares for this seed (not the method)."""
+    return records.fingerprint(
+        {
+            "dataset": resolved.info.name,
+            "dataset_options": resolved.spec.dataset_options,
+            "input_shape": input_shape,
+            "split": split_fp,
+            "model": resolved.model,
+            "model_options": resolved.spec.model_options,
+            "init": init_fp,
+            "optimizer": "adam",
+            "device_type": resolved.device.type,  # batch permutations are drawn on the device: CPU and CUDA streams differ
+            "protocol": protocol_fields(resolved.protocol, resolved.device),
+        }
+    )
+
+
+def set_lr(optimizer: torch.optim.Optimizer, p: ProtocolConfig, step: int) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = p.lr * lr_factor(p, step)
+
+
+def train_step(model: nn.Module, optimizer, method: SSLMethod, batch: Batch, progress: Progress, clip: float, terms) -> torch.Tensor:
+    """One optimizer step on `method`'s loss; returns the detached (loss, *terms) (1+T,), no host sync."""
+    loss, logged = method.loss(model, batch, progress)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return torch.stack([loss.detach(), *(logged[k].detach().float() for k in terms)])
+
+
+def check_finite(tracker: LossTracker, terms, run_dir: Path, method: str) -> None:
+    """Stop the run with `failed.json` at the first non-finite loss (one host sync)."""
+    bad_step = tracker.bad_step.item()
+    if bad_step < 0:
+        return
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(("loss", *terms), tracker.bad_values.tolist()))
+    error = f"non-finite loss at step {bad_step} of {method}: {shown}; try a lower --lr or other params"
+    records.write_json(run_dir / records.FAILED, {"error": error, "step": bad_step})
+    runstate.remove(run_dir)  # nothing to resume: the weights are not finite
+    raise NonFiniteLoss(error)  # the saved best checkpoint predates it; the weights now are not used
+
+
+def evaluate(loop: LoopState, model, dd: DeviceData, p: ProtocolConfig, tracker: LossTracker, health: HealthMonitor, terms, optimizer, run_dir: Path, start: float, bar) -> None:
+    """Validation accuracy and health after `loop.step` steps: a metrics row, and best.pt if it is the best."""
+    done = loop.step
+    means = tracker.means()  # host sync
+    val_logits = predict(model, dd.x_val, p.eval_batch, dd.inputs)  # (N_val, K)
+    val_acc = accuracy(val_logits, dd.y_val)
+    event = health.check(done, val_logits, means[0])
+    if event:
+        bar.write(f"{run_dir.name}: {event}", file=sys.stderr)
+    row = {"step": done, "val_acc": val_acc, "top_class_share": round(health.share, 4), "loss": means[0], **dict(zip(terms, means[1:])), "lr": optimizer.param_groups[0]["lr"], "time_s": round(time.perf_counter() - start, 3)}
+    records.append_jsonl(run_dir / records.METRICS, row)
+    loop.last_row, loop.metrics_bytes = row, (run_dir / records.METRICS).stat().st_size
+    if val_acc > loop.best_val:
+        loop.best_val, loop.best_step = val_acc, done
+        loop.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        records.save_checkpoint(run_dir / records.BEST_CKPT, {"step": done, "val_acc": val_acc, "model": loop.best_model})
+    bar.set_postfix(loss=f"{means[0]:.3f}", val=f"{val_acc:.3f}", best=f"{loop.best_val:.3f}")
+
+
+def finish(resolved: Resolved, loop: LoopState, model, dd: DeviceData, split: Split, health: HealthMonitor, run_dir: Path, fingerprints: dict, wall_s: float) -> dict[str, Any]:
+    """Test accuracy at the best-validation and at the last checkpoint; `last.pt`, then `result.json`."""
+    p, info, device = resolved.protocol, resolved.info, resolved.device
+    val_acc_last, steps_done = loop.last_row["val_acc"], loop.last_row["step"]
+    logits_last = predict(model, dd.x_test, p.eval_batch, dd.inputs)
+    records.save_checkpoint(run_dir / records.LAST_CKPT, {"step": steps_done, "val_acc": val_acc_last, "model": model.state_dict()})
+    records.save_checkpoint(run_dir / records.BEST_CKPT, {"step": loop.best_step, "val_acc": loop.best_val, "model": loop.best_model})  # the same as saved at its evaluation, unless a kill outran it
+    model.load_state_dict(loop.best_model)
+    logits_best = predict(model, dd.x_test, p.eval_batch, dd.inputs)
+
+    result = {
+        "method": resolved.spec.method,
+        "params": to_jsonable(resolved.method_config),
+        "dataset": info.name,
+        "dataset_options": resolved.spec.dataset_options,
+        "labels": resolved.spec.labels,
+        "model": resolved.model,
+        "model_options": resolved.spec.model_options,
+        "seed": p.seed,
+        "steps": p.steps,
+        "steps_done": steps_done,  # < steps when the health check stopped the run
+        "health": health.record(),  # {"status": "ok"} or collapsed / diverged (ssl_bench.health)
+        "test_acc": accuracy(logits_best, dd.y_test),
+        "test_acc_last": accuracy(logits_last, dd.y_test),
+        "val_acc_best": loop.best_val,
+        "val_acc_last": val_acc_last,
+        "best_step": loop.best_step,
+        "n_labeled": len(split.labeled),
+        "n_unlabeled": len(dd.x_ulb),
+        "n_val": len(split.val),
+        "n_test": len(dd.y_test),
+        "wall_time_s": round(wall_s, 3),  # training and evaluation, summed over resumed sessions
+        "device": records.device_name(device),
+        "cpu_threads": torch.get_num_threads(),  # = protocol.cpu_threads: CPU float results depend on it
+        "versions": records.versions(),
+        "git_commit": records.git_commit(),
+        **fingerprints,
+        "run_id": run_dir.name,
+    }
+    if dd.groups_test is not None:
+        result["test_acc_recording"] = group_accuracy(logits_best, dd.y_test, dd.groups_test)
+        result["test_acc_recording_last"] = group_accuracy(logits_last, dd.y_test, dd.groups_test)
+    records.write_json(run_dir / records.RESULT, result)
+    runstate.remove(run_dir)  # the run is complete: nothing left to resume
+    return result
