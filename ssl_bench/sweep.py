@@ -23,11 +23,12 @@ from ssl_bench.training import STATE_EVERY
 from ssl_bench.workers import run_in_processes
 
 
-def run_one(spec: RunSpec, out: str, show_progress: bool, wait: bool, retry_failed: bool, state_every: int, device: str | None = None) -> dict:
+def run_one(spec: RunSpec, out: str, show_progress: bool, wait: bool, retry_failed: bool, state_every: int, device: str | None = None) -> None:
     """One run of a sweep (in this process or a worker process: specs, unlike resolved runs, pickle).
 
-    Complete runs are returned as they are and interrupted ones resume; a run another process holds
-    raises `RunBusy`, or with `wait` is waited for. Its CPU thread count is the protocol's `cpu_threads`.
+    Interrupted runs resume. Raises `AlreadyComplete` for a run another process completed, `RunBusy` for
+    one another process holds (with `wait`: waits for it), `NonFiniteLoss` for one that failed. Its CPU
+    thread count is the protocol's `cpu_threads`.
     """
     from ssl_bench.training import NonFiniteLoss, train
 
@@ -37,7 +38,7 @@ def run_one(spec: RunSpec, out: str, show_progress: bool, wait: bool, retry_fail
     error = None if retry_failed else records.failure(Path(out) / resolved.run_id())
     if error is not None:  # failed in another process of a concurrent sweep while this one waited
         raise NonFiniteLoss(error)
-    return train(resolved, Path(out), show_progress=show_progress, if_complete="return", wait_for_lock=wait, state_every=state_every)
+    train(resolved, Path(out), show_progress=show_progress, wait_for_lock=wait, state_every=state_every)
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,14 @@ def run_sweep(
     )
     bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc="sweep", disable=not show_progress, dynamic_ncols=True)
     busy: list[int] = []
+    done_elsewhere: list[int] = []
 
     def finished(i: int, status: str, message: str) -> None:
         if status == "busy":
             busy.append(i)
             return
+        if status == "complete":
+            done_elsewhere.append(i)
         if status == "nonfinite":
             echo(f"run {ids[i]} failed: {message}")
         elif status == "interrupted":
@@ -110,6 +114,8 @@ def run_sweep(
             run_all(waiting, wait=True)
     finally:
         bar.close()
+    if done_elsewhere:
+        echo(f"sweep: {len(todo) - len(done_elsewhere)} runs done here, {len(done_elsewhere)} by another process")
     results = [records.read_json(out / run_id / records.RESULT) for run_id in ids if records.is_complete(out / run_id)]
     failed = {run_id: records.failure(out / run_id) for run_id in ids if not records.is_complete(out / run_id)}
     flagged = {r["run_id"]: flag_of(r) for r in results if flag_of(r)}
@@ -120,10 +126,12 @@ def run_sweep(
 def _in_process(spec: RunSpec, out: str, show_progress: bool, wait: bool, retry_failed: bool, state_every: int) -> tuple[str, str]:
     """`run_one` in this process, ended as a worker process reports it (interrupts propagate)."""
     from ssl_bench.runlock import RunBusy
-    from ssl_bench.training import NonFiniteLoss
+    from ssl_bench.training import AlreadyComplete, NonFiniteLoss
 
     try:
         run_one(spec, out, show_progress, wait, retry_failed, state_every)
+    except AlreadyComplete as exc:
+        return "complete", str(exc)
     except RunBusy as exc:
         return "busy", str(exc)
     except NonFiniteLoss as exc:

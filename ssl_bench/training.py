@@ -37,7 +37,15 @@ STATE_EVERY = 500  # default steps between state saves (besides every evaluation
 
 
 class NonFiniteLoss(UserError):
-    pass
+    """The loss was not finite: the run ends with `failed.json`."""
+
+
+class AlreadyComplete(UserError):
+    """The run folder already holds a complete run (`result`); `force` runs it again."""
+
+    def __init__(self, message: str, result: dict[str, Any]):
+        super().__init__(message)
+        self.result = result
 
 
 def prepare(resolved: Resolved) -> tuple[DataArrays, Split]:
@@ -125,7 +133,6 @@ def train(
     show_progress: bool = True,
     force: bool = False,
     restart: bool = False,
-    if_complete: str = "error",
     wait_for_lock: bool = False,
     state_every: int = STATE_EVERY,
     on_start=None,
@@ -133,17 +140,16 @@ def train(
 ) -> dict[str, Any]:
     """Run one experiment into `out_root/<run id>/` and return its result record.
 
-    A complete run is an error (`if_complete="error"`, unless `force`) or returned as it is (`"return"`).
-    An interrupted run resumes from its `state.pt` unless `restart` or `force`. The run folder is locked
+    A complete run raises `AlreadyComplete` (holding its result) unless `force` runs it again. An
+    interrupted run resumes from its `state.pt` unless `restart` or `force`. The run folder is locked
     from before its first write to the end (ssl_bench.runlock: another process gets `RunBusy`, or waits
     with `wait_for_lock`). `on_start(config)` is called once the data and split are ready; `echo(line)`
     gets notices (default: stderr).
     """
     echo = echo or (lambda line: print(line, file=sys.stderr))
     run_dir = Path(out_root) / resolved.run_id()
-    done = None if force else completed(run_dir, if_complete)  # a complete run is final: no lock needed to see it
-    if done is not None:
-        return done
+    if not force:
+        refuse_complete(run_dir)  # a complete run is final: no lock needed to see it
     with torch_threads(resolved.protocol.cpu_threads):
         data, split = prepare(resolved)
         model = init_model(resolved, tuple(data.x_train.shape[1:]))
@@ -152,21 +158,18 @@ def train(
         method.check_model(model)  # e.g. layer names in the method's config: refused before anything is written
         on_wait = lambda owner: echo(f"{run_dir.name}: waiting for {owner} to finish it")
         with run_lock(run_dir, wait=wait_for_lock, on_wait=on_wait):
-            done = None if force else completed(run_dir, if_complete)  # finished by the process we waited for
-            if done is not None:
-                return done
+            if not force:
+                refuse_complete(run_dir)  # finished by the process we waited for
             resume = runstate.exists(run_dir) and not (restart or force)
             start_folder(run_dir, resume)
             return _train(resolved, run_dir, data, split, model, method, resume=resume, show_progress=show_progress, state_every=state_every, on_start=on_start, echo=echo)
 
 
-def completed(run_dir: Path, if_complete: str) -> dict[str, Any] | None:
-    """The result of a complete run (`if_complete="return"`), or a refusal (`"error"`); None if not complete."""
-    if not records.is_complete(run_dir):
-        return None
-    if if_complete == "return":
-        return records.read_json(run_dir / records.RESULT)
-    raise UserError(f"{run_dir} already holds a complete run; use --force to run it again")
+def refuse_complete(run_dir: Path) -> None:
+    """Raise `AlreadyComplete` if `run_dir` holds a complete run."""
+    if records.is_complete(run_dir):
+        runstate.remove(run_dir)  # left by a kill between result.json and its removal
+        raise AlreadyComplete(f"{run_dir} already holds a complete run; use --force to run it again", records.read_json(run_dir / records.RESULT))
 
 
 def start_folder(run_dir: Path, resume: bool) -> None:

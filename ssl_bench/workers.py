@@ -1,7 +1,8 @@
 """A sweep's worker processes: one fresh process per run, at most `workers` at a time, stopped cleanly.
 
 Each run gets its own spawned process (nothing is inherited but the arguments) and reports back one
-`(status, message)` through a pipe: `ok`, `busy` (another process holds the run: ssl_bench.runlock),
+`(status, message)` through a pipe: `ok`, `complete` (another process completed it), `busy` (another
+process holds the run: ssl_bench.runlock),
 `nonfinite` (a diverged run, recorded in failed.json), `interrupted` or `error`. When the parent is
 interrupted (Ctrl-C, SIGTERM) or a run ends in an error, no new run starts and every running one gets
 SIGTERM, saves its state and exits; one still alive after `STOP_TIMEOUT_S` is killed. A worker whose
@@ -26,12 +27,14 @@ STOP_TIMEOUT_S = 60.0  # seconds a stopping worker gets to save its state
 def _worker(target: Callable, args: tuple, conn) -> None:
     """The body of a worker process: run `target(*args)` and send back how it ended."""
     from ssl_bench.runlock import RunBusy
-    from ssl_bench.training import NonFiniteLoss
+    from ssl_bench.training import AlreadyComplete, NonFiniteLoss
 
     exit_with_parent()
     try:
         target(*args)
         outcome = ("ok", "")
+    except AlreadyComplete as exc:
+        outcome = ("complete", str(exc))
     except RunBusy as exc:
         outcome = ("busy", str(exc))
     except NonFiniteLoss as exc:
