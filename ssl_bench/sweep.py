@@ -14,7 +14,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ssl_bench import records
+from ssl_bench import records, runstate
 from ssl_bench.errors import UserError
 from ssl_bench.health import flag_of
 from ssl_bench.interrupts import Interrupted
@@ -91,7 +91,7 @@ def run_sweep(
         if status == "nonfinite":
             echo(f"run {ids[i]} failed: {message}")
         elif status == "interrupted":
-            raise Interrupted(signal.SIGINT, f"{ids[i]}: {message}")
+            raise Interrupted(signal.SIGINT, message)  # a worker stopped by a signal of its own
         elif status == "error":
             raise UserError(f"run {ids[i]}: {message}")
         bar.set_postfix_str(ids[i])
@@ -112,10 +112,14 @@ def run_sweep(
             echo(f"sweep: {len(busy)} runs are being written by another process; waiting for them")
             waiting, busy[:] = list(busy), []
             run_all(waiting, wait=True)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM (Interrupted), or a worker stopped by a signal
+        saved = sum(runstate.exists(out / run_id) for run_id in ids)
+        n_complete = sum(records.is_complete(out / run_id) for run_id in ids)
+        message = f"sweep stopped with {n_complete} of {len(ids)} runs complete and {saved} saved to resume; rerun the same command to go on"
+        raise Interrupted(getattr(exc, "signum", signal.SIGINT), message) from None
     finally:
         bar.close()
-    if done_elsewhere:
-        echo(f"sweep: {len(todo) - len(done_elsewhere)} runs done here, {len(done_elsewhere)} by another process")
+    echo(f"sweep: {len(todo) - len(done_elsewhere)} runs done here" + (f", {len(done_elsewhere)} by another process" if done_elsewhere else ""))
     results = [records.read_json(out / run_id / records.RESULT) for run_id in ids if records.is_complete(out / run_id)]
     failed = {run_id: records.failure(out / run_id) for run_id in ids if not records.is_complete(out / run_id)}
     flagged = {r["run_id"]: flag_of(r) for r in results if flag_of(r)}
