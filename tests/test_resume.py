@@ -47,8 +47,8 @@ def ssl_bench(*args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def killed_at(point: str, step: int, out: Path) -> Path:
-    proc = ssl_bench(str(ROOT / "tests" / "kill_at.py"), point, str(step), *ARGS, "--out", str(out))
+def killed_at(point: str, step: int, out: Path, args: list[str] | None = None) -> Path:
+    proc = ssl_bench(str(ROOT / "tests" / "kill_at.py"), point, str(step), *(args or [*ARGS, "--out", str(out)]))
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, err
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
@@ -149,3 +149,14 @@ def test_records_get_the_umask_mode(tmp_path, reference):
     for name in (records.CONFIG, records.SPLIT, records.RESULT, records.BEST_CKPT, records.LAST_CKPT, records.METRICS):
         assert (reference / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     assert json.loads((reference / records.RESULT).read_text())["steps_done"] == 120
+
+
+def test_a_killed_sweep_resumes_its_run_in_a_worker_process(tmp_path, reference):
+    """`sweep` resumes as `run` does, also in a worker process (`--workers 2`)."""
+    sweep = ["sweep", "--methods", "pimodel", "--seeds", "0", *ARGS[3:], "--out", str(tmp_path)]
+    run_dir = killed_at("after-metrics", 60, tmp_path, args=sweep)
+    again = ssl_bench("-m", "ssl_bench.cli", *sweep, "--workers", "2")
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert "resumed from step 50" in err and "sweep: 1 runs done here" in err
+    assert_same_run(run_dir, reference)
