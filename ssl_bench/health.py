@@ -12,7 +12,7 @@ there anyway):
   clears the streak). A run that is collapsed at its last evaluation is flagged even if it was not stopped.
 - **diverged**: the mean training loss since the previous evaluation is finite but more than
   `EXPLODE_FACTOR` (1000×) the loss of the first step (or of 1, whichever is larger) — e.g. `--lr 1e6`
-  reaches 1e27. The run stops at once. (A non-finite loss is `protocol.NonFiniteLoss`: no result at all.)
+  reaches 1e27. The run stops at once. (A non-finite loss is `training.NonFiniteLoss`: no result at all.)
 
 A flagged run still writes `result.json` (its accuracies, so nothing is hidden) with
 `health = {"status": "collapsed" | "diverged", "step": …, "detail": …}`; `sweep` lists it like a failure,
