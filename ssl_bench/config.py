@@ -1,13 +1,43 @@
-"""Typed configs from `key=value` strings: unknown keys and bad values are refused, naming the valid ones."""
+"""User input checked before any work: typed configs from `key=value` strings or typed data (TOML, JSON)
+and output folders. Unknown keys and bad values are refused in one line, naming the field (and the valid
+keys); every number must be finite and within float32's range.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import tempfile
 import types
 import typing
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ssl_bench.errors import UserError
+
+FLOAT_MAX = 3.4028234663852886e38  # float32's largest: training computes in float32, where a larger number is inf
+
+
+@dataclass(frozen=True)
+class Range:
+    """The bounds of a number, declared with its type: `width: Annotated[int, Range(1, 4096)] = 32`."""
+
+    low: float
+    high: float
+    high_open: bool = False  # [low, high) instead of [low, high]
+
+    def check(self, value: Any, key: str, what: str) -> None:
+        if not (self.low <= value and (value < self.high if self.high_open else value <= self.high)):
+            shown = lambda x: str(int(x)) if float(x).is_integer() else f"{x:g}"
+            raise UserError(f"{what}: {key} must be in [{shown(self.low)}, {shown(self.high)}{')' if self.high_open else ']'}, got {value!r}")
+
+
+def check_finite(value: float, key: str, what: str, given: Any = None) -> None:
+    """Refuse nan, ±inf and numbers beyond float32's range (1e39 is inf once it meets a tensor)."""
+    if not (math.isfinite(value) and abs(value) <= FLOAT_MAX):
+        raise UserError(f"{what}: {key} must be a finite number (within float32's ±{FLOAT_MAX:.3g}), got {value if given is None else given!r}")
 
 
 def parse_assignments(items: typing.Iterable[str], what: str) -> dict[str, str]:
@@ -44,6 +74,8 @@ def parse_option_values(options: dict[str, str]) -> dict[str, Any]:
 def _convert(value: str, tp: Any, key: str, what: str) -> Any:
     """Convert one string to the annotated field type (bool, int, float, str, tuples, or `parse`)."""
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _convert(value, typing.get_args(tp)[0], key, what)
     if origin in (typing.Union, types.UnionType):
         errors = []
         for arg in typing.get_args(tp):
@@ -78,6 +110,8 @@ def _convert(value: str, tp: Any, key: str, what: str) -> Any:
             if low in ("0", "false", "no", "off"):
                 return False
             raise ValueError
+        if tp is float:
+            check_finite(float(value), key, what, given=value)  # "nan", "inf", "1e400"
         if tp in (int, float, str):
             return tp(value)
     except ValueError:
@@ -85,19 +119,73 @@ def _convert(value: str, tp: Any, key: str, what: str) -> Any:
     raise UserError(f"{what}: cannot set {key} of type {tp} from the command line")
 
 
+def check_value(value: Any, tp: Any, key: str, what: str) -> Any:
+    """`value` if it has the annotated type `tp`, else a one-line `UserError` naming `key`.
+
+    For typed data (TOML, JSON, Python) and for strings already converted by `_convert`: int fields take
+    ints (not bools), float fields ints or floats (finite, within float32's range), bool fields bools;
+    `Annotated[…, Range(…)]` bounds are checked. Other classes (e.g. `Schedule`) are left to the config's
+    own `__post_init__`. Lists given for tuple fields come back as tuples.
+    """
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is typing.Annotated:
+        value = check_value(value, args[0], key, what)
+        for rule in args[1:]:
+            if isinstance(rule, Range):
+                rule.check(value, key, what)
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return check_value(value, arg, key, what)
+            except UserError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is typing.Literal:
+        if value not in args or isinstance(value, bool) != any(isinstance(a, bool) for a in args):
+            raise UserError(f"{what}: {key} must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{what}: {key} expects a list, got {value!r}")
+        return tuple(check_value(v, args[0] if args else Any, key, what) for v in value)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{what}: {key} expects a table of key = value, got {value!r}")
+        return value
+    if tp is bool and not isinstance(value, bool):
+        raise UserError(f"{what}: {key} expects true or false, got {value!r}")
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise UserError(f"{what}: {key} expects a whole number, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{what}: {key} expects a number, got {value!r}")
+        check_finite(value, key, what)
+    if tp is str and not isinstance(value, str):
+        raise UserError(f"{what}: {key} expects text, got {value!r}")
+    return value
+
+
 def build_config(cls: type, overrides: dict[str, Any], what: str) -> Any:
     """Instantiate dataclass `cls` with `overrides` (strings are converted to the field types).
 
-    Unknown keys and values the dataclass refuses in `__post_init__` become one-line `UserError`s.
+    Other values must have the field's type (`check_value`: ints are not bools, floats are finite).
+    Unknown keys, wrong types and values the dataclass refuses in `__post_init__` become one-line
+    `UserError`s naming the field.
     """
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
         valid = ", ".join(fields) or "(none: it takes no parameters)"
         raise UserError(f"{what}: unknown key {', '.join(map(repr, unknown))}; valid keys: {valid}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     kwargs = {
-        key: _convert(value, hints[key], key, what) if isinstance(value, str) else value
+        key: check_value(_convert(value, hints[key], key, what) if isinstance(value, str) else value, hints[key], key, what)
         for key, value in overrides.items()
     }
     try:
@@ -117,3 +205,26 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     return obj
+
+
+def check_output_folder(path: str | Path, option: str = "--out") -> Path:
+    """`path` as a folder that can be written, else a one-line `UserError` — checked before any work.
+
+    Refused: `''`, a path through a file, a place where no folder can be made (read-only, /proc, no
+    permission). The test is real: a temporary folder is made and removed in the nearest existing folder
+    (`os.access` says yes to root everywhere), so nothing is left behind.
+    """
+    if not str(path).strip():
+        raise UserError(f"{option} is empty; give a folder, e.g. {option} runs")
+    target = Path(path).expanduser()
+    existing = target
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == target else f"is below {existing}, which is a file"
+        raise UserError(f"{option} {path} {where}, not a folder; give a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".ssl-bench-probe-", dir=existing))
+    except OSError as exc:
+        raise UserError(f"{option} {path}: cannot create a folder in {existing} ({exc.strerror or exc})") from None
+    return target

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ssl_bench.config import FLOAT_MAX
+
 KINDS = ("constant", "linear", "cosine")
 
 
@@ -36,6 +38,10 @@ class Schedule:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"schedule kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and abs(value) <= FLOAT_MAX):
+                raise ValueError(f"a schedule's {name} must be a finite number (within float32's range), got {value!r}")
         if self.kind == "constant" and self.end != self.start:
             object.__setattr__(self, "end", self.start)
 
@@ -47,16 +53,14 @@ class Schedule:
     def parse(cls, text: str) -> "Schedule":
         """`"0.2"`, `"constant:0.2"`, `"linear:1:0.2"` or `"cosine:1:0.2"`; raises ValueError otherwise."""
         parts = [p.strip() for p in str(text).split(":")]
+        kind, numbers = ("constant", parts) if len(parts) == 1 else (parts[0], parts[1:])
         try:
-            if len(parts) == 1:
-                return cls.constant(float(parts[0]))
-            if parts[0] == "constant" and len(parts) == 2:
-                return cls.constant(float(parts[1]))
-            if parts[0] in ("linear", "cosine") and len(parts) == 3:
-                return cls(parts[0], float(parts[1]), float(parts[2]))
+            values = [float(p) for p in numbers]
         except ValueError:
-            pass
-        raise ValueError(f"expected a number or KIND:START:END with KIND linear or cosine, got {text!r}")
+            values = []
+        if len(values) != {"constant": 1, "linear": 2, "cosine": 2}.get(kind):
+            raise ValueError(f"expected a number or KIND:START:END with KIND linear or cosine, got {text!r}")
+        return cls.constant(values[0]) if kind == "constant" else cls(kind, *values)  # a non-finite number is refused there
 
     def at(self, progress: float) -> float:
         """The value at training progress `progress` in [0, 1] (clamped)."""

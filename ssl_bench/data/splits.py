@@ -54,6 +54,8 @@ def _units(y: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.nda
 
 def check_labels(labels: int | None, num_classes: int) -> None:
     """Refuse a labeled-set size that cannot be class-balanced (`None` = everything labeled)."""
+    if labels is not None and (isinstance(labels, bool) or not isinstance(labels, int)):
+        raise UserError(f"labels must be a whole number or 'all', got {labels!r}")
     if labels is not None and (labels <= 0 or labels % num_classes):
         raise UserError(f"--labels {labels} is not a positive multiple of the {num_classes} classes")
 
