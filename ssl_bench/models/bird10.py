@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ssl_bench.models.init import he_init
-from ssl_bench.models.registry import register_model
+from ssl_bench.models.registry import Channels, Dropout, Length, register_model
 
 
 def conv_out(length: int, kernel: int, stride: int) -> int:
@@ -53,6 +53,6 @@ class Bird10Net(nn.Module):
 
 
 @register_model(modalities=("signal",), lr=0.01 / 3)
-def bird10net(*, num_classes: int, input_shape: tuple[int, ...], width: int = 42, kernel: int = 1024, stride: int = 512, hidden: int = 32, dropout: float = 0.5):
+def bird10net(*, num_classes: int, input_shape: tuple[int, ...], width: Channels = 42, kernel: Length = 1024, stride: Length = 512, hidden: Channels = 32, dropout: Dropout = 0.5):
     """Bird10 1-D CNN on raw audio (paper A.2); any sample rate and window length."""
     return Bird10Net(num_classes, input_shape, width=width, kernel=kernel, stride=stride, hidden=hidden, dropout=dropout)

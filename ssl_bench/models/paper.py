@@ -16,17 +16,21 @@ Weights: He initialization for the activation, zero biases (`ssl_bench.models.in
 
 from __future__ import annotations
 
+import typing
 from collections import OrderedDict
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ssl_bench.models.init import he_init
-from ssl_bench.models.registry import register_model
+from ssl_bench.models.registry import Dropout, register_model
 
-POOLS = ("mean", "max")
-ACTIVATIONS = ("relu", "leaky_relu", "sigmoid")
+Pool = Literal["mean", "max"]  # the option's declared values (ssl_bench.models.registry checks them)
+Act = Literal["relu", "leaky_relu", "sigmoid"]
+POOLS = typing.get_args(Pool)
+ACTIVATIONS = typing.get_args(Act)
 LEAKY_SLOPE = 0.1  # Conv-Large's leaky ReLU slope (Laine & Aila 2016); the paper does not give one
 
 # Conv stacks, as in the ladder reference code: (out channels, kernel, padding) per conv, "pool" = 2×2.
@@ -174,48 +178,48 @@ class PaperResNet(nn.Module):
 
 
 @register_model(modalities=("image",), lr=0.01)
-def smallcnn(*, num_classes: int, input_shape: tuple[int, ...], pool: str = "mean", act: str = "relu", dropout: float = 0.0):
+def smallcnn(*, num_classes: int, input_shape: tuple[int, ...], pool: Pool = "mean", act: Act = "relu", dropout: Dropout = 0.0):
     """SmallCNN (Conv-Small), no BatchNorm; pool=mean|max, act=relu|leaky_relu|sigmoid."""
     return PaperCNN(CONV_SMALL, num_classes, input_shape, pool=pool, act=act, dropout=dropout)
 
 
 @register_model(modalities=("image",), lr=0.01 / 3)
-def largecnn(*, num_classes: int, input_shape: tuple[int, ...], pool: str = "mean", act: str = "relu", dropout: float = 0.0):
+def largecnn(*, num_classes: int, input_shape: tuple[int, ...], pool: Pool = "mean", act: Act = "relu", dropout: Dropout = 0.0):
     """LargeCNN (Conv-Large), no BatchNorm; pool=mean|max, act=relu|leaky_relu|sigmoid."""
     return PaperCNN(CONV_LARGE, num_classes, input_shape, pool=pool, act=act, dropout=dropout)
 
 
 @register_model(modalities=("image",), lr=0.01 / 3)
-def resnet2_32(*, num_classes: int, input_shape: tuple[int, ...], pool: str = "mean", act: str = "relu", dropout: float = 0.0):
+def resnet2_32(*, num_classes: int, input_shape: tuple[int, ...], pool: Pool = "mean", act: Act = "relu", dropout: Dropout = 0.0):
     """Resnet2-32 (2 units per stage, widths 32/64/128), no BatchNorm; pool=mean|max, act=…"""
     return PaperResNet(2, 32, num_classes, input_shape, pool=pool, act=act, dropout=dropout)
 
 
 @register_model(modalities=("image",), lr=0.01 / 3)
-def resnet3_16(*, num_classes: int, input_shape: tuple[int, ...], pool: str = "mean", act: str = "relu", dropout: float = 0.0):
+def resnet3_16(*, num_classes: int, input_shape: tuple[int, ...], pool: Pool = "mean", act: Act = "relu", dropout: Dropout = 0.0):
     """Resnet3-16 (3 units per stage, widths 16/32/64), no BatchNorm; pool=mean|max, act=…"""
     return PaperResNet(3, 16, num_classes, input_shape, pool=pool, act=act, dropout=dropout)
 
 
 @register_model(modalities=("image",), lr=0.01 / 3)
-def smallucnn(*, num_classes: int, input_shape: tuple[int, ...], pool: str = "mean", dropout: float = 0.0):
+def smallucnn(*, num_classes: int, input_shape: tuple[int, ...], pool: Pool = "mean", dropout: Dropout = 0.0):
     """SmallCNN with U(z)=concat[relu(z),-relu(-z)] activations (our interpretation of SmallUCNN)."""
     return PaperCNN(CONV_SMALL, num_classes, input_shape, pool=pool, act=None, dropout=dropout)
 
 
 @register_model(modalities=("image",), lr=3e-4)
-def largeucnn(*, num_classes: int, input_shape: tuple[int, ...], pool: str = "mean", dropout: float = 0.0):
+def largeucnn(*, num_classes: int, input_shape: tuple[int, ...], pool: Pool = "mean", dropout: Dropout = 0.0):
     """LargeCNN with U activations (our interpretation of LargeUCNN)."""
     return PaperCNN(CONV_LARGE, num_classes, input_shape, pool=pool, act=None, dropout=dropout)
 
 
 @register_model(modalities=("image",), lr=3e-4)
-def uresnet2_32(*, num_classes: int, input_shape: tuple[int, ...], pool: str = "mean", dropout: float = 0.0):
+def uresnet2_32(*, num_classes: int, input_shape: tuple[int, ...], pool: Pool = "mean", dropout: Dropout = 0.0):
     """Resnet2-32 with U activations (our interpretation of UResnet2-32)."""
     return PaperResNet(2, 32, num_classes, input_shape, pool=pool, act=None, dropout=dropout)
 
 
 @register_model(modalities=("image",), lr=1e-3)
-def uresnet3_16(*, num_classes: int, input_shape: tuple[int, ...], pool: str = "mean", dropout: float = 0.0):
+def uresnet3_16(*, num_classes: int, input_shape: tuple[int, ...], pool: Pool = "mean", dropout: Dropout = 0.0):
     """Resnet3-16 with U activations (our interpretation of UResnet3-16)."""
     return PaperResNet(3, 16, num_classes, input_shape, pool=pool, act=None, dropout=dropout)

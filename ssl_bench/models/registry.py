@@ -1,15 +1,27 @@
-"""A timm-style model registry: one `@register_model` function per variant, its name is the key."""
+"""A timm-style model registry: one `@register_model` function per variant, its name is the key.
+
+A builder's keyword-only parameters (besides `num_classes`, `input_shape`) are the model's options; their
+annotations declare what each takes (`Channels`, `Dropout`, `Literal[…]`, `bool`), and `check_model`
+refuses any other value, naming the option, before anything is built or written.
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
+import typing
 from dataclasses import dataclass
-from typing import Callable
+from typing import Annotated, Callable
 
 from torch import nn
 
+from ssl_bench.config import Range, check_value
 from ssl_bench.errors import UserError
+
+MAX_CHANNELS = 1024  # a sanity bound on widths: 5× the widest layer here (largecnn's 192); tinycnn at 1024 has 57M weights
+Channels = Annotated[int, Range(1, MAX_CHANNELS)]  # channels or units of a layer
+Length = Annotated[int, Range(1, 1 << 24)]  # a kernel or stride in samples (1-D inputs)
+Dropout = Annotated[float, Range(0.0, 1.0, high_open=True)]  # drop probability, 0 = none
 
 
 @dataclass(frozen=True)
@@ -23,6 +35,16 @@ class ModelEntry:
     def options(self) -> list[str]:
         params = inspect.signature(self.build).parameters
         return [n for n, p in params.items() if p.kind == p.KEYWORD_ONLY and n not in ("num_classes", "input_shape")]
+
+    def check_options(self, options: dict) -> None:
+        """Refuse (`UserError`) an unknown option or a value its annotation does not allow."""
+        valid = self.options()
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise UserError(f"model {self.name!r}: unknown option {', '.join(unknown)}; valid options: {', '.join(valid) or '(none)'}")
+        hints = typing.get_type_hints(self.build, include_extras=True)
+        for key, value in options.items():
+            check_value(value, hints.get(key, typing.Any), key, f"model {self.name!r}")
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -70,14 +92,11 @@ def model_prefixes() -> list[str]:
 
 
 def check_model(name: str, modality: str, options: dict) -> ModelEntry:
-    """The entry of model `name` if it takes `modality` inputs and knows every option, else a `UserError`."""
+    """The entry of model `name` if it takes `modality` inputs and every option's value, else a `UserError`."""
     entry = get_model_entry(name)
     if modality not in entry.modalities:
         raise UserError(f"model {name!r} takes {' or '.join(entry.modalities)} inputs, not {modality} inputs")
-    valid = entry.options()
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise UserError(f"model {name!r}: unknown option {', '.join(unknown)}; valid options: {', '.join(valid) or '(none)'}")
+    entry.check_options(options)
     return entry
 
 

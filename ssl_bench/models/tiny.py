@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ssl_bench.models.init import he_init
-from ssl_bench.models.registry import register_model
+from ssl_bench.models.registry import Channels, Dropout, register_model
 
 
 class TinyCNN(nn.Module):
@@ -32,6 +32,6 @@ class TinyCNN(nn.Module):
 
 
 @register_model(modalities=("image", "signal"), lr=3e-3)
-def tinycnn(*, num_classes: int, input_shape: tuple[int, ...], width: int = 32, dropout: float = 0.0):
+def tinycnn(*, num_classes: int, input_shape: tuple[int, ...], width: Channels = 32, dropout: Dropout = 0.0):
     """Tiny 3-layer ReLU CNN (2-D or 1-D by input), for digits and quick tests."""
     return TinyCNN(num_classes, input_shape[0], dims=len(input_shape) - 1, width=width, dropout=dropout)
