@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 import ssl_bench
-from ssl_bench.config import parse_assignments, parse_option_values
+from ssl_bench.config import check_output_folder, parse_assignments, parse_option_values
 from ssl_bench.errors import UserError
 from ssl_bench.health import HINT, flag_of
 from ssl_bench.interrupts import Interrupted, sigterm_raises
@@ -92,6 +92,13 @@ def parse_labels(value: str | None) -> int | None:
         raise UserError(f"--labels expects a whole number or 'all', got {value!r}") from None
 
 
+def not_empty(value: str | None, option: str) -> str | None:
+    """`value`, unless it is `''` (which would silently mean the default)."""
+    if value is not None and not value.strip():
+        raise UserError(f"{option} is empty; leave it out for the default or give a folder")
+    return value
+
+
 def model_dataset_kwargs(kw: dict) -> dict:
     """The RunSpec fields that `run` and `sweep` share, from the parsed options."""
     protocol = {k: kw[k] for k in ("batch_lb", "batch_ulb", "eval_every", "warmup_steps", "cpu_threads") if kw[k] is not None}
@@ -106,7 +113,7 @@ def model_dataset_kwargs(kw: dict) -> dict:
         model_options=parse_option_values(parse_assignments(kw["model_options"], "-m")),
         dataset_options=parse_option_values(parse_assignments(kw["dataset_options"], "-d")),
         protocol=protocol,
-        data_dir=kw["data_dir"],
+        data_dir=not_empty(kw["data_dir"], "--data-dir"),
         download=kw["download"],
         device=kw["device"],
     )
@@ -134,6 +141,7 @@ def run(method: str, seed: int, params: tuple[str, ...], force: bool, restart: b
     from ssl_bench.protocol import RunSpec, resolve
     from ssl_bench.training import train
 
+    check_output_folder(kw["out"])
     spec = RunSpec(method=method, seed=seed, params=parse_assignments(params, "-p"), **model_dataset_kwargs(kw))
     announce = lambda config: click.echo(f"config: {json.dumps(config, default=str)}", err=True)
     result = train(
@@ -169,6 +177,7 @@ def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tupl
     from ssl_bench.grid import Grid, load_grid_file, parse_method_params
     from ssl_bench.sweep import run_sweep, summary_rows
 
+    check_output_folder(kw["out"])
     ctx = click.get_current_context()
     given = {name for name in kw if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
     shared = model_dataset_kwargs(kw)
@@ -176,8 +185,8 @@ def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tupl
     if given & {"batch_lb", "batch_ulb", "eval_every", "warmup_steps", "cpu_threads"}:
         common["protocol"] = shared["protocol"]
     axes = {
-        "methods": split_list(methods) if methods else None,
-        "seeds": [int(s) for s in split_list(seeds)] if seeds else None,
+        "methods": split_list(methods, "--methods") if methods is not None else None,
+        "seeds": parse_seeds(seeds) if seeds is not None else None,
         "datasets": [kw["dataset"]] if kw["dataset"] else None,
         "labels": [shared["labels"]] if kw["labels"] else None,
         "models": [kw["model"]] if kw["model"] else None,
@@ -214,8 +223,22 @@ def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tupl
         )
 
 
-def split_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+def split_list(text: str, option: str) -> list[str]:
+    """`"a, b"` -> `["a", "b"]`; a list with nothing in it is refused (it would run nothing, or silently all)."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise UserError(f"{option} is empty; give a comma-separated list, e.g. {option} {'0,1,2' if option == '--seeds' else 'supervised,dninv'}")
+    return parts
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds = []
+    for part in split_list(text, "--seeds"):
+        try:
+            seeds.append(int(part))
+        except ValueError:
+            raise UserError(f"--seeds expects comma-separated whole numbers, got {part!r}") from None
+    return seeds
 
 
 def merge_params(a: dict, b: dict) -> dict:
@@ -257,7 +280,7 @@ def list_(what: str, dataset: str, data_dir: str | None) -> None:
         if section == "methods":
             rows = catalog.method_rows()
         elif section == "datasets":
-            rows = catalog.dataset_rows(data_dir)
+            rows = catalog.dataset_rows(not_empty(data_dir, "--data-dir"))
         else:
             rows = catalog.model_rows(dataset)
         click.echo(catalog.format_table(rows))

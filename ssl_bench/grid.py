@@ -6,13 +6,14 @@ of its parameters' value lists); `Grid.specs()` expands it into `RunSpec`s.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ssl_bench.config import check_finite, check_value
 from ssl_bench.errors import UserError
 from ssl_bench.protocol import RunSpec
 
@@ -58,21 +59,23 @@ def parse_method_params(items: dict[str, str], methods: Iterable[str]) -> dict[s
 
 
 def load_grid_file(path: Path, overrides: dict[str, Any]) -> Grid:
-    """A TOML grid file (see examples/grids/); `overrides` (from CLI flags) replace its entries."""
+    """A TOML grid file (see examples/grids/); `overrides` (from CLI flags) replace its entries.
+
+    Every key's value is checked (type, non-empty lists, finite numbers) with a one-line error naming the
+    file and the key.
+    """
     try:
         doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"cannot read grid file {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UserError(f"cannot read grid file {path}: {exc}") from None
+        raise UserError(f"cannot read grid file {path}: {' '.join(str(exc).split())}") from None
+    check_grid_doc(doc, path)
     sweep = dict(doc.get("sweep", {}))
-    allowed = {"methods", "datasets", "labels", "models", "seeds", *(f.name for f in dataclasses.fields(RunSpec))} - {"method", "dataset", "model", "seed", "params"}
-    unknown = sorted(set(sweep) - allowed)
-    if unknown:
-        raise UserError(f"{path}: unknown key in [sweep]: {', '.join(unknown)}; valid keys: {', '.join(sorted(allowed))}")
     sweep.update({k: v for k, v in overrides.items() if v is not None})
     for key in ("methods", "datasets", "labels"):
-        if not sweep.get(key):
+        if key not in sweep:
             raise UserError(f"{path}: [sweep] needs {key} = [...]")
-    as_tuple = lambda v: tuple(v) if isinstance(v, (list, tuple)) else (v,)
     params = {m: {k: as_tuple(v) for k, v in kv.items()} for m, kv in doc.get("params", {}).items()}
     labels = tuple(None if lab == "all" else lab for lab in as_tuple(sweep.pop("labels")))
     return Grid(
@@ -84,3 +87,57 @@ def load_grid_file(path: Path, overrides: dict[str, Any]) -> Grid:
         params=params,
         common=sweep,
     )
+
+
+def as_tuple(value: Any) -> tuple:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+AXES = {  # [sweep] list -> (is an allowed element?, what its elements are)
+    "methods": (lambda v: isinstance(v, str) and bool(v), "method names"),
+    "datasets": (lambda v: isinstance(v, str) and bool(v), "dataset names"),
+    "models": (lambda v: isinstance(v, str) and bool(v), "model names"),
+    "labels": (lambda v: v == "all" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1), 'whole numbers >= 1 or "all"'),
+    "seeds": (lambda v: isinstance(v, int) and not isinstance(v, bool), "whole numbers"),
+}
+COMMON = {  # the RunSpec fields a [sweep] may set for every run, with their types
+    name: hint for name, hint in typing.get_type_hints(RunSpec).items() if name not in ("method", "dataset", "labels", "model", "seed", "params")
+}
+SCALARS = (str, int, float, bool, dict)  # a method param's value: TOML's scalars, or a table (dninv's gamma)
+
+
+def check_grid_doc(doc: dict[str, Any], path: Path) -> None:
+    """Refuse, in one line naming `path` and the key, a grid whose entries have the wrong type or run nothing."""
+    unknown = sorted(set(doc) - {"sweep", "params"})
+    if unknown:
+        raise UserError(f"{path}: unknown section {', '.join(unknown)}; a grid has [sweep] and [params.METHOD]")
+    sweep, params = doc.get("sweep", {}), doc.get("params", {})
+    if not isinstance(sweep, dict):
+        raise UserError(f"{path}: sweep must be a [sweep] section of key = value lines, got {sweep!r}")
+    allowed = set(AXES) | set(COMMON)
+    unknown = sorted(set(sweep) - allowed)
+    if unknown:
+        raise UserError(f"{path}: unknown key in [sweep]: {', '.join(unknown)}; valid keys: {', '.join(sorted(allowed))}")
+    for key, value in sweep.items():
+        if key in AXES:
+            ok, kind = AXES[key]
+            values = as_tuple(value)
+            if not values:
+                raise UserError(f"{path}: [sweep] {key} is empty, so the sweep would run nothing; list at least one")
+            bad = [v for v in values if not ok(v)]
+            if bad:
+                raise UserError(f"{path}: [sweep] {key} must be {kind}, got {bad[0]!r}")
+        else:
+            check_value(value, COMMON[key], key, f"{path}: [sweep]")
+    if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+        raise UserError(f"{path}: params must be sections [params.METHOD] of KEY = [values], got {params!r}")
+    for method, kv in params.items():
+        for key, value in kv.items():
+            values = as_tuple(value)
+            if not values:
+                raise UserError(f"{path}: [params.{method}] {key} is empty, so the sweep would run nothing; list at least one value")
+            for v in values:
+                if not isinstance(v, SCALARS):
+                    raise UserError(f"{path}: [params.{method}] {key} must list numbers, text, true/false or tables, got {v!r}")
+                if isinstance(v, float):
+                    check_finite(v, key, f"{path}: [params.{method}]")

@@ -22,6 +22,7 @@ import hashlib
 import os
 import pickle
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -55,7 +56,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError; a cut .gz ends in EOFError
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a cut .gz ends in EOFError, a damaged one in zlib.error
         raise CorruptFile(f"{path} is not a readable {'gzip ' if path.suffix == '.gz' else ''}file ({exc}); delete it and download again") from None
     header = 4 + 4 * ndim
     if len(raw) < header or raw[0:2] != b"\x00\x00" or raw[2] != 0x08 or raw[3] != ndim:
