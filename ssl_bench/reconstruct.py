@@ -12,6 +12,9 @@ overlaid waveforms.
 from __future__ import annotations
 
 import math
+import os
+import pickle
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import click
 import torch
 
 from ssl_bench import records
+from ssl_bench.config import check_output_folder
 from ssl_bench.errors import UserError
 from ssl_bench.inversion import reconstruct
 
@@ -46,12 +50,17 @@ def load_run(run_dir: Path, data_dir: str | None = None):
     for name in (records.CONFIG, records.SPLIT, records.BEST_CKPT):
         if not (run_dir / name).is_file():
             raise UserError(f"{run_dir} has no {name}; is it a run folder (written by `ssl-bench run`)?")
-    config = records.read_json(run_dir / records.CONFIG)
+    config = read_object(run_dir / records.CONFIG)
     # the inverse needs only the network, so any method's run is rebuilt as `supervised` (its plugin may be gone)
-    spec = spec_from_config(config, method="supervised", params={}, data_dir=data_dir, download=False, device="cpu")
-    resolved = resolve(spec)
+    try:
+        spec = spec_from_config(config, method="supervised", params={}, data_dir=data_dir, download=False, device="cpu")
+        resolved = resolve(spec)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{run_dir / records.CONFIG} is not a run's config ({type(exc).__name__}: {exc})") from None
+    except UserError as exc:
+        raise UserError(f"{run_dir / records.CONFIG}: {exc}") from None
     data, split = prepare(resolved)
-    recorded = records.read_json(run_dir / records.SPLIT)["fingerprint"]
+    recorded = read_object(run_dir / records.SPLIT).get("fingerprint")
     if split.fingerprint(resolved.info.name) != recorded:
         raise UserError(
             f"the split drawn again for {run_dir.name} differs from the one in its split.json "
@@ -59,9 +68,37 @@ def load_run(run_dir: Path, data_dir: str | None = None):
         )
     dd = to_device(data, split, torch.device("cpu"))
     model = init_model(resolved, tuple(data.x_train.shape[1:]))
-    ckpt = torch.load(run_dir / records.BEST_CKPT, map_location="cpu", weights_only=True)
-    model.load_state_dict(ckpt["model"])
+    ckpt = load_checkpoint(run_dir / records.BEST_CKPT)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError, ValueError) as exc:  # other layer names or shapes
+        first = str(exc).split("\n\t")[1:2] or [str(exc)]
+        raise UserError(f"{run_dir / records.BEST_CKPT} does not fit the run's model {resolved.model} ({' '.join(first[0].split())})") from None
     return model.eval(), dd, config, ckpt.get("step")
+
+
+def read_object(path: Path) -> dict:
+    """A record holding a JSON object, else a one-line `UserError` naming the file."""
+    try:
+        doc = records.read_json(path)
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"{path} is not readable JSON ({' '.join(str(exc).split())}); the run folder is damaged") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path} holds a JSON {type(doc).__name__}, not an object; the run folder is damaged")
+    return doc
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint `{"step", "val_acc", "model": state dict}`, loaded with `weights_only=True` (so a
+    malicious pickle never runs); a truncated or foreign file is a one-line `UserError`."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        reason = " ".join(str(exc).split("\n")[0].split())[:200]
+        raise UserError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {reason}); it is truncated, damaged or not ssl-bench's") from None
+    if not (isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict)):
+        raise UserError(f"{path} is not an ssl-bench checkpoint (no model weights in it)")
+    return ckpt
 
 
 def run_reconstruction(run_dir: Path, n: int = 16, split: str = "test", data_dir: str | None = None) -> Reconstruction:
@@ -87,10 +124,31 @@ def run_reconstruction(run_dir: Path, n: int = 16, split: str = "test", data_dir
 
 def save_reconstruction_figure(run_dir: Path, out: Path, n: int = 16, split: str = "test", data_dir: str | None = None) -> Path:
     """Write a PNG of `n` samples of `split` beside their reconstructions by the run's best checkpoint."""
+    out = check_figure_path(out)
     fig = reconstruction_figure(run_reconstruction(run_dir, n, split, data_dir))
+    tmp = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, dpi=120, format="png")
+        os.replace(tmp, out)  # never half a PNG under `out`
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def check_figure_path(out: Path) -> Path:
+    """`out` if a PNG can be written there (checked before any work), else a one-line `UserError`."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out}: the figure is a PNG; give a file name ending in .png")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name ending in .png")
+    check_output_folder(out.parent)
     return out
 
 

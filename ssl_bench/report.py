@@ -16,21 +16,36 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import shlex
+import shutil
 import statistics
+import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Annotated, Any, Iterable
 
 import click
 
 from ssl_bench import records
+from ssl_bench.config import Range, check_output_folder, check_value
 from ssl_bench.errors import UserError
 from ssl_bench.health import flag_of
 from ssl_bench.report_render import markdown, to_html
 
 REQUIRED = ("method", "model", "seed", "test_acc", "test_acc_last", "protocol_fingerprint")  # in result.json
+Accuracy = Annotated[float, Range(0.0, 1.0)]  # a fraction of samples
+RESULT_TYPES = {  # what the report reads from result.json (REQUIRED, and the others where present)
+    "method": str, "model": str, "seed": int, "test_acc": Accuracy, "test_acc_last": Accuracy, "protocol_fingerprint": str,
+    "params": dict, "versions": dict, "git_commit": str | None, "device": str, "split_fingerprint": str, "health": dict | None,
+    "test_acc_recording": Accuracy | None, "test_acc_recording_last": Accuracy | None,
+}
+CONFIG_TYPES = {  # what it reads from config.json ("dataset" and "protocol" required)
+    "dataset": str, "protocol": dict, "labels": int | None, "val_size": int | None, "exclude_labeled": bool | None,
+    "model": str | None, "model_options": dict | None, "dataset_options": dict | None,
+}
+METRICS_TYPES = {"step": int, "val_acc": Accuracy}  # what it reads from each metrics.jsonl row
 KEY_FIELDS = ("dataset", "dataset_options", "labels", "val_size", "exclude_labeled", "model", "model_options")
 ACCURACIES = (  # result key, column title; the per-recording ones only where runs have them (bird10)
     ("test_acc", "test acc @ best val (%)"),
@@ -130,10 +145,22 @@ class Skipped:
     path: Path
     reason: str
     flagged: bool = False  # complete, but collapsed or diverged (ssl_bench.health): never averaged
+    damaged: bool = False  # a record that cannot be read or has fields of the wrong type (also told on the terminal)
+
+
+class DamagedRecord(Exception):
+    """A record file of a run folder that holds wrong values; the message names the file."""
+
+
+class UnreadableRecord(DamagedRecord):
+    """A record file that is not a JSON object."""
 
 
 def collect(dirs: Iterable[Path]) -> tuple[list[Run], list[Skipped]]:
-    """Every run folder (a folder with config.json) under `dirs`: complete runs and skipped ones."""
+    """Every run folder (a folder with config.json) under `dirs`: complete runs and skipped ones.
+
+    Every record is checked (JSON, field types, finite accuracies in [0, 1]); a damaged one skips its run
+    with the file and the problem named."""
     runs, skipped, seen = [], [], set()
     for d in dirs:
         for config_path in sorted(Path(d).rglob(records.CONFIG)):
@@ -141,24 +168,80 @@ def collect(dirs: Iterable[Path]) -> tuple[list[Run], list[Skipped]]:
             if run_dir.resolve() in seen:
                 continue
             seen.add(run_dir.resolve())
-            if not records.is_complete(run_dir):
-                error = records.failure(run_dir)
-                skipped.append(Skipped(run_dir, f"failed: {error}" if error else "incomplete: no result.json (interrupted or still running)"))
-                continue
             try:
-                run = Run(run_dir, records.read_json(config_path), records.read_json(run_dir / records.RESULT))
-            except (OSError, ValueError) as exc:
-                skipped.append(Skipped(run_dir, f"unreadable record: {exc}"))
+                if not records.is_complete(run_dir):
+                    error = failure_of(run_dir)
+                    skipped.append(Skipped(run_dir, f"failed: {error}" if error else "incomplete: no result.json (interrupted or still running)"))
+                    continue
+                run = Run(run_dir, read_record(config_path), read_record(run_dir / records.RESULT))
+                missing = [k for k in REQUIRED if k not in run.result] + [k for k in ("dataset", "protocol") if k not in run.config]
+                if missing:
+                    skipped.append(Skipped(run_dir, f"record without {', '.join(missing)} (made by another version?)"))
+                    continue
+                check_fields(run.result, RESULT_TYPES, run_dir / records.RESULT)
+                check_fields(run.config, CONFIG_TYPES, config_path)
+                check_params(run.result.get("params", {}), run_dir / records.RESULT)
+                for i, row in enumerate(records.read_jsonl(run_dir / records.METRICS), start=1):
+                    if not isinstance(row, dict) or not set(METRICS_TYPES) <= set(row):
+                        raise DamagedRecord(f"{records.METRICS} line {i}: expected an object with step and val_acc")
+                    check_fields(row, METRICS_TYPES, run_dir / f"{records.METRICS} line {i}")
+            except UnicodeDecodeError as exc:
+                skipped.append(Skipped(run_dir, f"unreadable record: a file is not UTF-8 text ({exc.reason} at byte {exc.start})", damaged=True))
                 continue
-            missing = [k for k in REQUIRED if k not in run.result] + [k for k in ("dataset", "protocol") if k not in run.config]
-            if missing:
-                skipped.append(Skipped(run_dir, f"record without {', '.join(missing)} (made by another version?)"))
+            except (OSError, ValueError, DamagedRecord) as exc:
+                kind = "damaged" if type(exc) is DamagedRecord else "unreadable"
+                skipped.append(Skipped(run_dir, f"{kind} record: {exc}", damaged=True))
                 continue
             if flag_of(run.result):
                 skipped.append(Skipped(run_dir, f"flagged, {flag_of(run.result)}", flagged=True))
                 continue
             runs.append(run)
     return runs, skipped
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; `DamagedRecord` naming the file when it is not one."""
+    try:
+        doc = records.read_json(path)
+    except json.JSONDecodeError as exc:
+        raise UnreadableRecord(f"{path.name}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(doc, dict):
+        raise UnreadableRecord(f"{path.name}: expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def failure_of(run_dir: Path) -> str | None:
+    """The error in a failed run's `failed.json` (None when there is none); `DamagedRecord` if it is garbage."""
+    path = run_dir / records.FAILED
+    if not path.is_file():
+        return None
+    error = read_record(path).get("error")
+    if not isinstance(error, str):
+        raise DamagedRecord(f"{records.FAILED}: error must be text, got {error!r}")
+    return error
+
+
+def check_fields(doc: dict[str, Any], types: dict[str, Any], path: Path) -> None:
+    """Every field of `types` present in `doc` has its type (`config.check_value`: finite, in range)."""
+    for key, tp in types.items():
+        if key in doc:
+            try:
+                check_value(doc[key], tp, key, path.name)
+            except UserError as exc:
+                raise DamagedRecord(str(exc)) from None
+
+
+def check_params(params: dict[str, Any], path: Path) -> None:
+    """A run's params as the report shows them: numbers finite, schedules `{kind, start, end}` with numbers."""
+    for key, value in params.items():
+        numbers = [value] if isinstance(value, float) else []
+        if isinstance(value, dict) and {"kind", "start", "end"} <= set(value):
+            numbers = [value["start"], value["end"]]
+        for number in numbers:
+            try:
+                check_value(number, float, f"params.{key}", path.name)
+            except UserError as exc:
+                raise DamagedRecord(str(exc)) from None
 
 
 def protocol_key(config: dict[str, Any]) -> dict[str, Any]:
@@ -439,13 +522,18 @@ def provenance_blocks(runs: list[Run], groups: list[Group], skipped: list[Skippe
 
 def build_report(dirs: list[Path], out: Path, *, baseline: str = "supervised", reconstructions: bool = True,
                  data_dir: str | None = None, command: str | None = None) -> Report:
-    """Collect the runs under `dirs` and write `out`/report.md, `out`/report.html and `out`/figures/."""
-    from ssl_bench import report_figures
+    """Collect the runs under `dirs` and write `out`/report.md, `out`/report.html and `out`/figures/.
 
+    The report is written in a temporary folder beside `out`, then moved in: a failed write (disk full)
+    leaves no part of it in `out`."""
     runs, skipped = collect(dirs)
     where = ", ".join(map(str, dirs))
     if not runs:
         found = f"found {len(skipped)} run folders, none complete" if skipped else "found no run folders (folders with config.json)"
+        damaged = [s for s in skipped if s.damaged]
+        if damaged:
+            shown = "; ".join(f"{s.path}: {s.reason}" for s in damaged[:3]) + ("; …" if len(damaged) > 3 else "")
+            found = f"found {len(skipped)} run folders, none complete and readable ({shown})"
         raise UserError(f"nothing to report under {where}: {found}; make runs with `ssl-bench run …` or `ssl-bench sweep …` (a sweep resumes unfinished runs) and pass their --out folder")
     groups, warnings = make_groups(runs, baseline)
     flagged = [s for s in skipped if s.flagged]
@@ -456,23 +544,58 @@ def build_report(dirs: list[Path], out: Path, *, baseline: str = "supervised", r
         warnings.append(f"no runs of the baseline {baseline!r}, so no paired differences; choose another with --baseline")
     command = command or shlex.join(["ssl-bench", "report", *map(str, dirs), "--out", str(out)])
     out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as exc:
+        raise UserError(f"cannot write the report in {out}: {exc.strerror or exc}") from None
+    try:
+        blocks = report_blocks(runs, groups, warnings, skipped, baseline, tmp, data_dir, reconstructions, command)
+        (tmp / "report.md").write_text(markdown(blocks), encoding="utf-8")
+        (tmp / "report.html").write_text(to_html(blocks, tmp, "ssl-bench report"), encoding="utf-8")
+        move_into(tmp, out)
+    except OSError as exc:  # disk full, no permission: nothing of this report is left in `out`
+        raise UserError(f"cannot write the report in {out}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Report(groups, warnings, skipped, "\n".join(markdown(t) for t in section_tables(groups, baseline)), out / "report.md", out / "report.html")
+
+
+def move_into(tmp: Path, out: Path) -> None:
+    """Move the files written under `tmp` to the same places under `out` (renames: no half file)."""
+    for path in sorted(tmp.rglob("*")):
+        if path.is_file():
+            target = out / path.relative_to(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+
+
+def section_tables(groups: list[Group], baseline: str) -> list[list[tuple]]:
+    """Per dataset × labels section, its title and main table as document blocks (in report order)."""
+    sections: dict[tuple, list[Group]] = defaultdict(list)
+    for g in groups:
+        sections[g.section].append(g)
+    return [[("h", 3, describe_section(gs[0].key)), ("table", *results_table(gs, baseline))] for gs in sections.values()]
+
+
+def report_blocks(runs: list[Run], groups: list[Group], warnings: list[str], skipped: list[Skipped], baseline: str, out: Path,
+                  data_dir: str | None, reconstructions: bool, command: str) -> list[tuple]:
+    """The whole document; its figures are written under `out`/figures/."""
+    from ssl_bench import report_figures
+
     (out / "figures").mkdir(parents=True, exist_ok=True)
 
     blocks: list[tuple] = [("h", 1, "ssl-bench report")]
-    skipped_note = f"; {len(skipped)} run folder(s) skipped as incomplete, unreadable or flagged (listed under Provenance)" if skipped else ""
+    skipped_note = f"; {len(skipped)} run folder(s) skipped as incomplete, damaged or flagged (listed under Provenance)" if skipped else ""
     blocks.append(("p", f"{len(runs)} complete run(s) in {len(groups)} protocol group(s){skipped_note}."))
     if warnings:
         blocks += [("h", 2, "Warnings"), ("ul", warnings)]
     blocks += [("h", 2, "Results"), ("p", STATS_NOTE.format(baseline=baseline))]
-    tables = []
     sections: dict[tuple, list[Group]] = defaultdict(list)
     for g in groups:
         sections[g.section].append(g)
-    for section_groups in sections.values():
-        title = describe_section(section_groups[0].key)
-        headers, rows = results_table(section_groups, baseline)
-        blocks += [("h", 3, title), ("table", headers, rows)]
-        tables.append(markdown([("h", 3, title), ("table", headers, rows)]))
+    for section_groups, table in zip(sections.values(), section_tables(groups, baseline)):
+        blocks += table
         blocks.append(("ul", [f"{g.name}: {describe_protocol(g.key)}" + (f" ({g.note})" if g.note else "") for g in section_groups]))
         if any(is_u_model(r.model) for g in section_groups for r in g.rows):
             blocks.append(("p", U_MODEL_NOTE))
@@ -484,12 +607,7 @@ def build_report(dirs: list[Path], out: Path, *, baseline: str = "supervised", r
         blocks.append(("h", 2, "Reported in the paper (not reproduced here)"))
         blocks.append(("p", "The paper's numbers (SPEC §6), test accuracy in percent, as printed: they are the paper's, not results of these runs, and come from other protocols."))
         blocks.append(("table", ["dataset", "setting", "method (source)", "test accuracy (%)"], paper))
-    blocks += provenance_blocks(runs, groups, skipped, command)
-
-    md_path, html_path = out / "report.md", out / "report.html"
-    md_path.write_text(markdown(blocks), encoding="utf-8")
-    html_path.write_text(to_html(blocks, out, "ssl-bench report"), encoding="utf-8")
-    return Report(groups, warnings, skipped, "\n".join(tables), md_path, html_path)
+    return blocks + provenance_blocks(runs, groups, skipped, command)
 
 
 @click.command()
@@ -509,11 +627,15 @@ def report(runs_dirs: tuple[Path, ...], out: Path, baseline: str, no_reconstruct
         ssl-bench report runs --out reports/digits
         ssl-bench report runs/mnist runs/svhn --out reports/paper --no-reconstructions
     """
+    check_output_folder(out)
     args = ["ssl-bench", "report", *map(str, runs_dirs), "--out", str(out)]
     args += (["--baseline", baseline] if baseline != "supervised" else []) + (["--no-reconstructions"] if no_reconstructions else [])
     args += ["--data-dir", data_dir] if data_dir else []
     result = build_report(list(runs_dirs), out, baseline=baseline, reconstructions=not no_reconstructions, data_dir=data_dir, command=shlex.join(args))
     for warning in result.warnings:
         click.echo(f"Warning: {warning}", err=True)
+    for s in result.skipped:
+        if s.damaged:
+            click.echo(f"Warning: skipped {s.path}: {s.reason}", err=True)
     click.echo(result.tables_markdown)
     click.echo(f"report: {result.md_path} and {result.html_path}")
