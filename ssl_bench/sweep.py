@@ -23,7 +23,7 @@ from ssl_bench.training import STATE_EVERY
 from ssl_bench.workers import run_in_processes
 
 
-def run_one(spec: RunSpec, out: str, show_progress: bool, wait: bool, retry_failed: bool, state_every: int, device: str | None = None) -> None:
+def run_one(spec: RunSpec, out: str, show_progress: bool, wait: bool, retry_failed: bool, state_every: int, log: tuple[str, ...], device: str | None = None) -> None:
     """One run of a sweep (in this process or a worker process: specs, unlike resolved runs, pickle).
 
     Interrupted runs resume. Raises `AlreadyComplete` for a run another process completed, `RunBusy` for
@@ -38,7 +38,7 @@ def run_one(spec: RunSpec, out: str, show_progress: bool, wait: bool, retry_fail
     error = None if retry_failed else records.failure(Path(out) / resolved.run_id())
     if error is not None:  # failed in another process of a concurrent sweep while this one waited
         raise NonFiniteLoss(error)
-    train(resolved, Path(out), show_progress=show_progress, wait_for_lock=wait, state_every=state_every)
+    train(resolved, Path(out), show_progress=show_progress, wait_for_lock=wait, state_every=state_every, log=log)
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ def run_sweep(
     show_progress: bool = True,
     retry_failed: bool = False,
     state_every: int = STATE_EVERY,
+    log: tuple[str, ...] = (),
     echo=print,
 ) -> SweepOutcome:
     """Run every spec not already complete in `out` (nor failed before, unless `retry_failed`).
@@ -98,7 +99,7 @@ def run_sweep(
         bar.update(1)
 
     def run_all(indices: list[int], wait: bool) -> None:
-        options = (retry_failed, state_every)
+        options = (retry_failed, state_every, log)
         if workers <= 1:
             for i in indices:
                 finished(i, *_in_process(specs[i], str(out), show_progress, wait, *options))
@@ -127,13 +128,13 @@ def run_sweep(
     return SweepOutcome(healthy, {k: v for k, v in failed.items() if v is not None}, flagged)
 
 
-def _in_process(spec: RunSpec, out: str, show_progress: bool, wait: bool, retry_failed: bool, state_every: int) -> tuple[str, str]:
+def _in_process(spec: RunSpec, out: str, show_progress: bool, wait: bool, retry_failed: bool, state_every: int, log: tuple[str, ...]) -> tuple[str, str]:
     """`run_one` in this process, ended as a worker process reports it (interrupts propagate)."""
     from ssl_bench.runlock import RunBusy
     from ssl_bench.training import AlreadyComplete, NonFiniteLoss
 
     try:
-        run_one(spec, out, show_progress, wait, retry_failed, state_every)
+        run_one(spec, out, show_progress, wait, retry_failed, state_every, log)
     except AlreadyComplete as exc:
         return "complete", str(exc)
     except RunBusy as exc:

@@ -31,6 +31,7 @@ from ssl_bench.protocol import ProtocolConfig, Resolved, lr_factor, protocol_fie
 from ssl_bench.runlock import LOCK, run_lock
 from ssl_bench.runstate import LoopState
 from ssl_bench.seeding import derive_seed, make_generator
+from ssl_bench.tracking import check_trackers, open_trackers
 
 CHECK_EVERY = 10  # steps between checks for a non-finite loss (each check is one host sync)
 STATE_EVERY = 500  # default steps between state saves (besides every evaluation and every stop request)
@@ -135,6 +136,7 @@ def train(
     restart: bool = False,
     wait_for_lock: bool = False,
     state_every: int = STATE_EVERY,
+    log: tuple[str, ...] = (),
     on_start=None,
     echo=None,
 ) -> dict[str, Any]:
@@ -143,10 +145,11 @@ def train(
     A complete run raises `AlreadyComplete` (holding its result) unless `force` runs it again. An
     interrupted run resumes from its `state.pt` unless `restart` or `force`. The run folder is locked
     from before its first write to the end (ssl_bench.runlock: another process gets `RunBusy`, or waits
-    with `wait_for_lock`). `on_start(config)` is called once the data and split are ready; `echo(line)`
-    gets notices (default: stderr).
+    with `wait_for_lock`). `log` names live trackers (ssl_bench.tracking). `on_start(config)` is called
+    once the data and split are ready; `echo(line)` gets notices (default: stderr).
     """
     echo = echo or (lambda line: print(line, file=sys.stderr))
+    check_trackers(log)
     run_dir = Path(out_root) / resolved.run_id()
     if not force:
         refuse_complete(run_dir)  # a complete run is final: no lock needed to see it
@@ -162,7 +165,7 @@ def train(
                 refuse_complete(run_dir)  # finished by the process we waited for
             resume = runstate.exists(run_dir) and not (restart or force)
             start_folder(run_dir, resume)
-            return _train(resolved, run_dir, data, split, model, method, resume=resume, show_progress=show_progress, state_every=state_every, on_start=on_start, echo=echo)
+            return _train(resolved, run_dir, data, split, model, method, resume=resume, show_progress=show_progress, state_every=state_every, log=log, on_start=on_start, echo=echo)
 
 
 def refuse_complete(run_dir: Path) -> None:
@@ -182,7 +185,7 @@ def start_folder(run_dir: Path, resume: bool) -> None:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
-def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, model: nn.Module, method: SSLMethod, *, resume: bool, show_progress: bool, state_every: int, on_start, echo) -> dict[str, Any]:
+def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, model: nn.Module, method: SSLMethod, *, resume: bool, show_progress: bool, state_every: int, log: tuple[str, ...], on_start, echo) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     p, info, device = resolved.protocol, resolved.info, resolved.device
@@ -214,6 +217,7 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
         tracker.load_state_dict(loop.tracker)
         health = HealthMonitor(**loop.health)
         echo(f"{run_dir.name}: resumed from step {loop.step}")
+    trackers = open_trackers(log, run_dir, resumed_step=loop.step + 1 if resume else None)
 
     start = time.perf_counter() - loop.elapsed_s
     save_state = lambda: runstate.save(run_dir, _with(loop, tracker, health, start), **owners)
@@ -234,7 +238,9 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
             if done % CHECK_EVERY == 0 or is_eval:
                 check_finite(tracker, terms, run_dir, resolved.spec.method)  # host sync every CHECK_EVERY steps
             if is_eval:
-                evaluate(loop, model, dd, p, tracker, health, terms, optimizer, run_dir, start, bar)
+                row = evaluate(loop, model, dd, p, tracker, health, terms, optimizer, run_dir, start, bar)
+                for t in trackers:
+                    t.log(row)
                 loop.stopped = health.stop
             if is_eval or done % state_every == 0 or stop.signum is not None:
                 save_state()
@@ -243,6 +249,8 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
             if loop.stopped:
                 break
     bar.close()
+    for t in trackers:
+        t.close()
     return finish(resolved, loop, model, dd, split, health, run_dir, fingerprints, time.perf_counter() - start)
 
 
@@ -300,8 +308,8 @@ def check_finite(tracker: LossTracker, terms, run_dir: Path, method: str) -> Non
     raise NonFiniteLoss(error)  # the saved best checkpoint predates it; the weights now are not used
 
 
-def evaluate(loop: LoopState, model, dd: DeviceData, p: ProtocolConfig, tracker: LossTracker, health: HealthMonitor, terms, optimizer, run_dir: Path, start: float, bar) -> None:
-    """Validation accuracy and health after `loop.step` steps: a metrics row, and best.pt if it is the best."""
+def evaluate(loop: LoopState, model, dd: DeviceData, p: ProtocolConfig, tracker: LossTracker, health: HealthMonitor, terms, optimizer, run_dir: Path, start: float, bar) -> dict[str, Any]:
+    """Validation accuracy and health after `loop.step` steps: a metrics row (returned), and best.pt if it is the best."""
     done = loop.step
     means = tracker.means()  # host sync
     val_logits = predict(model, dd.x_val, p.eval_batch, dd.inputs)  # (N_val, K)
@@ -317,6 +325,7 @@ def evaluate(loop: LoopState, model, dd: DeviceData, p: ProtocolConfig, tracker:
         loop.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
         records.save_checkpoint(run_dir / records.BEST_CKPT, {"step": done, "val_acc": val_acc, "model": loop.best_model})
     bar.set_postfix(loss=f"{means[0]:.3f}", val=f"{val_acc:.3f}", best=f"{loop.best_val:.3f}")
+    return row
 
 
 def finish(resolved: Resolved, loop: LoopState, model, dd: DeviceData, split: Split, health: HealthMonitor, run_dir: Path, fingerprints: dict, wall_s: float) -> dict[str, Any]:
