@@ -18,6 +18,7 @@ from typing import Any
 from ssl_bench.errors import UserError
 
 FLOAT_MAX = 3.4028234663852886e38  # float32's largest: training computes in float32, where a larger number is inf
+EXPECTED = {bool: "bool (true or false)", int: "int (a whole number)", float: "float (a number)", str: "str (text)"}  # in messages
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def _convert(value: str, tp: Any, key: str, what: str) -> Any:
         if tp in (int, float, str):
             return tp(value)
     except ValueError:
-        raise UserError(f"{what}: {key} expects {tp.__name__}, got {value!r}") from None
+        raise UserError(f"{what}: {key} expects {EXPECTED.get(tp, tp.__name__)}, got {value!r}") from None
     raise UserError(f"{what}: cannot set {key} of type {tp} from the command line")
 
 
@@ -158,16 +159,16 @@ def check_value(value: Any, tp: Any, key: str, what: str) -> Any:
         if not isinstance(value, dict):
             raise UserError(f"{what}: {key} expects a table of key = value, got {value!r}")
         return value
-    if tp is bool and not isinstance(value, bool):
-        raise UserError(f"{what}: {key} expects true or false, got {value!r}")
-    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise UserError(f"{what}: {key} expects a whole number, got {value!r}")
+    wrong = {
+        bool: not isinstance(value, bool),
+        int: isinstance(value, bool) or not isinstance(value, int),
+        float: isinstance(value, bool) or not isinstance(value, (int, float)),
+        str: not isinstance(value, str),
+    }
+    if wrong.get(tp, False):
+        raise UserError(f"{what}: {key} expects {EXPECTED[tp]}, got {value!r}")
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{what}: {key} expects a number, got {value!r}")
         check_finite(value, key, what)
-    if tp is str and not isinstance(value, str):
-        raise UserError(f"{what}: {key} expects text, got {value!r}")
     return value
 
 

@@ -15,6 +15,7 @@ import math
 import os
 import pickle
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,9 +93,13 @@ def load_checkpoint(path: Path) -> dict:
     """A checkpoint `{"step", "val_acc", "model": state dict}`, loaded with `weights_only=True` (so a
     malicious pickle never runs); a truncated or foreign file is a one-line `UserError`."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        reason = " ".join(str(exc).split("\n")[0].split())[:200]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a foreign pickle: refused below
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"{path} is not an ssl-bench checkpoint: not a file of tensors (damaged, foreign or unsafe; only tensors are ever loaded)") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        reason = " ".join(str(exc).split(". ")[0].split())[:200]  # torch's first sentence
         raise UserError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {reason}); it is truncated, damaged or not ssl-bench's") from None
     if not (isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict)):
         raise UserError(f"{path} is not an ssl-bench checkpoint (no model weights in it)")
@@ -148,7 +153,7 @@ def check_figure_path(out: Path) -> Path:
         raise UserError(f"--out {out}: the figure is a PNG; give a file name ending in .png")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name ending in .png")
-    check_output_folder(out.parent)
+    check_output_folder(out.parent, f"--out {out}: the folder")
     return out
 
 

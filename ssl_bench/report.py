@@ -612,11 +612,11 @@ def report_blocks(runs: list[Run], groups: list[Group], warnings: list[str], ski
 
 @click.command()
 @click.argument("runs_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for report.md, report.html and figures/.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for report.md, report.html and figures/.")
 @click.option("--baseline", default="supervised", show_default=True, help="Method every other method is compared with (paired, same seeds).")
 @click.option("--no-reconstructions", is_flag=True, help="Do not draw reconstruction figures of dninv runs.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset files for the reconstruction figures (default: as for runs).")
-def report(runs_dirs: tuple[Path, ...], out: Path, baseline: str, no_reconstructions: bool, data_dir: str | None) -> None:
+def report(runs_dirs: tuple[Path, ...], out: str, baseline: str, no_reconstructions: bool, data_dir: str | None) -> None:
     """Write a report of the runs under RUNS_DIRS: tables, paired differences, figures, provenance.
 
     Run folders are found recursively; incomplete runs are listed and skipped. Runs whose protocol
@@ -627,7 +627,7 @@ def report(runs_dirs: tuple[Path, ...], out: Path, baseline: str, no_reconstruct
         ssl-bench report runs --out reports/digits
         ssl-bench report runs/mnist runs/svhn --out reports/paper --no-reconstructions
     """
-    check_output_folder(out)
+    out = check_output_folder(out)  # before any work ('' would be the current folder as a Path)
     args = ["ssl-bench", "report", *map(str, runs_dirs), "--out", str(out)]
     args += (["--baseline", baseline] if baseline != "supervised" else []) + (["--no-reconstructions"] if no_reconstructions else [])
     args += ["--data-dir", data_dir] if data_dir else []

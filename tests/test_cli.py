@@ -61,7 +61,7 @@ def test_run_writes_a_complete_record(tmp_path):
         (["--method", "supervised", "-m", "depth=3"], "unknown option depth; valid options: width, dropout"),
         (["--method", "supervised", "--model", "bird10net"], "model 'bird10net' takes signal inputs, not image inputs"),
         (["--method", "entmin", "-p", "lamda=1"], "unknown key 'lamda'; valid keys: lambda_"),
-        (["--method", "entmin", "-p", "lambda_=abc"], "lambda_ expects float, got 'abc'"),
+        (["--method", "entmin", "-p", "lambda_=abc"], "lambda_ expects float (a number), got 'abc'"),
         (["--method", "entmin", "-p", "lambda_=-1"], "lambda_ must be >= 0"),
         (["--method", "entmin", "-p", "lambda_"], "expected key=value"),
         (["--method", "supervised", "-p", "x=1"], "valid keys: (none"),

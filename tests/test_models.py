@@ -301,13 +301,13 @@ def test_unknown_timm_model():
         ("resnet2_32", IMAGE, {"act": "tanh"}, "act must be one of relu, leaky_relu, sigmoid, got 'tanh'"),
         ("smallucnn", IMAGE, {"act": "relu"}, "unknown option act; valid options: pool, dropout"),
         ("smallcnn", IMAGE, {"dropout": 1.5}, r"dropout must be in \[0, 1\), got 1.5"),
-        ("resnet3_16", IMAGE, {"dropout": "half"}, "dropout expects a number, got 'half'"),
+        ("resnet3_16", IMAGE, {"dropout": "half"}, r"dropout expects float \(a number\), got 'half'"),
         ("smallcnn", IMAGE, {"dropout": float("nan")}, "dropout must be a finite number"),
-        ("bird10net", SIGNAL, {"kernel": "big"}, "kernel expects a whole number, got 'big'"),
+        ("bird10net", SIGNAL, {"kernel": "big"}, r"kernel expects int \(a whole number\), got 'big'"),
         ("bird10net", SIGNAL, {"stride": 0}, r"stride must be in \[1, 16777216\], got 0"),
         ("tinycnn", IMAGE, {"width": 0}, r"width must be in \[1, 1024\], got 0"),
-        ("tinycnn", IMAGE, {"width": 1e9}, "width expects a whole number, got 1000000000.0"),
-        ("tinycnn", IMAGE, {"width": True}, "width expects a whole number, got True"),
+        ("tinycnn", IMAGE, {"width": 1e9}, r"width expects int \(a whole number\), got 1000000000.0"),
+        ("tinycnn", IMAGE, {"width": True}, r"width expects int \(a whole number\), got True"),
     ],
 )
 def test_user_errors(name, shape, options, message):

@@ -262,7 +262,9 @@ def load_part(source: Source, data_dir: Path, part: str) -> tuple[torch.Tensor, 
     cache = data_dir / CACHE_DIR / f"{source.name}-{part}.pt"
     if cache.is_file():
         try:
-            stored = torch.load(cache, weights_only=True)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")  # not torch's: rebuilt below
+                stored = torch.load(cache, weights_only=True)
             if stored["fingerprint"] == fingerprint:
                 return stored["x"], stored["y"]
         except Exception:  # an unreadable cache (e.g. a killed write) is rebuilt below
