@@ -136,6 +136,9 @@ def save_reconstruction_figure(run_dir: Path, out: Path, n: int = 16, split: str
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         with os.fdopen(fd, "wb") as fh:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fh.fileno(), 0o666 & ~umask)  # the mode a plain open() gives (mkstemp's is 0600)
             fig.savefig(fh, dpi=120, format="png")
         os.replace(tmp, out)  # never half a PNG under `out`
     except OSError as exc:

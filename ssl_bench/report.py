@@ -181,13 +181,7 @@ def collect(dirs: Iterable[Path]) -> tuple[list[Run], list[Skipped]]:
                 check_fields(run.result, RESULT_TYPES, run_dir / records.RESULT)
                 check_fields(run.config, CONFIG_TYPES, config_path)
                 check_params(run.result.get("params", {}), run_dir / records.RESULT)
-                for i, row in enumerate(records.read_jsonl(run_dir / records.METRICS), start=1):
-                    if not isinstance(row, dict) or not set(METRICS_TYPES) <= set(row):
-                        raise DamagedRecord(f"{records.METRICS} line {i}: expected an object with step and val_acc")
-                    check_fields(row, METRICS_TYPES, run_dir / f"{records.METRICS} line {i}")
-            except UnicodeDecodeError as exc:
-                skipped.append(Skipped(run_dir, f"unreadable record: a file is not UTF-8 text ({exc.reason} at byte {exc.start})", damaged=True))
-                continue
+                check_metrics(run_dir / records.METRICS)
             except (OSError, ValueError, DamagedRecord) as exc:
                 kind = "damaged" if type(exc) is DamagedRecord else "unreadable"
                 skipped.append(Skipped(run_dir, f"{kind} record: {exc}", damaged=True))
@@ -203,11 +197,25 @@ def read_record(path: Path) -> dict[str, Any]:
     """A JSON object from `path`; `DamagedRecord` naming the file when it is not one."""
     try:
         doc = records.read_json(path)
+    except UnicodeDecodeError as exc:
+        raise UnreadableRecord(f"{path.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise UnreadableRecord(f"{path.name}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})") from None
     if not isinstance(doc, dict):
         raise UnreadableRecord(f"{path.name}: expected a JSON object, got {type(doc).__name__}")
     return doc
+
+
+def check_metrics(path: Path) -> None:
+    """Every row of `metrics.jsonl` (a torn last line is ignored) has an int `step` and a `val_acc` in [0, 1]."""
+    try:
+        rows = records.read_jsonl(path)
+    except UnicodeDecodeError as exc:
+        raise UnreadableRecord(f"{path.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for i, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or not set(METRICS_TYPES) <= set(row):
+            raise DamagedRecord(f"{path.name} line {i}: expected an object with step and val_acc")
+        check_fields(row, METRICS_TYPES, path.with_name(f"{path.name} line {i}"))
 
 
 def failure_of(run_dir: Path) -> str | None:
