@@ -94,9 +94,14 @@ def is_complete(run_dir: Path) -> bool:
 
 
 def failure(run_dir: Path) -> str | None:
-    """The error of a run that failed (its `failed.json`), or None."""
+    """The error of a run that failed (its `failed.json`), or None; a damaged one is refused in one line."""
     path = Path(run_dir) / FAILED
-    return read_json(path)["error"] if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return str(read_json(path)["error"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path} is damaged ({type(exc).__name__}: {exc}); delete it to run that run again") from None
 
 
 def fingerprint(obj: Any) -> str:

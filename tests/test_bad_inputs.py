@@ -267,6 +267,8 @@ def damaged_run(damage, command: str = "report", extra=()):
         damage(run_dir, tmp)
         if command == "report":
             return ["report", str(tmp / "runs"), "--out", str(tmp / "report"), "--no-reconstructions"]
+        if command == "sweep":  # the same run as the real one: the sweep reads its records
+            return [*SWEEP, "--out", str(tmp / "runs")]
         return ["reconstruct", str(run_dir), "--n", "2", "--out", str(tmp / "rec.png"), *extra]
 
     return setup
@@ -311,6 +313,7 @@ REPORT_CASES = [
     ("metrics row not an object", damaged_run(write("metrics.jsonl", b"[1]\n")), "metrics.jsonl line 1: expected an object"),
     ("failed.json garbage", damaged_run(garbage_failed), "failed.json: not valid JSON"),
     ("failed.json error null", damaged_run(failed_without_error), "failed.json: error must be text, got None"),
+    ("sweep over a garbage failed.json", damaged_run(garbage_failed, "sweep"), "failed.json is damaged (JSONDecodeError"),
 ]
 
 
