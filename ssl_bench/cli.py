@@ -12,6 +12,7 @@ import click
 
 import ssl_bench
 from ssl_bench.config import check_output_folder, parse_assignments, parse_option_values
+from ssl_bench.distributed import world_from_env
 from ssl_bench.errors import UserError
 from ssl_bench.health import HINT, flag_of
 from ssl_bench.interrupts import Interrupted, sigterm_raises
@@ -147,6 +148,8 @@ def run(method: str, seed: int, params: tuple[str, ...], force: bool, restart: b
     result = train(
         resolve(spec), Path(kw["out"]), show_progress=not quiet, force=force, restart=restart, state_every=kw["state_every"], on_start=announce, echo=lambda m: click.echo(m, err=True)
     )
+    if world_from_env().rank > 0:  # torchrun: rank 0 speaks for the run, every rank exits alike
+        click.get_current_context().exit(2 if flag_of(result) else 0)
     click.echo(summary_line(result))
     click.echo(f"run folder: {Path(kw['out']) / result['run_id']}")
     if flag_of(result):

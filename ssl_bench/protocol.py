@@ -20,6 +20,7 @@ from ssl_bench.config import build_config, to_jsonable
 from ssl_bench.data import get_dataset
 from ssl_bench.data.splits import check_labels
 from ssl_bench.data.registry import DatasetInfo
+from ssl_bench.distributed import check_divides, world_from_env
 from ssl_bench.errors import UserError
 from ssl_bench.method import SSLMethod, load_method
 from ssl_bench.models.registry import check_model
@@ -113,8 +114,10 @@ class Resolved:
     protocol: ProtocolConfig
     val_size: int
     device: torch.device
+    world_size: int = 1  # processes of one data-parallel run (torchrun; ssl_bench.distributed)
 
     def as_json(self) -> dict[str, Any]:
+        world = {"world_size": self.world_size} if self.world_size > 1 else {}  # one process: as before processes counted
         return {
             "method": self.spec.method,
             "params": to_jsonable(self.method_config),
@@ -126,6 +129,7 @@ class Resolved:
             "model": self.model,
             "model_options": self.spec.model_options,
             "protocol": dataclasses.asdict(self.protocol),
+            **world,
         }
 
     def run_id(self) -> str:
@@ -162,7 +166,9 @@ def resolve(spec: RunSpec) -> Resolved:
     val_size = info.val_size if spec.val_size is None else spec.val_size
     if not (isinstance(val_size, int) and val_size >= 1):
         raise UserError(f"val_size must be a whole number >= 1 (model selection needs a validation split), got {val_size!r}")
-    return Resolved(spec, method_cls, method_config, info, model, protocol, val_size, resolve_device(spec.device))
+    world = world_from_env()
+    check_divides(world, protocol.batch_lb, protocol.batch_ulb)
+    return Resolved(spec, method_cls, method_config, info, model, protocol, val_size, resolve_device(spec.device), world.size)
 
 
 def lr_factor(protocol: ProtocolConfig, step: int) -> float:

@@ -23,7 +23,7 @@ from ssl_bench import records
 from ssl_bench.errors import UserError
 
 STATE = "state.pt"
-FORMAT = 1  # bump when the layout changes: an older state is then refused with --restart as the way out
+FORMAT = 2  # bump when the layout changes: an older state is then refused with --restart as the way out
 
 
 @dataclass
@@ -46,24 +46,35 @@ def exists(run_dir: Path) -> bool:
     return (Path(run_dir) / STATE).is_file()
 
 
-def save(run_dir: Path, loop: LoopState, *, model, optimizer, streams: dict, method) -> None:
-    """Write `state.pt` (atomically: a kill during the write leaves the previous state whole)."""
+def rank_state(model, method) -> dict[str, Any]:
+    """What differs between the ranks of a data-parallel run: their own random streams."""
     device = next(model.parameters()).device
+    return {
+        "method": method.state_dict(),
+        "method_generator": method.context.generator.get_state(),
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
+
+
+def save(run_dir: Path, loop: LoopState, *, model, optimizer, streams: dict, method, world) -> None:
+    """Write `state.pt` (atomically: a kill during the write leaves the previous state whole). Every
+    rank calls it (their random streams are gathered); rank 0 writes."""
+    ranks = world.gather(rank_state(model, method))
+    if not world.main:
+        return
     state = {
         "format": FORMAT,
         "loop": vars(loop),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "streams": {name: s.state_dict() for name, s in streams.items()},
-        "method": method.state_dict(),
-        "method_generator": method.context.generator.get_state(),
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "ranks": ranks,  # one entry per process
     }
     records.save_checkpoint(Path(run_dir) / STATE, state)
 
 
-def restore(run_dir: Path, *, model, optimizer, streams: dict, method) -> LoopState:
+def restore(run_dir: Path, *, model, optimizer, streams: dict, method, world) -> LoopState:
     """Load `state.pt` into the run's objects and return the loop's bookkeeping; cut `metrics.jsonl`
     back to the rows the state has seen. A damaged or foreign state is refused in one line."""
     path = Path(run_dir) / STATE
@@ -72,21 +83,25 @@ def restore(run_dir: Path, *, model, optimizer, streams: dict, method) -> LoopSt
         state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
         if state.get("format") != FORMAT:
             raise ValueError(f"format {state.get('format')!r}, expected {FORMAT}")
+        if len(state["ranks"]) != world.size:
+            raise ValueError(f"it was saved by {len(state['ranks'])} processes and this run has {world.size}")
         loop = LoopState(**state["loop"])
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         for name, s in streams.items():
             s.load_state_dict(state["streams"][name])
-        method.load_state_dict(state["method"])
-        method.context.generator.set_state(state["method_generator"])
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and state["rng_cuda"] is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        mine = state["ranks"][world.rank]
+        method.load_state_dict(mine["method"])
+        method.context.generator.set_state(mine["method_generator"])
+        torch.set_rng_state(mine["rng_cpu"])
+        if device.type == "cuda" and mine["rng_cuda"] is not None:
+            torch.cuda.set_rng_state(mine["rng_cuda"], device)
     except Exception as exc:  # any damage: a truncated file, a foreign pickle, missing or mismatched keys
         raise UserError(f"cannot resume from {path}: {type(exc).__name__}: {exc}; use --restart to start the run over") from None
     if loop.best_model is not None:
         loop.best_model = {k: v.to(device) for k, v in loop.best_model.items()}
-    cut_metrics(Path(run_dir) / records.METRICS, loop.metrics_bytes)
+    if world.main:
+        cut_metrics(Path(run_dir) / records.METRICS, loop.metrics_bytes)
     return loop
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ssl_bench import records, runstate
+from ssl_bench.distributed import world_from_env
 from ssl_bench.errors import UserError
 from ssl_bench.health import flag_of
 from ssl_bench.interrupts import Interrupted
@@ -68,6 +69,8 @@ def run_sweep(
     """
     from tqdm.auto import tqdm
 
+    if world_from_env().size > 1:
+        raise UserError("sweep runs each run in its own process; for one run on several processes use torchrun with `run` (README, Multi-GPU)")
     resolved = [resolve(spec) for spec in specs]  # every name and value is checked before any work
     ids = [r.run_id() for r in resolved]
     if len(set(ids)) != len(ids):

@@ -7,20 +7,23 @@ stop requests. Each of those is a named function below; the run's state lives in
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import signal
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ssl_bench import records, runstate
+from ssl_bench import distributed, records, runstate
 from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import to_jsonable
 from ssl_bench.data import DataArrays, Split, make_split
+from ssl_bench.distributed import World, world_from_env
 from ssl_bench.device_data import DeviceData, IndexStream, accuracy, group_accuracy, predict, to_device
 from ssl_bench.errors import UserError
 from ssl_bench.health import HealthMonitor
@@ -145,27 +148,27 @@ def train(
     A complete run raises `AlreadyComplete` (holding its result) unless `force` runs it again. An
     interrupted run resumes from its `state.pt` unless `restart` or `force`. The run folder is locked
     from before its first write to the end (ssl_bench.runlock: another process gets `RunBusy`, or waits
-    with `wait_for_lock`). `log` names live trackers (ssl_bench.tracking). `on_start(config)` is called
-    once the data and split are ready; `echo(line)` gets notices (default: stderr).
+    with `wait_for_lock`). Under torchrun every rank calls it; rank 0 writes (ssl_bench.distributed).
+    `log` names live trackers (ssl_bench.tracking). `on_start(config)` is called once the data and split
+    are ready; `echo(line)` gets notices (default: stderr).
     """
-    echo = echo or (lambda line: print(line, file=sys.stderr))
+    world = world_from_env()
+    echo = (echo or (lambda line: print(line, file=sys.stderr))) if world.main else (lambda line: None)
     check_trackers(log)
     run_dir = Path(out_root) / resolved.run_id()
     if not force:
         refuse_complete(run_dir)  # a complete run is final: no lock needed to see it
-    with torch_threads(resolved.protocol.cpu_threads):
+    with distributed.joined(world, resolved.device) as device, torch_threads(resolved.protocol.cpu_threads):
+        resolved = dataclasses.replace(resolved, device=device)
         data, split = prepare(resolved)
         model = init_model(resolved, tuple(data.x_train.shape[1:]))
-        context = MethodContext(resolved.info.modality, resolved.info.num_classes, make_generator(resolved.protocol.seed, "method", resolved.device), AUGMENTATIONS[resolved.info.modality])
-        method = resolved.method_cls(resolved.method_config, context)
+        generator = make_generator(resolved.protocol.seed, world.stream_purpose("method"), device)
+        method = resolved.method_cls(resolved.method_config, MethodContext(resolved.info.modality, resolved.info.num_classes, generator, AUGMENTATIONS[resolved.info.modality]))
         method.check_model(model)  # e.g. layer names in the method's config: refused before anything is written
         on_wait = lambda owner: echo(f"{run_dir.name}: waiting for {owner} to finish it")
-        with run_lock(run_dir, wait=wait_for_lock, on_wait=on_wait):
-            if not force:
-                refuse_complete(run_dir)  # finished by the process we waited for
-            resume = runstate.exists(run_dir) and not (restart or force)
-            start_folder(run_dir, resume)
-            return _train(resolved, run_dir, data, split, model, method, resume=resume, show_progress=show_progress, state_every=state_every, log=log, on_start=on_start, echo=echo)
+        with run_lock(run_dir, wait=wait_for_lock, on_wait=on_wait) if world.main else nullcontext():
+            resume = world.broadcast(open_folder(run_dir, force=force, restart=restart) if world.main else None)  # rank 0 decides
+            return _train(resolved, run_dir, data, split, model, method, world, resume=resume, show_progress=show_progress and world.main, state_every=state_every, log=log if world.main else (), on_start=on_start if world.main else None, echo=echo)
 
 
 def refuse_complete(run_dir: Path) -> None:
@@ -175,17 +178,21 @@ def refuse_complete(run_dir: Path) -> None:
         raise AlreadyComplete(f"{run_dir} already holds a complete run; use --force to run it again", records.read_json(run_dir / records.RESULT))
 
 
-def start_folder(run_dir: Path, resume: bool) -> None:
-    """Resuming: drop temporaries of writes cut short. Starting (over): empty the folder but its lock."""
-    if resume:
+def open_folder(run_dir: Path, *, force: bool, restart: bool) -> bool:
+    """With the lock held: whether the run resumes. Resuming, drop temporaries of writes cut short;
+    starting (over), empty the folder but its lock. A run completed while we waited is refused."""
+    if not force:
+        refuse_complete(run_dir)  # finished by the process we waited for
+    if runstate.exists(run_dir) and not (restart or force):
         runstate.remove_temporaries(run_dir)
-        return
+        return True
     for entry in run_dir.iterdir():
         if entry.name != LOCK:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    return False
 
 
-def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, model: nn.Module, method: SSLMethod, *, resume: bool, show_progress: bool, state_every: int, log: tuple[str, ...], on_start, echo) -> dict[str, Any]:
+def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, model: nn.Module, method: SSLMethod, world: World, *, resume: bool, show_progress: bool, state_every: int, log: tuple[str, ...], on_start, echo) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     p, info, device = resolved.protocol, resolved.info, resolved.device
@@ -193,14 +200,15 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
     init_fp = records.state_fingerprint(model.state_dict())
     dd = to_device(data, split, device)
     model.to(device).train()
-    torch.manual_seed(derive_seed(p.seed, "global"))  # dropout and other in-model randomness
+    torch.manual_seed(derive_seed(p.seed, world.stream_purpose("global")))  # dropout and other in-model randomness
     split_fp = split.fingerprint(info.name)
     fingerprints = {"split_fingerprint": split_fp, "init_fingerprint": init_fp, "protocol_fingerprint": protocol_fingerprint(resolved, input_shape, split_fp, init_fp)}
+    writer = Writer(run_dir, world)
     config = {**resolved.as_json(), "device": records.device_name(device), "run_id": run_dir.name}
-    records.write_json(run_dir / records.CONFIG, config)
+    writer.json(records.CONFIG, config)
     if on_start is not None:
         on_start(config)
-    records.write_json(run_dir / records.SPLIT, {"fingerprint": split_fp, **split.as_json()})
+    writer.json(records.SPLIT, {"fingerprint": split_fp, **split.as_json()})
 
     optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     streams = {
@@ -211,7 +219,7 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
     tracker = LossTracker(len(terms), device)
     health = HealthMonitor(p.steps, p.collapse_patience, info.num_classes, grace_steps=p.warmup_steps)
     loop = LoopState()
-    owners = dict(model=model, optimizer=optimizer, streams=streams, method=method)
+    owners = dict(model=model, optimizer=optimizer, streams=streams, method=method, world=world)
     if resume:
         loop = runstate.restore(run_dir, **owners)
         tracker.load_state_dict(loop.tracker)
@@ -225,9 +233,9 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
     with stop_requests() as stop:
         for step in range(loop.step, p.steps if not loop.stopped else loop.step):
             set_lr(optimizer, p, step)
-            i_lb, i_ulb = streams["labeled"].next(), streams["unlabeled"].next()
+            i_lb, i_ulb = world.local(streams["labeled"].next()), world.local(streams["unlabeled"].next())  # this rank's slice of the global batch
             batch = Batch(dd.inputs(dd.x_lb[i_lb]), dd.y_lb[i_lb], dd.inputs(dd.x_ulb[i_ulb]))
-            values = train_step(model, optimizer, method, batch, Progress(step, p.steps), p.clip_grad_norm, terms)  # (1+T,)
+            values = train_step(model, optimizer, method, batch, Progress(step, p.steps), p.clip_grad_norm, terms, world)  # (1+T,) global means
             tracker.add(step, values)
             if step == 0:
                 health.initial_loss = values[0].item()  # host sync, once
@@ -236,22 +244,55 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
             loop.step = done = step + 1
             is_eval = done % p.eval_every == 0 or done == p.steps
             if done % CHECK_EVERY == 0 or is_eval:
-                check_finite(tracker, terms, run_dir, resolved.spec.method)  # host sync every CHECK_EVERY steps
+                check_finite(tracker, terms, writer, resolved.spec.method)  # host sync every CHECK_EVERY steps
             if is_eval:
-                row = evaluate(loop, model, dd, p, tracker, health, terms, optimizer, run_dir, start, bar)
+                row = evaluate(loop, model, dd, p, tracker, health, terms, optimizer, writer, start, bar)
                 for t in trackers:
                     t.log(row)
-                loop.stopped = health.stop
-            if is_eval or done % state_every == 0 or stop.signum is not None:
+                loop.stopped = world.broadcast(health.stop)  # rank 0's judgement
+            stopping = stop_requested(stop, world, done, is_eval, device)
+            if is_eval or done % state_every == 0 or stopping:
                 save_state()
-            if stop.signum is not None:
-                raise Interrupted(stop.signum, f"{run_dir.name}: stopped at step {done} of {p.steps}, state saved; rerun the same command to resume")
+            if stopping:
+                raise Interrupted(stop.signum or signal.SIGTERM, f"{run_dir.name}: stopped at step {done} of {p.steps}, state saved; rerun the same command to resume")
             if loop.stopped:
                 break
     bar.close()
     for t in trackers:
         t.close()
-    return finish(resolved, loop, model, dd, split, health, run_dir, fingerprints, time.perf_counter() - start)
+    return finish(resolved, loop, model, dd, split, health, writer, fingerprints, time.perf_counter() - start, world)
+
+
+def stop_requested(stop, world: World, done: int, is_eval: bool, device: torch.device) -> bool:
+    """Whether to stop after step `done` for Ctrl-C / SIGTERM. Several ranks agree at the non-finite
+    check steps (a collective), so that they all stop at the same step."""
+    if world.size == 1:
+        return stop.signum is not None
+    if done % CHECK_EVERY == 0 or is_eval:
+        return world.any(stop.signum is not None, device)
+    return False
+
+
+class Writer:
+    """The run's record files, written by rank 0 only (every rank computes the same)."""
+
+    def __init__(self, run_dir: Path, world: World):
+        self.run_dir, self.active = run_dir, world.main
+
+    def json(self, name: str, obj: Any) -> None:
+        if self.active:
+            records.write_json(self.run_dir / name, obj)
+
+    def checkpoint(self, name: str, obj: Any) -> None:
+        if self.active:
+            records.save_checkpoint(self.run_dir / name, obj)
+
+    def metrics_row(self, row: dict) -> int:
+        """Append `row` to metrics.jsonl; the file's length after it."""
+        if not self.active:
+            return 0
+        records.append_jsonl(self.run_dir / records.METRICS, row)
+        return (self.run_dir / records.METRICS).stat().st_size
 
 
 def _with(loop: LoopState, tracker: LossTracker, health: HealthMonitor, start: float) -> LoopState:
@@ -276,6 +317,7 @@ def protocol_fingerprint(resolved: Resolved, input_shape: tuple[int, ...], split
             "optimizer": "adam",
             "device_type": resolved.device.type,  # batch permutations are drawn on the device: CPU and CUDA streams differ
             "protocol": protocol_fields(resolved.protocol, resolved.device),
+            **({"world_size": resolved.world_size} if resolved.world_size > 1 else {}),  # one process: as before processes counted
         }
     )
 
@@ -285,56 +327,58 @@ def set_lr(optimizer: torch.optim.Optimizer, p: ProtocolConfig, step: int) -> No
         group["lr"] = p.lr * lr_factor(p, step)
 
 
-def train_step(model: nn.Module, optimizer, method: SSLMethod, batch: Batch, progress: Progress, clip: float, terms) -> torch.Tensor:
-    """One optimizer step on `method`'s loss; returns the detached (loss, *terms) (1+T,), no host sync."""
+def train_step(model: nn.Module, optimizer, method: SSLMethod, batch: Batch, progress: Progress, clip: float, terms, world: World) -> torch.Tensor:
+    """One optimizer step on `method`'s loss; returns the detached (loss, *terms) (1+T,) of the global
+    batch (the mean over ranks), no host sync."""
     loss, logged = method.loss(model, batch, progress)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    world.average_gradients(model)  # several ranks: the global batch's gradient (no-op for one process)
     if clip > 0:
         nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
-    return torch.stack([loss.detach(), *(logged[k].detach().float() for k in terms)])
+    return world.mean(torch.stack([loss.detach(), *(logged[k].detach().float() for k in terms)]))
 
 
-def check_finite(tracker: LossTracker, terms, run_dir: Path, method: str) -> None:
+def check_finite(tracker: LossTracker, terms, writer: Writer, method: str) -> None:
     """Stop the run with `failed.json` at the first non-finite loss (one host sync)."""
     bad_step = tracker.bad_step.item()
     if bad_step < 0:
         return
     shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(("loss", *terms), tracker.bad_values.tolist()))
     error = f"non-finite loss at step {bad_step} of {method}: {shown}; try a lower --lr or other params"
-    records.write_json(run_dir / records.FAILED, {"error": error, "step": bad_step})
-    runstate.remove(run_dir)  # nothing to resume: the weights are not finite
+    writer.json(records.FAILED, {"error": error, "step": bad_step})
+    if writer.active:
+        runstate.remove(writer.run_dir)  # nothing to resume: the weights are not finite
     raise NonFiniteLoss(error)  # the saved best checkpoint predates it; the weights now are not used
 
 
-def evaluate(loop: LoopState, model, dd: DeviceData, p: ProtocolConfig, tracker: LossTracker, health: HealthMonitor, terms, optimizer, run_dir: Path, start: float, bar) -> dict[str, Any]:
+def evaluate(loop: LoopState, model, dd: DeviceData, p: ProtocolConfig, tracker: LossTracker, health: HealthMonitor, terms, optimizer, writer: Writer, start: float, bar) -> dict[str, Any]:
     """Validation accuracy and health after `loop.step` steps: a metrics row (returned), and best.pt if it is the best."""
     done = loop.step
     means = tracker.means()  # host sync
     val_logits = predict(model, dd.x_val, p.eval_batch, dd.inputs)  # (N_val, K)
     val_acc = accuracy(val_logits, dd.y_val)
     event = health.check(done, val_logits, means[0])
-    if event:
-        bar.write(f"{run_dir.name}: {event}", file=sys.stderr)
+    if event and writer.active:
+        bar.write(f"{writer.run_dir.name}: {event}", file=sys.stderr)
     row = {"step": done, "val_acc": val_acc, "top_class_share": round(health.share, 4), "loss": means[0], **dict(zip(terms, means[1:])), "lr": optimizer.param_groups[0]["lr"], "time_s": round(time.perf_counter() - start, 3)}
-    records.append_jsonl(run_dir / records.METRICS, row)
-    loop.last_row, loop.metrics_bytes = row, (run_dir / records.METRICS).stat().st_size
+    loop.last_row, loop.metrics_bytes = row, writer.metrics_row(row)
     if val_acc > loop.best_val:
         loop.best_val, loop.best_step = val_acc, done
         loop.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        records.save_checkpoint(run_dir / records.BEST_CKPT, {"step": done, "val_acc": val_acc, "model": loop.best_model})
+        writer.checkpoint(records.BEST_CKPT, {"step": done, "val_acc": val_acc, "model": loop.best_model})
     bar.set_postfix(loss=f"{means[0]:.3f}", val=f"{val_acc:.3f}", best=f"{loop.best_val:.3f}")
     return row
 
 
-def finish(resolved: Resolved, loop: LoopState, model, dd: DeviceData, split: Split, health: HealthMonitor, run_dir: Path, fingerprints: dict, wall_s: float) -> dict[str, Any]:
+def finish(resolved: Resolved, loop: LoopState, model, dd: DeviceData, split: Split, health: HealthMonitor, writer: Writer, fingerprints: dict, wall_s: float, world: World) -> dict[str, Any]:
     """Test accuracy at the best-validation and at the last checkpoint; `last.pt`, then `result.json`."""
     p, info, device = resolved.protocol, resolved.info, resolved.device
     val_acc_last, steps_done = loop.last_row["val_acc"], loop.last_row["step"]
     logits_last = predict(model, dd.x_test, p.eval_batch, dd.inputs)
-    records.save_checkpoint(run_dir / records.LAST_CKPT, {"step": steps_done, "val_acc": val_acc_last, "model": model.state_dict()})
-    records.save_checkpoint(run_dir / records.BEST_CKPT, {"step": loop.best_step, "val_acc": loop.best_val, "model": loop.best_model})  # the same as saved at its evaluation, unless a kill outran it
+    writer.checkpoint(records.LAST_CKPT, {"step": steps_done, "val_acc": val_acc_last, "model": model.state_dict()})
+    writer.checkpoint(records.BEST_CKPT, {"step": loop.best_step, "val_acc": loop.best_val, "model": loop.best_model})  # the same as saved at its evaluation, unless a kill outran it
     model.load_state_dict(loop.best_model)
     logits_best = predict(model, dd.x_test, p.eval_batch, dd.inputs)
 
@@ -362,14 +406,16 @@ def finish(resolved: Resolved, loop: LoopState, model, dd: DeviceData, split: Sp
         "wall_time_s": round(wall_s, 3),  # training and evaluation, summed over resumed sessions
         "device": records.device_name(device),
         "cpu_threads": torch.get_num_threads(),  # = protocol.cpu_threads: CPU float results depend on it
+        "world_size": world.size,  # processes of this data-parallel run (ssl_bench.distributed)
         "versions": records.versions(),
         "git_commit": records.git_commit(),
         **fingerprints,
-        "run_id": run_dir.name,
+        "run_id": writer.run_dir.name,
     }
     if dd.groups_test is not None:
         result["test_acc_recording"] = group_accuracy(logits_best, dd.y_test, dd.groups_test)
         result["test_acc_recording_last"] = group_accuracy(logits_last, dd.y_test, dd.groups_test)
-    records.write_json(run_dir / records.RESULT, result)
-    runstate.remove(run_dir)  # the run is complete: nothing left to resume
+    writer.json(records.RESULT, result)
+    if writer.active:
+        runstate.remove(writer.run_dir)  # the run is complete: nothing left to resume
     return result
