@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import signal
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,7 +84,9 @@ def run_sweep(
         f"sweep: {len(ids)} runs, {sum(complete)} already complete in {out}, {len(todo)} to run"
         + (f", {sum(failed_before)} failed before (skipped; --retry-failed runs them again)" if any(failed_before) else "")
     )
-    bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc="sweep", disable=not show_progress, dynamic_ncols=True)
+    interactive = show_progress and sys.stderr.isatty()
+    bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc="sweep", disable=not interactive, dynamic_ncols=True)  # runs done / total, ETA
+    progress = Progress(len(ids), len(ids) - len(todo), echo if show_progress and not interactive else None)  # the same as lines, for logs
     busy: list[int] = []
     done_elsewhere: list[int] = []
 
@@ -100,12 +104,13 @@ def run_sweep(
             raise UserError(f"run {ids[i]}: {message}")
         bar.set_postfix_str(ids[i])
         bar.update(1)
+        progress.update(ids[i])
 
     def run_all(indices: list[int], wait: bool) -> None:
         options = (retry_failed, state_every, log)
         if workers <= 1:
             for i in indices:
-                finished(i, *_in_process(specs[i], str(out), show_progress, wait, *options))
+                finished(i, *_in_process(specs[i], str(out), interactive, wait, *options))
         else:
             jobs = [(i, (specs[i], str(out), False, wait, *options)) for i in indices]
             run_in_processes(run_one, jobs, workers, _worker_devices(resolved, workers), finished)
@@ -129,6 +134,31 @@ def run_sweep(
     flagged = {r["run_id"]: flag_of(r) for r in results if flag_of(r)}
     healthy = [r for r in results if r["run_id"] not in flagged]
     return SweepOutcome(healthy, {k: v for k, v in failed.items() if v is not None}, flagged)
+
+
+class Progress:
+    """Runs done / total and the time left, one line per finished run (for logs, where a bar is noise).
+    The estimate is the mean time per run finished by this sweep so far times the runs left."""
+
+    def __init__(self, total: int, done: int, echo=None):
+        self.total, self.done, self.echo = total, done, echo
+        self.start, self.finished_here = time.monotonic(), 0
+
+    def update(self, run_id: str) -> None:
+        self.done += 1
+        self.finished_here += 1
+        if self.echo is None:
+            return
+        left = (time.monotonic() - self.start) / self.finished_here * (self.total - self.done)
+        self.echo(f"sweep: {self.done}/{self.total} runs done ({run_id}), about {format_duration(left)} left")
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _in_process(spec: RunSpec, out: str, show_progress: bool, wait: bool, retry_failed: bool, state_every: int, log: tuple[str, ...]) -> tuple[str, str]:
