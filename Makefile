@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# The USB (semilearn) extra, which the tests need and the demo does not (+1 min, docs/usb.md).
+# The extras the tests cover and the demo does not need: USB (semilearn, +1 min, docs/usb.md), tensorboard, submitit.
 $(USB_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev,usb]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,usb,tensorboard,slurm]"
 	touch $(USB_STAMP)
 
 # Runs use one CPU thread each (the protocol's cpu_threads), so --workers 2 fills the 2 cores.

@@ -78,6 +78,7 @@ def run_options(f, required: bool = True):
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Training device [auto]."),
         click.option("--out", type=click.Path(file_okay=False), default="runs", help="Folder for run records [runs]."),
         click.option("--state-every", type=click.IntRange(min=1), default=500, show_default=True, help="Steps between saves of the resumable state (also saved at every evaluation and on Ctrl-C / SIGTERM)."),
+        click.option("--log", "log", multiple=True, type=click.Choice(["tensorboard"]), help="Live tracking while runs train: tensorboard (the tensorboard extra), under each run folder (repeatable)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -146,7 +147,7 @@ def run(method: str, seed: int, params: tuple[str, ...], force: bool, restart: b
     spec = RunSpec(method=method, seed=seed, params=parse_assignments(params, "-p"), **model_dataset_kwargs(kw))
     announce = lambda config: click.echo(f"config: {json.dumps(config, default=str)}", err=True)
     result = train(
-        resolve(spec), Path(kw["out"]), show_progress=not quiet, force=force, restart=restart, state_every=kw["state_every"], on_start=announce, echo=lambda m: click.echo(m, err=True)
+        resolve(spec), Path(kw["out"]), show_progress=not quiet, force=force, restart=restart, state_every=kw["state_every"], log=kw["log"], on_start=announce, echo=lambda m: click.echo(m, err=True)
     )
     if world_from_env().rank > 0:  # torchrun: rank 0 speaks for the run, every rank exits alike
         click.get_current_context().exit(2 if flag_of(result) else 0)
@@ -211,7 +212,7 @@ def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tupl
         extra = parse_method_params(parse_assignments(params, "-p"), spec_grid.methods)
         spec_grid = dataclasses.replace(spec_grid, params=merge_params(spec_grid.params, extra))
     specs = spec_grid.specs()
-    outcome = run_sweep(specs, Path(kw["out"]), workers=workers, show_progress=not quiet, retry_failed=retry_failed, state_every=kw["state_every"], echo=lambda m: click.echo(m, err=True))
+    outcome = run_sweep(specs, Path(kw["out"]), workers=workers, show_progress=not quiet, retry_failed=retry_failed, state_every=kw["state_every"], log=kw["log"], echo=lambda m: click.echo(m, err=True))
     if outcome.results:
         click.echo(format_table(summary_rows(outcome.results)))
     click.echo(f"runs folder: {kw['out']}")
