@@ -32,6 +32,7 @@ from ssl_bench import records
 from ssl_bench.config import Range, check_output_folder, check_value
 from ssl_bench.errors import UserError
 from ssl_bench.health import flag_of
+from ssl_bench.report_csv import write_results_csv
 from ssl_bench.report_render import markdown, to_html
 
 REQUIRED = ("method", "model", "seed", "test_acc", "test_acc_last", "protocol_fingerprint")  # in result.json
@@ -145,6 +146,7 @@ class Skipped:
     path: Path
     reason: str
     flagged: bool = False  # complete, but collapsed or diverged (ssl_bench.health): never averaged
+    result: dict[str, Any] | None = None  # a flagged run's result.json (it goes to results.csv)
     damaged: bool = False  # a record that cannot be read or has fields of the wrong type (also told on the terminal)
 
 
@@ -187,7 +189,7 @@ def collect(dirs: Iterable[Path]) -> tuple[list[Run], list[Skipped]]:
                 skipped.append(Skipped(run_dir, f"{kind} record: {exc}", damaged=True))
                 continue
             if flag_of(run.result):
-                skipped.append(Skipped(run_dir, f"flagged, {flag_of(run.result)}", flagged=True))
+                skipped.append(Skipped(run_dir, f"flagged, {flag_of(run.result)}", flagged=True, result=run.result))
                 continue
             runs.append(run)
     return runs, skipped
@@ -530,7 +532,8 @@ def provenance_blocks(runs: list[Run], groups: list[Group], skipped: list[Skippe
 
 def build_report(dirs: list[Path], out: Path, *, baseline: str = "supervised", reconstructions: bool = True,
                  data_dir: str | None = None, command: str | None = None) -> Report:
-    """Collect the runs under `dirs` and write `out`/report.md, `out`/report.html and `out`/figures/.
+    """Collect the runs under `dirs` and write `out`/report.md, `out`/report.html, `out`/results.csv
+    (ssl_bench.report_csv) and `out`/figures/.
 
     The report is written in a temporary folder beside `out`, then moved in: a failed write (disk full)
     leaves no part of it in `out`."""
@@ -561,6 +564,7 @@ def build_report(dirs: list[Path], out: Path, *, baseline: str = "supervised", r
         blocks = report_blocks(runs, groups, warnings, skipped, baseline, tmp, data_dir, reconstructions, command)
         (tmp / "report.md").write_text(markdown(blocks), encoding="utf-8")
         (tmp / "report.html").write_text(to_html(blocks, tmp, "ssl-bench report"), encoding="utf-8")
+        write_results_csv(tmp / "results.csv", [(r.path, r.result, True) for r in runs] + [(s.path, s.result, False) for s in flagged])
         move_into(tmp, out)
     except OSError as exc:  # disk full, no permission: nothing of this report is left in `out`
         raise UserError(f"cannot write the report in {out}: {exc.strerror or exc}") from None

@@ -285,3 +285,28 @@ def test_differences_are_signed_without_a_negative_zero():
 def test_report_help_has_an_example():
     result = report("--help")
     assert result.exit_code == 0 and "Example:" in result.output and "ssl-bench report runs --out reports/digits" in result.output
+
+
+def test_results_csv_has_one_flattened_row_per_complete_run(runs, tmp_path):
+    flagged = write_run(runs, "supervised", 7, 0.1)
+    result = json.loads((flagged / "result.json").read_text())
+    (flagged / "result.json").write_text(json.dumps({**result, "health": {"status": "collapsed", "step": 50, "detail": "one class"}}))
+    incomplete = write_run(runs, "supervised", 8, None)
+    out = tmp_path / "report"
+    assert report(runs, "--out", out, "--no-reconstructions").exit_code == 0
+    import csv
+
+    with open(out / "results.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    complete = [p for p in runs.iterdir() if (p / "result.json").exists()]
+    assert sorted(r["run_folder"] for r in rows) == sorted(map(str, complete)) and str(incomplete) not in {r["run_folder"] for r in rows}
+    by_folder = {r["run_folder"]: r for r in rows}
+    for folder in complete:
+        record = json.loads((folder / "result.json").read_text())
+        row = by_folder[str(folder)]
+        assert float(row["test_acc"]) == record["test_acc"] and int(row["seed"]) == record["seed"]
+        assert row["versions.torch"] == record["versions"]["torch"]  # nested fields are flattened with dots
+    assert by_folder[str(flagged)]["in_tables"] == "False" and by_folder[str(flagged)]["health.status"] == "collapsed"
+    assert {r["in_tables"] for r in rows if r["run_folder"] != str(flagged)} == {"True"}
+    dninv = next(r for r in rows if r["params.alpha.kind"] == "linear")  # a schedule, flattened
+    assert (dninv["params.alpha.start"], dninv["params.alpha.end"]) == ("1.0", "0.5")
