@@ -19,14 +19,14 @@ SKIP = {"step", "time_s"}  # row fields that are axes, not scalars
 
 
 class TensorBoardTracker:
-    def __init__(self, run_dir: Path, purge_step: int | None = None):
+    def __init__(self, run_dir: Path, purge_step: int | None = None, last_row: dict | None = None):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise UserError("--log tensorboard needs the tensorboard package: pip install 'ssl-bench[tensorboard]'") from None
         # purge_step drops events a killed session wrote past the resumed step (TensorBoard's own mechanism)
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), purge_step=purge_step)
-        self.last: tuple[int, float] | None = None  # (step, time_s) of the previous row
+        self.last = None if last_row is None else (last_row["step"], last_row["time_s"])  # (step, time_s) of the previous row
 
     def log(self, row: dict) -> None:
         step = row["step"]
@@ -49,6 +49,7 @@ def check_trackers(names: tuple[str, ...]) -> None:
         raise UserError(f"--log: unknown tracker {', '.join(map(repr, unknown))}; known: {', '.join(TRACKERS)}")
 
 
-def open_trackers(names: tuple[str, ...], run_dir: Path, resumed_step: int | None = None) -> list[TensorBoardTracker]:
+def open_trackers(names: tuple[str, ...], run_dir: Path, resumed_step: int | None = None, last_row: dict | None = None) -> list[TensorBoardTracker]:
+    """The trackers of `names`; a resumed run passes the first step it redoes and its last metrics row."""
     check_trackers(names)
-    return [TensorBoardTracker(run_dir, purge_step=resumed_step) for name in names if name == "tensorboard"]
+    return [TensorBoardTracker(run_dir, purge_step=resumed_step, last_row=last_row) for name in names if name == "tensorboard"]

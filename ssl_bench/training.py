@@ -225,7 +225,7 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
         tracker.load_state_dict(loop.tracker)
         health = HealthMonitor(**loop.health)
         echo(f"{run_dir.name}: resumed from step {loop.step}")
-    trackers = open_trackers(log, run_dir, resumed_step=loop.step + 1 if resume else None)
+    trackers = open_trackers(log, run_dir, resumed_step=loop.step + 1 if resume else None, last_row=loop.last_row)
 
     start = time.perf_counter() - loop.elapsed_s
     save_state = lambda: runstate.save(run_dir, _with(loop, tracker, health, start), **owners)
