@@ -80,7 +80,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     assert records.is_complete(run_dir)
 
 
-SWEEP = ["sweep", "--methods", "supervised,entmin", "--dataset", "digits", "--labels", "50", "--seeds", "0,1", "--steps", "200", "--eval-every", "50", "--state-every", "10", "--quiet"]
+SWEEP = ["sweep", "--methods", "supervised,entmin", "--dataset", "digits", "--labels", "50", "--seeds", "0,1", "--steps", "100", "--eval-every", "50", "--state-every", "10", "--quiet"]
 
 
 def done_here(stderr: str) -> int:
@@ -91,7 +91,7 @@ def assert_each_run_once(out: Path, n: int) -> None:
     runs = [p for p in out.iterdir() if p.is_dir()]
     assert len(runs) == n and all(records.is_complete(p) for p in runs)
     for p in runs:
-        assert [r["step"] for r in records.read_jsonl(p / records.METRICS)] == [50, 100, 150, 200], p.name
+        assert [r["step"] for r in records.read_jsonl(p / records.METRICS)] == [50, 100], p.name
 
 
 def test_two_identical_sweeps_at_once_do_every_run_once(tmp_path):
