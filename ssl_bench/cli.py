@@ -85,6 +85,57 @@ def run_options(f, required: bool = True):
     return f
 
 
+def cluster_options(f):
+    """`sweep`'s executor and, for a cluster, how its jobs are submitted (ssl_bench.slurm)."""
+    from ssl_bench.slurm import EXECUTORS
+
+    options = [
+        click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True, help="Where runs train: local (processes here, --workers), slurm (one SLURM job array through submitit: the slurm extra), submitit-local (the slurm path as processes here, to try it without a cluster)."),
+        click.option("--partition", default=None, help="slurm: the partition [the cluster's default]."),
+        click.option("--time-min", type=click.IntRange(min=1), default=None, help="slurm: time limit of each job (one run), minutes; a longer run is requeued and resumes [60]."),
+        click.option("--gpus-per-job", type=click.IntRange(min=0), default=None, help="slurm: GPUs per job (one run); 0 for CPU runs [1]."),
+        click.option("--cpus-per-job", type=click.IntRange(min=1), default=None, help="slurm: CPU cores per job [the cluster's default]."),
+        click.option("--array-parallelism", type=click.IntRange(min=1), default=None, help="slurm: jobs of the array running at once [256]."),
+        click.option("--max-timeouts", type=click.IntRange(min=0), default=None, help="slurm: times a run may hit the time limit and be requeued (preemptions requeue without limit) [3]."),
+        click.option("--sbatch", "sbatch", multiple=True, metavar="KEY=VALUE", help="slurm: an extra sbatch option, e.g. --sbatch account=myproj --sbatch mem=16G (repeatable)."),
+        click.option("--wait/--no-wait", default=True, help="slurm: follow the jobs to the end and print the table, or return once they are submitted [wait]."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+SLURM_FLAGS = ("partition", "time_min", "gpus_per_job", "cpus_per_job", "array_parallelism", "max_timeouts", "sbatch", "wait")
+
+
+def slurm_options(kw: dict, workers_given: bool):
+    """The `SlurmOptions` of `--executor slurm` / `submitit-local`, or None for the local pool."""
+    from ssl_bench.slurm import SlurmOptions, check_cluster, parse_sbatch
+
+    ctx = click.get_current_context()
+    given = [name for name in SLURM_FLAGS if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+    if kw["executor"] == "local":
+        if given:
+            flag = "--no-wait" if given[0] == "wait" and not kw["wait"] else "--" + given[0].replace("_", "-")
+            raise UserError(f"{flag} is an option of --executor slurm; the local executor runs --workers processes here")
+        return None
+    if workers_given:
+        raise UserError("--workers is for --executor local; with slurm each run is one job (--array-parallelism N runs N at once)")
+    defaults = SlurmOptions()
+    options = SlurmOptions(
+        partition=not_empty(kw["partition"], "--partition"),
+        time_min=kw["time_min"] or defaults.time_min,
+        gpus_per_job=defaults.gpus_per_job if kw["gpus_per_job"] is None else kw["gpus_per_job"],
+        cpus_per_job=kw["cpus_per_job"],
+        array_parallelism=kw["array_parallelism"] or defaults.array_parallelism,
+        max_timeouts=defaults.max_timeouts if kw["max_timeouts"] is None else kw["max_timeouts"],
+        sbatch=parse_sbatch(kw["sbatch"]),
+        cluster="slurm" if kw["executor"] == "slurm" else "local",
+    )
+    check_cluster(options)
+    return options
+
+
 def parse_labels(value: str | None) -> int | None:
     if value is None or value == "all":
         return None
@@ -166,6 +217,7 @@ def run(method: str, seed: int, params: tuple[str, ...], force: bool, restart: b
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel (one process per GPU, or CPU processes).")
 @click.option("--retry-failed", is_flag=True, help="Run again the runs that failed (diverged) before; by default they are skipped.")
 @click.option("--quiet", is_flag=True, help="Only the overall progress bar.")
+@cluster_options
 def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tuple[str, ...], workers: int, retry_failed: bool, quiet: bool, **kw) -> None:
     """Run methods × seeds (or a TOML grid) under one protocol, then print the comparison table.
 
@@ -177,11 +229,34 @@ def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tupl
         ssl-bench sweep examples/grids/digits.toml --workers 2
     """
     from ssl_bench.catalog import format_table
-    from ssl_bench.method import method_names
-    from ssl_bench.grid import Grid, load_grid_file, parse_method_params
     from ssl_bench.sweep import run_sweep, summary_rows
 
     check_output_folder(kw["out"])
+    ctx = click.get_current_context()
+    cluster = slurm_options(kw, workers_given=ctx.get_parameter_source("workers") is click.core.ParameterSource.COMMANDLINE)
+    specs = grid_specs(grid, methods, seeds, params, kw)
+    outcome = run_sweep(specs, Path(kw["out"]), workers=workers, show_progress=not quiet, retry_failed=retry_failed, state_every=kw["state_every"], log=kw["log"], cluster=cluster, wait=kw["wait"], echo=lambda m: click.echo(m, err=True))
+    if cluster is not None and not kw["wait"]:
+        return  # submitted; run_sweep said how to follow the jobs
+    if outcome.results:
+        click.echo(format_table(summary_rows(outcome.results)))
+    click.echo(f"runs folder: {kw['out']}")
+    for run_id, error in outcome.failed.items():
+        click.echo(f"failed: {run_id}: {error}", err=True)
+    for run_id, flag in outcome.flagged.items():
+        click.echo(f"flagged: {run_id}: {flag}", err=True)
+    if outcome.failed or outcome.flagged:
+        raise UserError(
+            f"of {len(specs)} runs, {len(outcome.failed)} failed (failed.json) and {len(outcome.flagged)} collapsed or diverged "
+            "(flagged in result.json), listed above; the table shows the others"
+        )
+
+
+def grid_specs(grid: str | None, methods: str | None, seeds: str | None, params: tuple[str, ...], kw: dict) -> list:
+    """The runs of a sweep from its grid file and options (`sweep` and `status` take the same)."""
+    from ssl_bench.grid import Grid, load_grid_file, parse_method_params
+    from ssl_bench.method import method_names
+
     ctx = click.get_current_context()
     given = {name for name in kw if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
     shared = model_dataset_kwargs(kw)
@@ -212,19 +287,7 @@ def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tupl
         extra = parse_method_params(parse_assignments(params, "-p"), spec_grid.methods)
         spec_grid = dataclasses.replace(spec_grid, params=merge_params(spec_grid.params, extra))
     specs = spec_grid.specs()
-    outcome = run_sweep(specs, Path(kw["out"]), workers=workers, show_progress=not quiet, retry_failed=retry_failed, state_every=kw["state_every"], log=kw["log"], echo=lambda m: click.echo(m, err=True))
-    if outcome.results:
-        click.echo(format_table(summary_rows(outcome.results)))
-    click.echo(f"runs folder: {kw['out']}")
-    for run_id, error in outcome.failed.items():
-        click.echo(f"failed: {run_id}: {error}", err=True)
-    for run_id, flag in outcome.flagged.items():
-        click.echo(f"flagged: {run_id}: {flag}", err=True)
-    if outcome.failed or outcome.flagged:
-        raise UserError(
-            f"of {len(specs)} runs, {len(outcome.failed)} failed (failed.json) and {len(outcome.flagged)} collapsed or diverged "
-            "(flagged in result.json), listed above; the table shows the others"
-        )
+    return specs
 
 
 def split_list(text: str, option: str) -> list[str]:
@@ -288,6 +351,50 @@ def list_(what: str, dataset: str, data_dir: str | None) -> None:
         else:
             rows = catalog.model_rows(dataset)
         click.echo(catalog.format_table(rows))
+
+
+@cli.command()
+@click.argument("runs_dir", metavar="RUNS_FOLDER", type=click.Path(exists=True, file_okay=False))
+@click.argument("grid", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--methods", default=None, help="Comma-separated methods (with --dataset and --labels: the sweep's runs) [all registered].")
+@click.option("--seeds", default=None, help="Comma-separated seeds [0,1,2].")
+@functools.partial(run_options, required=False)
+@click.option("-p", "params", multiple=True, metavar="METHOD.KEY=VALUE", help="A method's config field, as in sweep (repeatable).")
+def status(runs_dir: str, grid: str | None, methods: str | None, seeds: str | None, params: tuple[str, ...], **kw) -> None:
+    """How far the runs in RUNS_FOLDER are, per group: complete, flagged, running, interrupted, failed.
+
+    Read from the run folders alone (a cluster sweep's jobs are not asked). With the sweep's grid file or
+    its options (as given to `sweep`, without --out), only that sweep's runs are counted, and those
+    without a folder yet as not started.
+
+    \b
+    Example:
+        ssl-bench status runs/demo
+        ssl-bench status runs/grid examples/grids/digits.toml
+        ssl-bench status runs/demo --methods supervised,entmin --dataset digits --labels 50 --seeds 0,1,2
+    """
+    from ssl_bench.catalog import format_table
+    from ssl_bench.protocol import resolve
+    from ssl_bench.status import status as run_status, totals
+
+    ctx = click.get_current_context()
+    sweep_given = grid or any(ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE for n in ("methods", "seeds", "dataset", "labels", "params"))
+    resolved = None
+    if sweep_given:
+        specs = grid_specs(grid, methods, seeds, params, kw)
+        resolved = [resolve(dataclasses.replace(spec, device="cpu")) for spec in specs]  # the run id does not depend on the device
+    result = run_status(Path(runs_dir), resolved)
+    for name in result.unreadable:
+        click.echo(f"Warning: {name}: no readable config.json; not counted", err=True)
+    if not result.rows:
+        click.echo(f"no runs in {runs_dir}")
+        return
+    click.echo(format_table(result.rows))
+    total = totals(result.rows)
+    click.echo(", ".join(f"{v} {k}" for k, v in total.items() if k != "total" and v) + f" of {total['total']} runs")
+
+
+status.params = [p for p in status.params if p.name not in ("out", "state_every", "log")]  # RUNS_FOLDER is the folder; nothing trains
 
 
 cli.add_command(report_command)

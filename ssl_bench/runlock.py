@@ -61,3 +61,19 @@ def run_lock(run_dir: Path, *, wait: bool = False, on_wait=None):
         yield
     finally:
         fh.close()  # releases the lock
+
+
+def is_locked(run_dir: Path) -> bool:
+    """Whether a live process holds the lock of `run_dir` (a run being written). Tested with a
+    non-blocking attempt that is released at once; a folder without a lock file is not locked."""
+    try:
+        fh = open(Path(run_dir) / LOCK, "rb")
+    except OSError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False

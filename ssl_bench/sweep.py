@@ -22,6 +22,7 @@ from ssl_bench.errors import UserError
 from ssl_bench.health import flag_of
 from ssl_bench.interrupts import Interrupted
 from ssl_bench.protocol import Resolved, RunSpec, resolve
+from ssl_bench.slurm import SlurmOptions
 from ssl_bench.training import STATE_EVERY
 from ssl_bench.workers import run_in_processes
 
@@ -60,6 +61,8 @@ def run_sweep(
     retry_failed: bool = False,
     state_every: int = STATE_EVERY,
     log: tuple[str, ...] = (),
+    cluster: SlurmOptions | None = None,
+    wait: bool = True,
     echo=print,
 ) -> SweepOutcome:
     """Run every spec not already complete in `out` (nor failed before, unless `retry_failed`).
@@ -68,12 +71,16 @@ def run_sweep(
     stops the sweep. Complete runs are never redone and interrupted ones resume, so an interrupted sweep
     goes on where it stopped. Runs that another process is writing (a second sweep into the same `out`)
     are left to it at first and waited for at the end, so each run is done once.
+
+    With `cluster` (ssl_bench.slurm) the runs to do go to one job array instead of local processes, and
+    the sweep follows them through their folders (without `wait`: it returns once they are submitted).
+    Runs another process holds are not submitted but waited for.
     """
     from tqdm.auto import tqdm
 
     if world_from_env().size > 1:
         raise UserError("sweep runs each run in its own process; for one run on several processes use torchrun with `run` (README, Multi-GPU)")
-    resolved = [resolve(spec) for spec in specs]  # every name and value is checked before any work
+    resolved = [resolve(spec if cluster is None else dataclasses.replace(spec, device="cpu")) for spec in specs]  # every name and value is checked before any work (on a cluster, on the login node: the run id does not depend on the device)
     ids = [r.run_id() for r in resolved]
     if len(set(ids)) != len(ids):
         raise UserError("the sweep lists the same run twice; check for repeated seeds or values")
@@ -108,12 +115,32 @@ def run_sweep(
 
     def run_all(indices: list[int], wait: bool) -> None:
         options = (retry_failed, state_every, log)
-        if workers <= 1:
+        if cluster is not None:
+            run_on_cluster(indices)
+        elif workers <= 1:
             for i in indices:
                 finished(i, *_in_process(specs[i], str(out), interactive, wait, *options))
         else:
             jobs = [(i, (specs[i], str(out), False, wait, *options)) for i in indices]
             run_in_processes(run_one, jobs, workers, _worker_devices(resolved, workers), finished)
+
+    follow_hint = f"follow them with `ssl-bench status {out}`"
+
+    def run_on_cluster(indices: list[int]) -> None:
+        from ssl_bench import slurm
+        from ssl_bench.runlock import is_locked
+
+        held = [i for i in indices if is_locked(out / ids[i])]  # running elsewhere: waited for, not submitted
+        submit = [i for i in indices if i not in held]
+        jobs = slurm.submit([specs[i] for i in submit], out, cluster, retry_failed=retry_failed, state_every=state_every, log=log) if submit else []
+        if jobs:
+            echo(f"sweep: submitted {len(jobs)} runs as job array {slurm.array_id(jobs)} ({cluster.cluster}); job logs in {cluster.folder or out / '.submitit'}")
+        if held:
+            echo(f"sweep: {len(held)} runs are being written by another process; not submitted, waited for")
+        if not wait:
+            echo(f"sweep: not waiting; {follow_hint}" if jobs or held else "sweep: nothing to submit")
+            return
+        slurm.follow(dict(zip(submit, jobs)), held, [out / run_id for run_id in ids], finished, poll_s=slurm.POLL_S.get(cluster.cluster, 15.0), follow_hint=follow_hint)
 
     try:
         run_all(todo, wait=False)
@@ -122,12 +149,16 @@ def run_sweep(
             waiting, busy[:] = list(busy), []
             run_all(waiting, wait=True)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM (Interrupted), or a worker stopped by a signal
+        if cluster is not None:
+            raise  # stopped waiting; the jobs go on (slurm.follow says so)
         saved = sum(runstate.exists(out / run_id) for run_id in ids)
         n_complete = sum(records.is_complete(out / run_id) for run_id in ids)
         message = f"sweep stopped with {n_complete} of {len(ids)} runs complete and {saved} saved to resume; rerun the same command to go on"
         raise Interrupted(getattr(exc, "signum", signal.SIGINT), message) from None
     finally:
         bar.close()
+    if cluster is not None and not wait:
+        return SweepOutcome([], {})  # submitted; the runs are followed with `ssl-bench status`
     echo(f"sweep: {len(todo) - len(done_elsewhere)} runs done here" + (f", {len(done_elsewhere)} by another process" if done_elsewhere else ""))
     results = [records.read_json(out / run_id / records.RESULT) for run_id in ids if records.is_complete(out / run_id)]
     failed = {run_id: records.failure(out / run_id) for run_id in ids if not records.is_complete(out / run_id)}
