@@ -255,6 +255,8 @@ def follow(jobs: dict[int, object], watched: list[int], run_dirs: list[Path], fi
                     error = records.failure(run_dirs[i])
                     if error is not None:
                         finished(i, "nonfinite", error)
+                    elif is_locked(run_dirs[i]):  # the job found it held by another process (`busy`)
+                        others.add(i)
                     else:
                         problems.append(f"job {job.job_id} ({run_dirs[i].name}): {job_error(job)}")
             for i in list(others):

@@ -181,3 +181,41 @@ def test_without_submitit_the_error_says_how_to_install_it(tmp_path, monkeypatch
     result = sweep(*GRID, *LOCAL, "--out", str(tmp_path / "runs"))
     assert result.exit_code == 2
     assert "pip install 'ssl-bench[slurm]'" in result.stderr and result.stderr.count("\n") == 1
+
+
+class EndedJob:
+    """A submitit job that has ended (what `follow` asks of one)."""
+
+    job_id, state = "4242_0", "COMPLETED"
+
+    def __init__(self, error: str | None = None):
+        self.error = error
+
+    def done(self) -> bool:
+        return True
+
+    def exception(self):
+        return RuntimeError(f"Traceback …\n{self.error}") if self.error else None
+
+
+def test_follow_waits_for_a_run_its_job_found_held_and_reports_a_job_that_left_its_run(tmp_path):
+    import fcntl
+
+    from ssl_bench.errors import UserError
+
+    held, left = tmp_path / "held", tmp_path / "left"
+    held.mkdir()
+    left.mkdir()
+    owner = open(held / ".lock", "a")
+    fcntl.flock(owner, fcntl.LOCK_EX)  # another process trains it: the job returned `busy`
+
+    def owner_finishes():
+        records.write_json(held / records.RESULT, {"run_id": "held"})
+        owner.close()
+
+    threading.Timer(0.3, owner_finishes).start()
+    seen = []
+    slurm.follow({0: EndedJob()}, [], [held], lambda i, s, m: seen.append((i, s)), poll_s=0.05, follow_hint="follow them")
+    assert seen == [(0, "complete")]
+    with pytest.raises(UserError, match=r"1 runs did not end complete or failed; the first: job 4242_0 \(left\): MemoryError: CUDA out of memory"):
+        slurm.follow({0: EndedJob("MemoryError: CUDA out of memory")}, [], [left], lambda *a: None, poll_s=0.05, follow_hint="follow them")
