@@ -12,6 +12,8 @@ so that parameter gradients flow through `x̂`) and by `ssl-bench reconstruct`.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -53,6 +55,8 @@ def reconstruct_layers(
     `ẑ⁽ˡ⁾ = (∂f/∂z⁽ˡ⁾)ᵀ f`, the derivative taken through every path from `z⁽ˡ⁾` to the logits. `x̂` is
     computed only when `input` is true. A layer the logits do not depend on gets `ẑ = 0`.
     """
+    if _functional:
+        return _reconstruct_layers_func(model, x, tuple(layers), input=input, detach_cotangent=detach_cotangent)
     x_in = x if x.requires_grad else x.detach().requires_grad_(input)
     with torch.enable_grad():
         if layers:
@@ -69,6 +73,33 @@ def reconstruct_layers(
     x_hat = grads[0] if input else None
     inner = grads[1:] if input else grads
     return logits, x_hat, {name: (captured[name], z_hat) for name, z_hat in zip(layers, inner)}
+
+
+_functional = False  # inside torch.func transforms (ssl_bench.compiled): x̂ by torch.func.vjp
+
+
+@contextmanager
+def functional_transforms():
+    """Within the block, `reconstruct_layers` computes its VJP with `torch.func.vjp` instead of
+    `torch.autograd.grad`, so that it runs inside `torch.func.grad` and compiles (ssl_bench.compiled).
+    Same values; always differentiable (the double backward is the outer transform's)."""
+    global _functional
+    previous, _functional = _functional, True
+    try:
+        yield
+    finally:
+        _functional = previous
+
+
+def _reconstruct_layers_func(model, x, layers, *, input, detach_cotangent):
+    """`reconstruct_layers` for the input as one `torch.func.vjp` (inside `torch.func.grad`, this is the
+    double backward). Per-layer ẑ is not written this way: it raises, and a compiled step runs eager."""
+    if layers or not input:
+        raise NotImplementedError("per-layer reconstruction (gamma) has no torch.func form here")
+    logits, vjp_fn = torch.func.vjp(model, x)
+    cotangent = logits.detach() if detach_cotangent else logits  # (B, K)
+    (x_hat,) = vjp_fn(cotangent)
+    return logits, x_hat, {}
 
 
 def squared_error(x_hat: torch.Tensor, x: torch.Tensor, reduction: str) -> torch.Tensor:

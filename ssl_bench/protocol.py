@@ -24,6 +24,11 @@ from ssl_bench.distributed import check_divides, world_from_env
 from ssl_bench.errors import UserError
 from ssl_bench.method import SSLMethod, load_method
 from ssl_bench.models.registry import check_model
+from ssl_bench.precision import PRECISIONS
+
+# Protocol fields added after runs were recorded: left out of run ids, config.json and fingerprints while
+# at these defaults, so that earlier runs keep their folders and fingerprints (as `world_size` does).
+LATER_FIELDS = {"precision": "fp32", "compile": False}
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,8 @@ class ProtocolConfig:
     collapse_patience: float = 0.25  # stop a run collapsed (one predicted class) for this fraction of the budget; 0 = never (ssl_bench.health)
     seed: int = 0  # seeds every stream: split, init, batch order, method, dropout
     cpu_threads: int = 1  # torch threads on CPU: float reductions, hence results, depend on it (README, "The protocol")
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the training step; ssl_bench.precision)
+    compile: bool = False  # torch.compile the step's gradient (ssl_bench.compiled); eager where it cannot
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_lb", "batch_ulb", "eval_every", "eval_batch", "cpu_threads"):
@@ -50,6 +57,10 @@ class ProtocolConfig:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be true or false, got {self.compile!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
         if not 0 <= self.collapse_patience <= 1:
@@ -128,7 +139,7 @@ class Resolved:
             "exclude_labeled": self.spec.exclude_labeled,
             "model": self.model,
             "model_options": self.spec.model_options,
-            "protocol": dataclasses.asdict(self.protocol),
+            "protocol": recorded_fields(self.protocol),
             **world,
         }
 
@@ -179,9 +190,15 @@ def lr_factor(protocol: ProtocolConfig, step: int) -> float:
     return warmup
 
 
+def recorded_fields(p: ProtocolConfig) -> dict[str, Any]:
+    """The protocol's fields as recorded, without the `LATER_FIELDS` that are at their defaults."""
+    return {k: v for k, v in dataclasses.asdict(p).items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+
+
 def protocol_fields(p: ProtocolConfig, device: torch.device) -> dict[str, Any]:
-    """The protocol as fingerprinted: `cpu_threads` counts only for runs on the CPU."""
-    fields = dataclasses.asdict(p)
+    """The protocol as fingerprinted: `cpu_threads` counts only for runs on the CPU; `precision` and
+    `compile` only when not at their defaults (fp32, eager)."""
+    fields = recorded_fields(p)
     if device.type != "cpu":
         del fields["cpu_threads"]
     return fields

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ssl_bench import distributed, records, runstate
+from ssl_bench import compiled, distributed, records, runstate
 from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import to_jsonable
 from ssl_bench.data import DataArrays, Split, make_split
@@ -216,6 +216,8 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
         "unlabeled": IndexStream(len(dd.x_ulb), p.batch_ulb, make_generator(p.seed, "unlabeled-batches", device), device),
     }
     terms = method.term_names()
+    gradients = compiled.gradients(model, method, p.precision, p.compile, device, f"{resolved.model}/{resolved.spec.method}", warn=echo)  # method.loss → backward, eager or compiled
+    reset_peak_memory(device)
     tracker = LossTracker(len(terms), device)
     health = HealthMonitor(p.steps, p.collapse_patience, info.num_classes, grace_steps=p.warmup_steps)
     loop = LoopState()
@@ -235,7 +237,7 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
             set_lr(optimizer, p, step)
             i_lb, i_ulb = world.local(streams["labeled"].next()), world.local(streams["unlabeled"].next())  # this rank's slice of the global batch
             batch = Batch(dd.inputs(dd.x_lb[i_lb]), dd.y_lb[i_lb], dd.inputs(dd.x_ulb[i_ulb]))
-            values = train_step(model, optimizer, method, batch, Progress(step, p.steps), p.clip_grad_norm, terms, world)  # (1+T,) global means
+            values = train_step(model, optimizer, gradients, batch, Progress(step, p.steps), p.clip_grad_norm, terms, world)  # (1+T,) global means
             tracker.add(step, values)
             if step == 0:
                 health.initial_loss = values[0].item()  # host sync, once
@@ -260,7 +262,8 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
     bar.close()
     for t in trackers:
         t.close()
-    return finish(resolved, loop, model, dd, split, health, writer, fingerprints, time.perf_counter() - start, world)
+    speed = {"peak_memory_mb": peak_memory_mb(device), **({"compiled_step": gradients.record()} if p.compile else {})}
+    return finish(resolved, loop, model, dd, split, health, writer, fingerprints, time.perf_counter() - start, world, speed)
 
 
 def stop_requested(stop, world: World, done: int, is_eval: bool, device: torch.device) -> bool:
@@ -327,17 +330,27 @@ def set_lr(optimizer: torch.optim.Optimizer, p: ProtocolConfig, step: int) -> No
         group["lr"] = p.lr * lr_factor(p, step)
 
 
-def train_step(model: nn.Module, optimizer, method: SSLMethod, batch: Batch, progress: Progress, clip: float, terms, world: World) -> torch.Tensor:
-    """One optimizer step on `method`'s loss; returns the detached (loss, *terms) (1+T,) of the global
-    batch (the mean over ranks), no host sync."""
-    loss, logged = method.loss(model, batch, progress)
+def train_step(model: nn.Module, optimizer, gradients: compiled.Step, batch: Batch, progress: Progress, clip: float, terms, world: World) -> torch.Tensor:
+    """One optimizer step on the method's loss; returns the detached (loss, *terms) (1+T,) of the global
+    batch (the mean over ranks), no host sync. `gradients` is `method.loss` → backward, in the run's
+    precision, eager or compiled (ssl_bench.compiled)."""
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    loss, logged = gradients(batch, progress)  # sets each parameter's .grad
     world.average_gradients(model)  # several ranks: the global batch's gradient (no-op for one process)
     if clip > 0:
         nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
     return world.mean(torch.stack([loss.detach(), *(logged[k].detach().float() for k in terms)]))
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    """Peak GPU memory allocated by tensors since `reset_peak_memory` (this session of a resumed run); None on CPU."""
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
 
 
 def check_finite(tracker: LossTracker, terms, writer: Writer, method: str) -> None:
@@ -372,7 +385,7 @@ def evaluate(loop: LoopState, model, dd: DeviceData, p: ProtocolConfig, tracker:
     return row
 
 
-def finish(resolved: Resolved, loop: LoopState, model, dd: DeviceData, split: Split, health: HealthMonitor, writer: Writer, fingerprints: dict, wall_s: float, world: World) -> dict[str, Any]:
+def finish(resolved: Resolved, loop: LoopState, model, dd: DeviceData, split: Split, health: HealthMonitor, writer: Writer, fingerprints: dict, wall_s: float, world: World, speed: dict) -> dict[str, Any]:
     """Test accuracy at the best-validation and at the last checkpoint; `last.pt`, then `result.json`."""
     p, info, device = resolved.protocol, resolved.info, resolved.device
     val_acc_last, steps_done = loop.last_row["val_acc"], loop.last_row["step"]
@@ -404,6 +417,7 @@ def finish(resolved: Resolved, loop: LoopState, model, dd: DeviceData, split: Sp
         "n_val": len(split.val),
         "n_test": len(dd.y_test),
         "wall_time_s": round(wall_s, 3),  # training and evaluation, summed over resumed sessions
+        **speed,  # peak_memory_mb (CUDA; None on CPU), compiled_step (with --compile)
         "device": records.device_name(device),
         "cpu_threads": torch.get_num_threads(),  # = protocol.cpu_threads: CPU float results depend on it
         "world_size": world.size,  # processes of this data-parallel run (ssl_bench.distributed)

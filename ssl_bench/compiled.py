@@ -1,0 +1,103 @@
+"""The gradient of a training step, eager or compiled (`--compile`, a protocol field).
+
+A step's gradient is `method.loss` → backward. Compiled, it is one function of the parameters,
+`torch.func.grad_and_value` over `functional_call`, given to `torch.compile(fullgraph=True)`; the
+optimizer step stays outside it. dninv's x̂ is then a `torch.func.vjp` (ssl_bench.inversion,
+`functional_transforms`), since `autograd.grad(create_graph=True)` does not compile. On CUDA the
+function is compiled with `mode="reduce-overhead"` (CUDA graphs: the shapes of a run are static).
+
+What does not trace raises at its first call (`fullgraph=True`): that step and the rest of the run go
+eager, with one warning line naming the model, the method and the reason. Known cases (docs/speed.md):
+methods that draw from a `torch.Generator` (pimodel's augmentation) and dninv's per-layer terms (`gamma`).
+The model itself is not wrapped, so its `state_dict` keys (checkpoints, resumable state) do not change.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ssl_bench.inversion import functional_transforms
+from ssl_bench.method import Batch, Progress, SSLMethod
+from ssl_bench.precision import autocast
+
+BACKEND = "inductor"  # torch.compile's backend (tests use "aot_eager": the same tracing, no code generation)
+STEP_SOURCE = r".*\.step$"  # Progress.step is symbolic from the first compilation (else it is recompiled at step 1)
+Step = Callable[[Batch, Progress], tuple[torch.Tensor, dict[str, torch.Tensor]]]  # sets .grad; (loss, logged terms)
+
+
+def eager_gradients(model: nn.Module, method: SSLMethod, precision: str, device: torch.device) -> Step:
+    """`method.loss` (under the precision's autocast), then `backward`: the parameters' `.grad`."""
+
+    def step(batch: Batch, progress: Progress):
+        with autocast(precision, device):
+            loss, logged = method.loss(model, batch, progress)
+        loss.backward()
+        return loss, logged
+
+    return step
+
+
+class _Loss(nn.Module):
+    """`method.loss` as a module holding the model, so that `functional_call` can swap its parameters."""
+
+    def __init__(self, model: nn.Module, method: SSLMethod, precision: str, device: torch.device):
+        super().__init__()
+        self.model, self.method, self.precision, self.device = model, method, precision, device
+
+    def forward(self, batch: Batch, progress: Progress):
+        with autocast(self.precision, self.device):
+            return self.method.loss(self.model, batch, progress)
+
+
+class CompiledGradients:
+    """A compiled `Step`, falling back to `eager_gradients` with one warning line if it does not compile.
+
+    `first_call_s` is the wall time of the first call (compilation included); `fallback` the reason of
+    a fallback, else None.
+    """
+
+    def __init__(self, model: nn.Module, method: SSLMethod, precision: str, device: torch.device, name: str, warn: Callable[[str], None]):
+        self.model, self.name, self.warn, self.device = model, name, warn, device
+        self.eager = eager_gradients(model, method, precision, device)
+        loss = _Loss(model, method, precision, device)
+        grad_fn = torch.func.grad_and_value(lambda params, batch, progress: torch.func.functional_call(loss, params, (batch, progress)), has_aux=True)
+        mode = "reduce-overhead" if device.type == "cuda" else None  # CUDA graphs for the static shapes of a run
+        torch._dynamo.reset()  # a fresh cache per run: a sweep trains its runs one after another in one process, and Dynamo's recompile limit counts per function
+        self.compiled = torch.compile(grad_fn, fullgraph=True, dynamic=False, mode=mode, backend=BACKEND)  # static shapes (but Progress.step, STEP_SOURCE)
+        self.first_call_s: float | None = None
+        self.fallback: str | None = None
+
+    def __call__(self, batch: Batch, progress: Progress):
+        if self.fallback is not None:
+            return self.eager(batch, progress)
+        params = {f"model.{n}": p for n, p in self.model.named_parameters() if p.requires_grad}
+        start = time.perf_counter()
+        try:
+            if self.device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are consumed
+            with functional_transforms(), torch.compiler.config.patch(dynamic_sources=STEP_SOURCE):
+                grads, (loss, logged) = self.compiled(params, batch, progress)
+        except (torch._dynamo.exc.TorchDynamoException, NotImplementedError) as exc:  # did not trace or compile
+            self.fallback = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            self.warn(f"--compile: {self.name} runs eager ({self.fallback})")
+            return self.eager(batch, progress)
+        if self.first_call_s is None:
+            self.first_call_s = time.perf_counter() - start
+        for name, p in params.items():
+            p.grad = grads[name]
+        return loss, logged
+
+    def record(self) -> dict:
+        """What result.json says about the compiled step."""
+        return {"compiled": self.fallback is None, "first_call_s": None if self.first_call_s is None else round(self.first_call_s, 3), "fallback": self.fallback}
+
+
+def gradients(model: nn.Module, method: SSLMethod, precision: str, compile: bool, device: torch.device, name: str, warn: Callable[[str], None]) -> Step:
+    """The run's gradient step: eager, or compiled (with its eager fallback)."""
+    if compile:
+        return CompiledGradients(model, method, precision, device, name, warn)
+    return eager_gradients(model, method, precision, device)
