@@ -209,7 +209,8 @@ def _in_process(spec: RunSpec, out: str, show_progress: bool, wait: bool, retry_
 
 
 def _worker_devices(resolved: list[Resolved], workers: int) -> list[str]:
-    """The visible CUDA devices when the runs use CUDA (each run goes to the least loaded), else CPU."""
+    """The visible CUDA devices when the runs use CUDA (each run goes to the least loaded, pinned to it:
+    ssl_bench.workers; `--runs-per-gpu K` gives K × GPUs workers), else CPU."""
     import torch
 
     if resolved[0].device.type == "cuda":

@@ -24,12 +24,22 @@ from ssl_bench.interrupts import Interrupted, exit_with_parent
 STOP_TIMEOUT_S = 60.0  # seconds a stopping worker gets to save its state
 
 
-def _worker(target: Callable, args: tuple, conn) -> None:
-    """The body of a worker process: run `target(*args)` and send back how it ended."""
+def pin_device(device: str) -> None:
+    """Make `device` this process's current CUDA device, so that nothing of the run lands on another GPU
+    (its CUDA context, allocations on a bare "cuda"); nothing to do on CPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(device)
+
+
+def _worker(target: Callable, args: tuple, conn, device: str = "cpu") -> None:
+    """The body of a worker process: pinned to `device`, run `target(*args)` and send back how it ended."""
     from ssl_bench.runlock import RunBusy
     from ssl_bench.training import AlreadyComplete, NonFiniteLoss
 
     exit_with_parent()
+    pin_device(device)
     try:
         target(*args)
         outcome = ("ok", "")
@@ -57,7 +67,8 @@ def _worker(target: Callable, args: tuple, conn) -> None:
 def run_in_processes(target: Callable, jobs: list[tuple[int, tuple]], workers: int, devices: list[str], on_done: Callable[[int, str, str], None]) -> None:
     """Run `target(*args, device)` for each `(index, args)` of `jobs` in its own process.
 
-    Each process gets the device with the fewest running processes. `on_done(index, status, message)`
+    Each process gets the device with the fewest running processes (so `workers` = K × GPUs puts K runs
+    on each GPU) and is pinned to it (`pin_device`). `on_done(index, status, message)`
     is called in the parent as each finishes; an exception it raises stops the sweep like Ctrl-C does.
     """
     ctx = mp.get_context("spawn")
@@ -72,7 +83,7 @@ def run_in_processes(target: Callable, jobs: list[tuple[int, tuple]], workers: i
                     load[d] += 1
                 device = min(devices, key=load.__getitem__)
                 receive, send = ctx.Pipe(duplex=False)
-                process = ctx.Process(target=_worker, args=(target, (*args, device), send), name=f"ssl-bench-run-{index}")
+                process = ctx.Process(target=_worker, args=(target, (*args, device), send, device), name=f"ssl-bench-run-{index}")
                 process.start()
                 send.close()
                 running[process.sentinel] = (index, process, receive, device)
