@@ -69,6 +69,8 @@ def run_options(f, required: bool = True):
         click.option("--eval-every", type=click.IntRange(min=1), default=None, help="Steps between validation evaluations [100]."),
         click.option("--warmup-steps", type=click.IntRange(min=0), default=None, help="Linear learning-rate warm-up steps, 0 = none [100]."),
         click.option("--cpu-threads", type=click.IntRange(min=1), default=None, help="Torch threads of a CPU run (part of the protocol) [1]."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None, help="Training precision: bf16 autocasts the step (part of the protocol) [fp32]."),
+        click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the training step; eager with one warning where it cannot (part of the protocol) [no-compile]."),
         click.option("--val-size", type=click.IntRange(min=1), default=None, help="Validation samples carved from train (default: the dataset's)."),
         click.option("--exclude-labeled", is_flag=True, help="Keep the labeled samples out of the unlabeled set."),
         click.option("-m", "model_options", multiple=True, metavar="KEY=VALUE", help="Model option, e.g. -m pool=max (repeatable)."),
@@ -154,7 +156,7 @@ def not_empty(value: str | None, option: str) -> str | None:
 
 def model_dataset_kwargs(kw: dict) -> dict:
     """The RunSpec fields that `run` and `sweep` share, from the parsed options."""
-    protocol = {k: kw[k] for k in ("batch_lb", "batch_ulb", "eval_every", "warmup_steps", "cpu_threads") if kw[k] is not None}
+    protocol = {k: kw[k] for k in ("batch_lb", "batch_ulb", "eval_every", "warmup_steps", "cpu_threads", "precision", "compile") if kw[k] is not None}
     return dict(
         dataset=kw["dataset"],
         labels=parse_labels(kw["labels"]),
@@ -214,11 +216,12 @@ def run(method: str, seed: int, params: tuple[str, ...], force: bool, restart: b
 @click.option("--seeds", default=None, help="Comma-separated seeds [0,1,2].")
 @functools.partial(run_options, required=False)
 @click.option("-p", "params", multiple=True, metavar="METHOD.KEY=VALUE", help="A method's config field, e.g. -p dninv.alpha=0.6 (repeatable).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel (one process per GPU, or CPU processes).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel (processes spread over the visible GPUs, or CPU processes).")
+@click.option("--runs-per-gpu", type=click.IntRange(min=1), default=None, help="Runs side by side on each visible GPU (workers = K × GPUs), each pinned to its GPU.")
 @click.option("--retry-failed", is_flag=True, help="Run again the runs that failed (diverged) before; by default they are skipped.")
 @click.option("--quiet", is_flag=True, help="Only the overall progress bar.")
 @cluster_options
-def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tuple[str, ...], workers: int, retry_failed: bool, quiet: bool, **kw) -> None:
+def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tuple[str, ...], workers: int, runs_per_gpu: int | None, retry_failed: bool, quiet: bool, **kw) -> None:
     """Run methods × seeds (or a TOML grid) under one protocol, then print the comparison table.
 
     Runs already complete in --out are skipped, so an interrupted sweep resumes.
@@ -235,6 +238,8 @@ def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tupl
     ctx = click.get_current_context()
     cluster = slurm_options(kw, workers_given=ctx.get_parameter_source("workers") is click.core.ParameterSource.COMMANDLINE)
     specs = grid_specs(grid, methods, seeds, params, kw)
+    if runs_per_gpu is not None:
+        workers = gpu_workers(runs_per_gpu, ctx.get_parameter_source("workers") is click.core.ParameterSource.COMMANDLINE, kw["device"], cluster is None)
     outcome = run_sweep(specs, Path(kw["out"]), workers=workers, show_progress=not quiet, retry_failed=retry_failed, state_every=kw["state_every"], log=kw["log"], cluster=cluster, wait=kw["wait"], echo=lambda m: click.echo(m, err=True))
     if cluster is not None and not kw["wait"]:
         return  # submitted; run_sweep said how to follow the jobs
@@ -252,6 +257,19 @@ def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tupl
         )
 
 
+def gpu_workers(runs_per_gpu: int, workers_given: bool, device: str, local: bool) -> int:
+    """`--runs-per-gpu K`: K workers per visible GPU (ssl_bench.sweep spreads them evenly)."""
+    import torch
+
+    if not local:
+        raise UserError("--runs-per-gpu is for --executor local; with slurm each run is one job (--gpus-per-job)")
+    if workers_given:
+        raise UserError("give --workers or --runs-per-gpu, not both (--runs-per-gpu K sets K × GPUs workers)")
+    if device == "cpu" or not torch.cuda.is_available():
+        raise UserError("--runs-per-gpu needs CUDA GPUs and torch sees none; use --workers N on CPU")
+    return runs_per_gpu * torch.cuda.device_count()
+
+
 def grid_specs(grid: str | None, methods: str | None, seeds: str | None, params: tuple[str, ...], kw: dict) -> list:
     """The runs of a sweep from its grid file and options (`sweep` and `status` take the same)."""
     from ssl_bench.grid import Grid, load_grid_file, parse_method_params
@@ -261,7 +279,7 @@ def grid_specs(grid: str | None, methods: str | None, seeds: str | None, params:
     given = {name for name in kw if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
     shared = model_dataset_kwargs(kw)
     common = {k: shared[k] for k in ("steps", "lr", "val_size", "exclude_labeled", "model_options", "dataset_options", "data_dir", "download", "device") if k in given}
-    if given & {"batch_lb", "batch_ulb", "eval_every", "warmup_steps", "cpu_threads"}:
+    if given & {"batch_lb", "batch_ulb", "eval_every", "warmup_steps", "cpu_threads", "precision", "compile"}:
         common["protocol"] = shared["protocol"]
     axes = {
         "methods": split_list(methods, "--methods") if methods is not None else None,

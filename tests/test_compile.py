@@ -1,0 +1,192 @@
+"""Compiled training steps (`--compile`, ssl_bench.compiled) and the speed options of the CLI.
+
+Compiled and eager gradients agree for every registered method on `tinycnn` (a method that does not
+trace runs eager with exactly one warning line and then equals eager bit for bit). Most cases compile
+with the `aot_eager` backend — the same Dynamo + torch.func + AOTAutograd tracing as `inductor`, without
+code generation, which costs 20–70 s per function on this project's 2-core machine; one test compiles
+dninv with inductor (slow-marked) and prints its compile time. Eager steps are untouched: a run without
+`--compile` keeps its run id and gives the same numbers as before the option existed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ssl_bench import compiled
+from ssl_bench.augment import AUGMENTATIONS
+from ssl_bench.cli import cli
+from ssl_bench.config import build_config
+from ssl_bench.method import Batch, MethodContext, Progress, load_method, method_names
+from ssl_bench.models import create_model
+from ssl_bench.protocol import ProtocolConfig, RunSpec, protocol_fields, resolve
+from ssl_bench.training import train
+
+CPU = torch.device("cpu")
+
+
+def make_batch() -> Batch:
+    g = torch.Generator().manual_seed(0)
+    return Batch(torch.randn(6, 1, 8, 8, generator=g), torch.arange(6) % 10, torch.randn(10, 1, 8, 8, generator=g))
+
+
+def make(name: str, **params):
+    torch.manual_seed(0)
+    model = create_model("tinycnn", num_classes=10, input_shape=(1, 8, 8))
+    cls = load_method(name)
+    method = cls(build_config(cls.Config, params, name), MethodContext("image", 10, torch.Generator().manual_seed(5), AUGMENTATIONS["image"]))
+    return model, method
+
+
+def two_steps(step_fn, model) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The gradients of the second of two calls (steps 3 and 4: a compiled step's first and a cached one),
+    and its loss."""
+    batch = make_batch()
+    for step in (3, 4):
+        for p in model.parameters():
+            p.grad = None
+        loss, logged = step_fn(batch, Progress(step, 10))
+    assert set(logged) >= {"ce"}
+    return [p.grad.clone() for p in model.parameters()], loss.detach()
+
+
+def eager_and_compiled(name: str, **params):
+    model, method = make(name, **params)
+    ref = two_steps(compiled.eager_gradients(model, method, "fp32", CPU), model)
+    model, method = make(name, **params)
+    warnings: list[str] = []
+    step = compiled.CompiledGradients(model, method, "fp32", CPU, f"tinycnn/{name}", warnings.append)
+    return ref, two_steps(step, model), step, warnings
+
+
+def assert_close(a: list[torch.Tensor], b: list[torch.Tensor], tol: float = 1e-5) -> None:
+    for x, y in zip(a, b):
+        assert (x - y).abs().max() <= tol * y.abs().max().clamp_min(1e-12)
+
+
+CASES = [(name, {}) for name in method_names()] + [("dninv", {"detach_cotangent": True}), ("dninv", {"beta": "linear:1:0.2", "alpha": "cosine:0.5:0.9"})]
+
+
+@pytest.mark.parametrize("name,params", CASES, ids=[f"{n}-{'-'.join(p) or 'defaults'}" for n, p in CASES])
+def test_compiled_gradients_equal_eager_for_every_method(name, params, monkeypatch):
+    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
+    (g_ref, loss_ref), (g, loss), step, warnings = eager_and_compiled(name, **params)
+    assert torch.allclose(loss, loss_ref, rtol=1e-6)
+    assert_close(g, g_ref)
+    if step.fallback is None:
+        assert warnings == [] and step.record()["compiled"] and step.record()["first_call_s"] > 0
+    else:  # a method that does not trace: one line naming model, method and reason; then exactly eager
+        assert len(warnings) == 1 and warnings[0].startswith(f"--compile: tinycnn/{name} runs eager (")
+        assert all(torch.equal(a, b) for a, b in zip(g, g_ref))
+
+
+def test_which_methods_compile(monkeypatch):
+    """dninv (x̂ by torch.func.vjp), supervised and entmin compile; pimodel (augmentation drawn from a
+    torch.Generator) and dninv's per-layer terms (gamma) fall back — documented in docs/speed.md."""
+    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
+    for name, params, compiles in [("dninv", {}, True), ("entmin", {}, True), ("pimodel", {}, False), ("dninv", {"gamma": "conv2:0.1"}, False)]:
+        (g_ref, _), (g, _), step, warnings = eager_and_compiled(name, **params)
+        assert (step.fallback is None) == compiles, (name, params, step.fallback)
+        assert_close(g, g_ref)
+        assert len(warnings) == (0 if compiles else 1)
+
+
+@pytest.mark.slow
+def test_inductor_compiled_dninv_equals_eager(capsys):
+    """The real backend: generated code gives dninv's double-backward gradient to 1e-5 (compile time printed)."""
+    start = time.perf_counter()
+    (g_ref, loss_ref), (g, loss), step, warnings = eager_and_compiled("dninv")
+    assert warnings == [] and step.fallback is None
+    assert_close(g, g_ref)
+    assert torch.allclose(loss, loss_ref, rtol=1e-5)
+    with capsys.disabled():
+        print(f"\ninductor: dninv on tinycnn compiled in {step.first_call_s:.1f} s (test {time.perf_counter() - start:.1f} s)")
+
+
+def spec(**protocol) -> RunSpec:
+    return RunSpec(method="dninv", dataset="digits", labels=50, steps=20, protocol={"eval_every": 10, **protocol}, device="cpu")
+
+
+def test_a_compiled_run_records_its_step_and_keeps_state_dict_keys(tmp_path, monkeypatch):
+    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
+    eager = train(resolve(spec()), tmp_path / "eager", show_progress=False)
+    result = train(resolve(spec(compile=True)), tmp_path / "compiled", show_progress=False)
+    assert result["compiled_step"]["compiled"] and result["compiled_step"]["fallback"] is None
+    assert result["peak_memory_mb"] is None and eager["peak_memory_mb"] is None  # CPU: no GPU memory to count
+    assert "compiled_step" not in eager
+    assert abs(result["test_acc"] - eager["test_acc"]) <= 0.02  # same training up to float rounding
+    assert result["protocol_fingerprint"] != eager["protocol_fingerprint"]
+    keys = lambda run: set(torch.load(tmp_path / run / result_dir(tmp_path / run) / "last.pt", weights_only=True)["model"])
+    assert keys("compiled") == keys("eager")  # no `_orig_mod.` prefix: checkpoints and resumable state are interchangeable
+
+
+def result_dir(root):
+    (folder,) = [p.name for p in root.iterdir()]
+    return folder
+
+
+def test_defaults_keep_earlier_run_ids_and_fingerprints():
+    """precision and compile at their defaults are not recorded, so runs made before they existed keep
+    their folders (sweeps resume) and protocol fingerprints; other values change both."""
+    r = resolve(spec())
+    assert "precision" not in r.as_json()["protocol"] and "compile" not in r.as_json()["protocol"]
+    assert "precision" not in protocol_fields(r.protocol, CPU)
+    ids = {resolve(spec(**p)).run_id() for p in ({}, {"compile": True}, {"precision": "bf16"})}
+    assert len(ids) == 3
+    assert protocol_fields(ProtocolConfig(steps=1, lr=1.0, precision="bf16", compile=True), CPU) | {} == {
+        **protocol_fields(ProtocolConfig(steps=1, lr=1.0), CPU), "precision": "bf16", "compile": True}
+
+
+def test_protocol_refuses_bad_values():
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        ProtocolConfig(steps=1, lr=1.0, precision="fp16")
+    with pytest.raises(ValueError, match="compile must be true or false"):
+        ProtocolConfig(steps=1, lr=1.0, compile="yes")
+
+
+def test_cli_speed_options(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "runs"
+    res = runner.invoke(cli, ["run", "--method", "supervised", "--dataset", "digits", "--labels", "50", "--steps", "3", "--eval-every", "3", "--precision", "bf16", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    (folder,) = out.iterdir()
+    assert json.loads((folder / "config.json").read_text())["protocol"]["precision"] == "bf16"
+    res = runner.invoke(cli, ["run", "--method", "supervised", "--dataset", "digits", "--labels", "50", "--precision", "fp16"])
+    assert res.exit_code == 2 and "fp16" in res.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_runs_per_gpu_needs_cuda_and_excludes_workers(tmp_path):
+    runner = CliRunner()
+    base = ["sweep", "--dataset", "digits", "--labels", "50", "--out", str(tmp_path / "runs"), "--runs-per-gpu", "2"]
+    res = runner.invoke(cli, base)
+    assert res.exit_code == 2 and res.output.strip().endswith("--runs-per-gpu needs CUDA GPUs and torch sees none; use --workers N on CPU")
+    res = runner.invoke(cli, base + ["--workers", "2"])
+    assert res.exit_code == 2 and "give --workers or --runs-per-gpu, not both" in res.output
+
+
+def record_device(path: str, device: str) -> None:
+    """A worker's run: write down the device it was given."""
+    from pathlib import Path
+
+    Path(path).write_text(device)
+
+
+def test_workers_spread_over_devices_and_pin(tmp_path, monkeypatch):
+    """K × GPUs workers put K runs on each GPU at once (each new process takes the least loaded device);
+    a worker process is pinned to its GPU with torch.cuda.set_device (nothing to do on CPU)."""
+    from ssl_bench import workers
+
+    jobs = [(i, (str(tmp_path / f"run{i}"),)) for i in range(4)]
+    workers.run_in_processes(record_device, jobs, 4, ["gpu-a", "gpu-b"], lambda i, status, message: None)
+    given = sorted((tmp_path / f"run{i}").read_text() for i in range(4))
+    assert given == ["gpu-a", "gpu-a", "gpu-b", "gpu-b"]
+    pinned = []
+    monkeypatch.setattr(torch.cuda, "set_device", pinned.append)
+    workers.pin_device("cpu")
+    workers.pin_device("cuda:1")
+    assert pinned == ["cuda:1"]
