@@ -48,13 +48,13 @@ def test_a_grid_runs_as_submitit_jobs_and_a_rerun_submits_nothing(tmp_path):
     run_dirs = sorted(p for p in out.iterdir() if not p.name.startswith("."))
     assert len(run_dirs) == 2 and all(records.is_complete(d) for d in run_dirs)
     assert all(not runstate.exists(d) for d in run_dirs)
-    assert len(list((out / ".submitit").glob("*_result.pkl"))) == 2  # one job per run, logs beside the runs
+    assert len(list((out / ".submitit").glob("*_submitted.pkl"))) == 2  # one job per run, logs beside the runs
 
     again = sweep(*GRID, *LOCAL, "--out", str(out))
     assert again.exit_code == 0, again.output
     assert "2 already complete" in again.stderr and "0 to run" in again.stderr
     assert "submitted" not in again.stderr
-    assert len(list((out / ".submitit").glob("*_result.pkl"))) == 2  # no new job
+    assert len(list((out / ".submitit").glob("*_submitted.pkl"))) == 2  # no new job
     assert again.stdout == result.stdout  # the same table
 
     status = CliRunner().invoke(cli, ["status", str(out), *GRID[:-2]])  # the options that define the runs
