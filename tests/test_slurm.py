@@ -47,7 +47,7 @@ def test_a_grid_runs_as_submitit_jobs_and_a_rerun_submits_nothing(tmp_path):
     assert sorted(r[2] for r in rows if r[:2] == ["digits-50", "tinycnn"]) == ["entmin", "supervised"]
     run_dirs = sorted(p for p in out.iterdir() if not p.name.startswith("."))
     assert len(run_dirs) == 2 and all(records.is_complete(d) for d in run_dirs)
-    assert all(not runstate.exists(d) for d in run_dirs)
+    wait_for(lambda: not any(runstate.exists(d) for d in run_dirs), 30)  # removed by the job just after result.json
     assert len(list((out / ".submitit").glob("*_submitted.pkl"))) == 2  # one job per run, logs beside the runs
 
     again = sweep(*GRID, *LOCAL, "--out", str(out))
@@ -94,7 +94,8 @@ def test_a_preempted_job_is_requeued_and_its_run_resumes(tmp_path):
     steps = [row["step"] for row in records.read_jsonl(run_dir() / records.METRICS)]
     assert steps == [100, 200, 300, 400]  # each evaluation once
     result = records.read_json(run_dir() / records.RESULT)
-    assert result["steps_done"] == 400 and not runstate.exists(run_dir())
+    assert result["steps_done"] == 400
+    wait_for(lambda: not runstate.exists(run_dir()), 30)  # removed by the job just after result.json
 
 
 @pytest.mark.parametrize("preempted", [True, False])
