@@ -8,9 +8,14 @@ benchmarks by default):
     .venv/bin/python -m pytest benchmarks/bench_step.py --benchmark-enable --benchmark-json=out.json
 
 Environment: `BENCH_DEVICE` (cpu | cuda; default cuda when available), `BENCH_BATCH` ("8,24" = labeled,
-unlabeled; default 8,24 on CPU and 80,80 on CUDA), `BENCH_THREADS` (CPU threads; default 1, the least
-noisy on a shared machine). `python benchmarks/bench_step.py summarize out.json` prints the table
-(mean step time and the ratios dninv/supervised and dninv/entmin) kept in benchmarks/results/.
+unlabeled; default 8,24 on CPU and 80,80 on CUDA; several batches separated by `;`, e.g. "80,80;512,512"),
+`BENCH_THREADS` (CPU threads; default 1, the least noisy on a shared machine), `BENCH_MODELS`
+(comma-separated; default every image model), `BENCH_METHODS` (default supervised,entmin,dninv),
+`BENCH_PRECISION` ("fp32", "bf16" or "fp32,bf16"; default fp32), `BENCH_MODE` ("eager", "compiled" or
+both; default eager). A compiled step is the training loop's (ssl_bench.compiled); its compile time
+(first call) is in `extra_info`, not in the timing. `python benchmarks/bench_step.py summarize out.json`
+prints the tables (mean step time and the ratios dninv/supervised and dninv/entmin) kept in
+benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -19,24 +24,30 @@ import json
 import os
 import sys
 
+import time
+
 import pytest
 import torch
 
+from ssl_bench import compiled
 from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config
 from ssl_bench.method import Batch, MethodContext, Progress, load_method
 from ssl_bench.models import create_model, get_model_entry, model_names
 
 DEVICE = torch.device(os.environ.get("BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
-B_LB, B_ULB = map(int, os.environ.get("BENCH_BATCH", "8,24" if DEVICE.type == "cpu" else "80,80").split(","))
+BATCHES = [tuple(map(int, b.split(","))) for b in os.environ.get("BENCH_BATCH", "8,24" if DEVICE.type == "cpu" else "80,80").split(";")]
 SHAPE, CLASSES = (1, 28, 28), 10
-METHODS = ("supervised", "entmin", "dninv")
-MODELS = [m for m in model_names() if "image" in get_model_entry(m).modalities]
+METHODS = os.environ.get("BENCH_METHODS", "supervised,entmin,dninv").split(",")
+MODELS = os.environ.get("BENCH_MODELS", "").split(",") if os.environ.get("BENCH_MODELS") else [m for m in model_names() if "image" in get_model_entry(m).modalities]
+PRECISIONS = os.environ.get("BENCH_PRECISION", "fp32").split(",")
+MODES = os.environ.get("BENCH_MODE", "eager").split(",")
 if DEVICE.type == "cpu":
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
 
 
-def make_step(model_name: str, method_name: str):
+def make_step(model_name: str, method_name: str, batch_size: tuple[int, int] = BATCHES[0], precision: str = "fp32", mode: str = "eager", info: dict | None = None):
+    B_LB, B_ULB = batch_size
     torch.manual_seed(0)
     model = create_model(model_name, num_classes=CLASSES, input_shape=SHAPE).to(DEVICE).train()
     cls = load_method(method_name)
@@ -49,23 +60,32 @@ def make_step(model_name: str, method_name: str):
         torch.randn(B_ULB, *SHAPE, generator=g).to(DEVICE),
     )
 
+    warnings: list[str] = []
+    gradients = compiled.gradients(model, method, precision, mode == "compiled", DEVICE, f"{model_name}/{method_name}", warnings.append)
+
     def step():
         model.zero_grad(set_to_none=True)
-        loss, _ = method.loss(model, batch, Progress(1, 10))
-        loss.backward()
+        gradients(batch, Progress(1, 10))  # method.loss → backward, as the training loop does it
         if DEVICE.type == "cuda":
             torch.cuda.synchronize()  # sync point: time the work, not the launch
 
-    step()  # warm-up: kernel selection, allocator
+    start = time.perf_counter()
+    step()  # warm-up: compilation, kernel selection, allocator
+    if info is not None:
+        info.update(first_call_s=round(time.perf_counter() - start, 2), fallback="; ".join(warnings) or None)
+    step()  # a compiled step with CUDA graphs records its graph on a later call
     return step
 
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("model", MODELS)
-def test_step(benchmark, model, method):
-    benchmark.group = model
-    benchmark.extra_info.update(device=describe_device(), batch=f"{B_LB}+{B_ULB}", threads=torch.get_num_threads(), torch=torch.__version__)
-    benchmark(make_step(model, method))
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("batch", BATCHES, ids=[f"{a}+{b}" for a, b in BATCHES])
+def test_step(benchmark, model, method, precision, mode, batch):
+    benchmark.group = f"{model} {batch[0]}+{batch[1]} {precision} {mode}"
+    benchmark.extra_info.update(device=describe_device(), batch=f"{batch[0]}+{batch[1]}", precision=precision, mode=mode, threads=torch.get_num_threads(), torch=torch.__version__)
+    benchmark(make_step(model, method, batch, precision, mode, benchmark.extra_info))
 
 
 def describe_device() -> str:
@@ -82,25 +102,31 @@ def describe_device() -> str:
 
 
 def summarize(path: str) -> str:
-    """A markdown table from a `--benchmark-json` file: mean ms per step and dninv's ratios."""
+    """Markdown tables from a `--benchmark-json` file: mean ms per step and dninv's ratios, one table per
+    batch × precision × mode (files of the earlier layout, without those fields, give one table)."""
     doc = json.load(open(path))
-    times: dict[str, dict[str, float]] = {}
+    tables: dict[tuple, dict[str, dict[str, float]]] = {}
+    compile_s: dict[tuple, float] = {}
     extra = {}
     for bench in doc["benchmarks"]:
-        times.setdefault(bench["params"]["model"], {})[bench["params"]["method"]] = bench["stats"]["mean"] * 1e3
         extra = bench["extra_info"]
-    lines = [
-        f"device: {extra.get('device')}; batch {extra.get('batch')} (labeled+unlabeled) of 1×28×28; "
-        f"threads {extra.get('threads')}; torch {extra.get('torch')}; {doc['datetime']}",
-        "",
-        "| model | supervised ms | entmin ms | dninv ms | dninv / supervised | dninv / entmin |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for model, t in sorted(times.items()):
-        lines.append(
-            f"| {model} | {t['supervised']:.1f} | {t['entmin']:.1f} | {t['dninv']:.1f} | "
-            f"{t['dninv'] / t['supervised']:.2f} | {t['dninv'] / t['entmin']:.2f} |"
-        )
+        key = (extra.get("batch"), extra.get("precision", "fp32"), extra.get("mode", "eager"))
+        params = bench["params"]
+        tables.setdefault(key, {}).setdefault(params["model"], {})[params["method"]] = bench["stats"]["mean"] * 1e3
+        if extra.get("mode") == "compiled":
+            compile_s[(*key, params["model"], params["method"])] = extra.get("first_call_s")
+    lines = [f"device: {extra.get('device')}; inputs 1×28×28; threads {extra.get('threads')}; torch {extra.get('torch')}; {doc['datetime']}"]
+    fmt = lambda t, m: f"{t[m]:.2f}" if m in t else "–"
+    ratio = lambda t, a, b: f"{t[a] / t[b]:.2f}" if a in t and b in t else "–"
+    for (batch, precision, mode), times in tables.items():
+        lines += ["", f"batch {batch} (labeled+unlabeled), {precision}, {mode}", "",
+                  "| model | supervised ms | entmin ms | dninv ms | dninv / supervised | dninv / entmin |" + (" compile s (entmin, dninv) |" if mode == "compiled" else ""),
+                  "|---|---:|---:|---:|---:|---:|" + ("---|" if mode == "compiled" else "")]
+        for model, t in sorted(times.items()):
+            row = f"| {model} | {fmt(t, 'supervised')} | {fmt(t, 'entmin')} | {fmt(t, 'dninv')} | {ratio(t, 'dninv', 'supervised')} | {ratio(t, 'dninv', 'entmin')} |"
+            if mode == "compiled":
+                row += f" {compile_s.get((batch, precision, mode, model, 'entmin'))}, {compile_s.get((batch, precision, mode, model, 'dninv'))} |"
+            lines.append(row)
     return "\n".join(lines)
 
 
