@@ -57,6 +57,7 @@ if has eager; then
   echo "eager: ${SECONDS} s"
 fi
 if has compiled; then
+  SSL_BENCH_INDUCTOR=1 $PY -m pytest -q -p no:cacheprovider tests/test_compile.py -k inductor -s > "$OUT/inductor-test.log" 2>&1 || { tail -20 "$OUT/inductor-test.log"; exit 1; }  # compiled = eager with inductor, on this device
   BENCH_MODELS=$COMPILE_MODELS BENCH_METHODS=entmin,dninv BENCH_BATCH="$COMPILE_BATCH" BENCH_PRECISION=fp32,bf16 BENCH_MODE=compiled bench compiled
   echo "compiled: ${SECONDS} s"
 fi

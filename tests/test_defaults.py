@@ -41,7 +41,7 @@ CASES = [
     ("largeucnn", ("digits", MNIST_SHAPED, "largeucnn", {}, 50), HEAVY),
     ("uresnet2_32", ("digits", MNIST_SHAPED, "uresnet2_32", {}, 50), SHORT),
     ("uresnet3_16", ("digits", MNIST_SHAPED, "uresnet3_16", {}, 50), SHORT),
-    ("timm resnet18", ("digits", MNIST_SHAPED, "timm:resnet18", {}, 50), SHORT),
+    ("timm resnet18", ("digits", MNIST_SHAPED, "timm:resnet18", {}, 50), HEAVY),
 ]
 MIN_ACC = 0.3  # chance is 0.1 for these 10-class sets; audio: per recording (a window may hold no call)
 

@@ -27,7 +27,7 @@ from tests.conftest import ROOT
 
 ARGS = [
     "run", "--method", "pimodel", "--dataset", "digits", "--labels", "50", "-m", "dropout=0.3",
-    "--steps", "120", "--eval-every", "30", "--state-every", "10", "--warmup-steps", "20", "--quiet",
+    "--steps", "60", "--eval-every", "15", "--state-every", "5", "--warmup-steps", "10", "--quiet",
 ]  # fmt: skip
 TIMING = {"wall_time_s", "git_commit"}  # what may differ between the two (the commit: tests run on a dirty tree too)
 
@@ -69,7 +69,7 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
         assert got["model"].keys() == want["model"].keys()
         assert all(torch.equal(got["model"][k], want["model"][k]) for k in want["model"]), name
     rows, want_rows = (records.read_jsonl(d / records.METRICS) for d in (run_dir, reference))
-    assert [r["step"] for r in rows] == [30, 60, 90, 120]
+    assert [r["step"] for r in rows] == [15, 30, 45, 60]
     assert [{k: v for k, v in r.items() if k != "time_s"} for r in rows] == [{k: v for k, v in r.items() if k != "time_s"} for r in want_rows]
     assert not runstate.exists(run_dir) and not list(run_dir.glob(".*.tmp"))
 
@@ -77,9 +77,9 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
 @pytest.mark.parametrize(
     "point, step, resumed_from",
     [
-        ("state-write", 40, 30),  # halfway through state.pt of step 40: the state of step 30 is whole
-        ("after-metrics", 60, 50),  # row 60 written, its state not: the row is cut and written again
-        ("best-write", 30, 20),  # halfway through the first best.pt
+        ("state-write", 20, 15),  # halfway through state.pt of step 20: the state of step 15 is whole
+        ("after-metrics", 30, 25),  # row 30 written, its state not: the row is cut and written again
+        ("best-write", 15, 10),  # halfway through the first best.pt
     ],
 )
 def test_killed_at_a_point_then_resumed_is_the_uninterrupted_run(tmp_path, reference, point, step, resumed_from):
@@ -131,7 +131,7 @@ def test_signal_from_outside_then_resumed(tmp_path, reference, sig):
 
 
 def test_restart_starts_over_and_a_damaged_state_is_refused(tmp_path, reference):
-    run_dir = killed_at("after-metrics", 60, tmp_path)
+    run_dir = killed_at("after-metrics", 30, tmp_path)
     state = run_dir / runstate.STATE
     state.write_bytes(state.read_bytes()[:100])  # damaged by something else than a kill (atomic writes prevent that)
     refused = resume(tmp_path)
@@ -148,15 +148,15 @@ def test_records_get_the_umask_mode(tmp_path, reference):
     os.umask(umask)
     for name in (records.CONFIG, records.SPLIT, records.RESULT, records.BEST_CKPT, records.LAST_CKPT, records.METRICS):
         assert (reference / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
-    assert json.loads((reference / records.RESULT).read_text())["steps_done"] == 120
+    assert json.loads((reference / records.RESULT).read_text())["steps_done"] == 60
 
 
 def test_a_killed_sweep_resumes_its_run_in_a_worker_process(tmp_path, reference):
     """`sweep` resumes as `run` does, also in a worker process (`--workers 2`)."""
     sweep = ["sweep", "--methods", "pimodel", "--seeds", "0", *ARGS[3:], "--out", str(tmp_path)]
-    run_dir = killed_at("after-metrics", 60, tmp_path, args=sweep)
+    run_dir = killed_at("after-metrics", 30, tmp_path, args=sweep)
     again = ssl_bench("-m", "ssl_bench.cli", *sweep, "--workers", "2")
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
-    assert "resumed from step 50" in err and "sweep: 1 runs done here" in err
+    assert "resumed from step 25" in err and "sweep: 1 runs done here" in err
     assert_same_run(run_dir, reference)
