@@ -93,7 +93,7 @@ def run_sweep(
     )
     interactive = show_progress and sys.stderr.isatty()
     bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc="sweep", disable=not interactive, dynamic_ncols=True)  # runs done / total, ETA
-    progress = Progress(len(ids), len(ids) - len(todo), echo if show_progress and not interactive else None)  # the same as lines, for logs
+    progress = SweepProgress(len(ids), len(ids) - len(todo), echo if show_progress and not interactive else None)  # the same as lines, for logs
     busy: list[int] = []
     done_elsewhere: list[int] = []
 
@@ -167,7 +167,7 @@ def run_sweep(
     return SweepOutcome(healthy, {k: v for k, v in failed.items() if v is not None}, flagged)
 
 
-class Progress:
+class SweepProgress:
     """Runs done / total and the time left, one line per finished run (for logs, where a bar is noise).
     The estimate is the mean time per run finished by this sweep so far times the runs left."""
 

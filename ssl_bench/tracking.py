@@ -50,6 +50,6 @@ def check_trackers(names: tuple[str, ...]) -> None:
 
 
 def open_trackers(names: tuple[str, ...], run_dir: Path, resumed_step: int | None = None, last_row: dict | None = None) -> list[TensorBoardTracker]:
-    """The trackers of `names`; a resumed run passes the first step it redoes and its last metrics row."""
-    check_trackers(names)
+    """The trackers of `names` (checked by `check_trackers` before any work); a resumed run passes the
+    first step it redoes and its last metrics row."""
     return [TensorBoardTracker(run_dir, purge_step=resumed_step, last_row=last_row) for name in names if name == "tensorboard"]

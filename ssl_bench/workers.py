@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import sys
+import time
 import traceback
 from collections import deque
 from multiprocessing.connection import wait as wait_any
@@ -99,8 +100,6 @@ def run_in_processes(target: Callable, jobs: list[tuple[int, tuple]], workers: i
 
 def stop(processes) -> None:
     """SIGTERM each live process (it saves its state), wait up to STOP_TIMEOUT_S for all, then kill."""
-    import time
-
     processes = [p for p in processes if p.is_alive()]
     for p in processes:
         p.terminate()
