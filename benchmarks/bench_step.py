@@ -12,7 +12,8 @@ unlabeled; default 8,24 on CPU and 80,80 on CUDA; several batches separated by `
 `BENCH_THREADS` (CPU threads; default 1, the least noisy on a shared machine), `BENCH_MODELS`
 (comma-separated; default every image model), `BENCH_METHODS` (default supervised,entmin,dninv),
 `BENCH_PRECISION` ("fp32", "bf16" or "fp32,bf16"; default fp32), `BENCH_MODE` ("eager", "compiled" or
-both; default eager). A compiled step is the training loop's (ssl_bench.compiled); its compile time
+both; default eager), `BENCH_CUDNN_BENCHMARK` (1: `torch.backends.cudnn.benchmark`, cuDNN times its
+convolution algorithms on the first call of each shape instead of choosing by heuristics; default 0). A compiled step is the training loop's (ssl_bench.compiled); its compile time
 (first call) is in `extra_info`, not in the timing. `python benchmarks/bench_step.py summarize out.json`
 prints the tables (mean step time and the ratios dninv/supervised and dninv/entmin) kept in
 benchmarks/results/.
@@ -42,6 +43,8 @@ METHODS = os.environ.get("BENCH_METHODS", "supervised,entmin,dninv").split(",")
 MODELS = os.environ.get("BENCH_MODELS", "").split(",") if os.environ.get("BENCH_MODELS") else [m for m in model_names() if "image" in get_model_entry(m).modalities]
 PRECISIONS = os.environ.get("BENCH_PRECISION", "fp32").split(",")
 MODES = os.environ.get("BENCH_MODE", "eager").split(",")
+CUDNN_BENCHMARK = os.environ.get("BENCH_CUDNN_BENCHMARK", "0") == "1"
+torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
 if DEVICE.type == "cpu":
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
 
@@ -84,7 +87,7 @@ def make_step(model_name: str, method_name: str, batch_size: tuple[int, int] = B
 @pytest.mark.parametrize("batch", BATCHES, ids=[f"{a}+{b}" for a, b in BATCHES])
 def test_step(benchmark, model, method, precision, mode, batch):
     benchmark.group = f"{model} {batch[0]}+{batch[1]} {precision} {mode}"
-    benchmark.extra_info.update(device=describe_device(), batch=f"{batch[0]}+{batch[1]}", precision=precision, mode=mode, threads=torch.get_num_threads(), torch=torch.__version__)
+    benchmark.extra_info.update(device=describe_device(), batch=f"{batch[0]}+{batch[1]}", precision=precision, mode=mode, threads=torch.get_num_threads(), torch=torch.__version__, cudnn_benchmark=CUDNN_BENCHMARK)
     benchmark(make_step(model, method, batch, precision, mode, benchmark.extra_info))
 
 
@@ -115,7 +118,7 @@ def summarize(path: str) -> str:
         tables.setdefault(key, {}).setdefault(params["model"], {})[params["method"]] = bench["stats"]["mean"] * 1e3
         if extra.get("mode") == "compiled":
             compile_s[(*key, params["model"], params["method"])] = extra.get("first_call_s")
-    lines = [f"device: {extra.get('device')}; inputs 1×28×28; threads {extra.get('threads')}; torch {extra.get('torch')}; {doc['datetime']}"]
+    lines = [f"device: {extra.get('device')}; inputs 1×28×28; threads {extra.get('threads')}; cudnn.benchmark {extra.get('cudnn_benchmark', False)}; torch {extra.get('torch')}; {doc['datetime']}"]
     fmt = lambda t, m: f"{t[m]:.2f}" if m in t else "–"
     ratio = lambda t, a, b: f"{t[a] / t[b]:.2f}" if a in t and b in t else "–"
     for (batch, precision, mode), times in tables.items():

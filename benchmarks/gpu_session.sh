@@ -39,6 +39,7 @@ GRID_STEPS=${GRID_STEPS:-500}
 GRID_SEEDS=${GRID_SEEDS:-0,1,2,3,4}
 RUNS_PER_GPU=${RUNS_PER_GPU:-8}
 PARALLEL=${PARALLEL:---runs-per-gpu $RUNS_PER_GPU}
+GRID_CONFIGS=${GRID_CONFIGS:-eager-fp32-1:--workers 1;eager-bf16-k:--precision bf16 $PARALLEL;compiled-bf16-k:--compile --precision bf16 $PARALLEL;eager-fp32-k:$PARALLEL}
 # seconds per phase (a phase cut short keeps the rows it printed)
 T_EAGER=${T_EAGER:-100} T_GRID=${T_GRID:-210} T_COMPILED=${T_COMPILED:-100} T_PROFILE=${T_PROFILE:-40} T_INDUCTOR=${T_INDUCTOR:-40}
 mkdir -p "$OUT" "$RES"
@@ -54,10 +55,10 @@ PY
 cat "$RES/device.txt"
 has() { [[ " $PHASES " == *" $1 "* ]]; }
 bench() {  # bench NAME SECONDS: pytest-benchmark of benchmarks/bench_step.py with the BENCH_* variables set by the caller
-  BENCH_DEVICE=$DEVICE timeout "$2" $PY -m pytest benchmarks/bench_step.py --benchmark-enable -q -p no:cacheprovider \
+  BENCH_DEVICE=$DEVICE timeout -s INT -k 15 "$2" $PY -m pytest benchmarks/bench_step.py --benchmark-enable -q -p no:cacheprovider \
     --benchmark-max-time=0.3 --benchmark-min-rounds=5 --benchmark-warmup=off \
-    --benchmark-json="$RES/bench-$1.json" > "$RES/bench-$1.log" 2>&1 || { tail -30 "$RES/bench-$1.log"; return 0; }
-  $PY benchmarks/bench_step.py summarize "$RES/bench-$1.json" | tee "$RES/bench-$1.md"
+    --benchmark-json="$RES/bench-$1.json" > "$RES/bench-$1.log" 2>&1 || tail -5 "$RES/bench-$1.log"  # SIGINT at the limit: pytest still writes the json
+  $PY benchmarks/bench_step.py summarize "$RES/bench-$1.json" | tee "$RES/bench-$1.md" || true
 }
 SECONDS=0
 if has eager; then
@@ -65,9 +66,9 @@ if has eager; then
   echo "eager: ${SECONDS} s"; pack
 fi
 if has grid; then  # one run at a time in eager fp32 (the sweep as it was) against full GPUs, bf16 and compiled steps
-  timeout "$T_GRID" $PY benchmarks/grid_wall.py --out "$RES" --steps "$GRID_STEPS" --seeds "$GRID_SEEDS" --device "$DEVICE" --parallel "" \
-    --config "eager-fp32-1:--workers 1" --config "eager-bf16-k:--precision bf16 $PARALLEL" \
-    --config "compiled-bf16-k:--compile --precision bf16 $PARALLEL" --config "eager-fp32-k:$PARALLEL" | tee "$RES/grid.md" || true
+  configs=(); IFS=';' read -ra names <<< "$GRID_CONFIGS"
+  for c in "${names[@]}"; do configs+=(--config "$c"); done
+  timeout "$T_GRID" $PY benchmarks/grid_wall.py --out "$RES" --steps "$GRID_STEPS" --seeds "$GRID_SEEDS" --device "$DEVICE" --parallel "" "${configs[@]}" | tee "$RES/grid.md" || true
   rm -rf "$RES"/grid-*/*/*.pt "$RES"/grid-*/*/events.* # checkpoints: not results
   echo "grid: ${SECONDS} s"; pack
 fi
