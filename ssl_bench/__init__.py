@@ -8,6 +8,6 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 from ssl_bench.errors import UserError
-from ssl_bench.method import Batch, MethodContext, Progress, SSLMethod
+from ssl_bench.method import Batch, MethodContext, Progress, SSLMethod, View
 
-__all__ = ["Batch", "MethodContext", "Progress", "SSLMethod", "UserError", "__version__"]
+__all__ = ["Batch", "MethodContext", "Progress", "SSLMethod", "UserError", "View", "__version__"]

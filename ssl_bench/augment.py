@@ -51,3 +51,10 @@ def augment_signal(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 AUGMENTATIONS = {"image": augment_image, "signal": augment_signal}
+
+
+def augmentation(modality: str, strength: str):
+    """The batched augmentation `(x, generator) -> x'` of a modality ("image" | "signal") and strength
+    ("weak" | "strong")."""
+    table = {"weak": AUGMENTATIONS, "strong": STRONG_AUGMENTATIONS}
+    return table[strength][modality]

@@ -2,16 +2,18 @@
 
 A method is its loss and nothing else: it receives the model, one batch and the training progress, and
 returns the total loss and its named terms. Everything else (data, devices, optimizer, logging,
-checkpoints) belongs to the harness.
+checkpoints) belongs to the harness. A method may declare the augmented views of a batch it needs
+(`views`: the harness makes them, ssl_bench.views) and keep state across steps (`setup`, `after_step`,
+`state_dict`: e.g. an EMA teacher, updated by the loop after each optimizer step).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Mapping
 
 import torch
 from torch import nn
@@ -28,6 +30,29 @@ class Batch:
     x_lb: torch.Tensor  # (B_lb, *shape) labeled inputs
     y_lb: torch.Tensor  # (B_lb,) int64 labels
     x_ulb: torch.Tensor  # (B_ulb, *shape) unlabeled inputs
+    views: Mapping[str, torch.Tensor] = field(default_factory=dict)  # the method's declared views (`SSLMethod.views`), made by the harness
+
+
+@dataclass(frozen=True)
+class View:
+    """An augmented view of one part of the batch that a method asks the harness for (ssl_bench.views).
+
+    `source` is "x_lb" or "x_ulb"; `strength` "weak" (the modality's light augmentation: small shifts and
+    noise) or "strong" (images: RandAugment-style ops with Cutout; signals: shift, gain, noise, time
+    masking); `draws` K > 1 gives K independent draws stacked as (K, B, *shape), else (B, *shape).
+    """
+
+    source: str
+    strength: str
+    draws: int = 1
+
+    def __post_init__(self) -> None:
+        if self.source not in ("x_lb", "x_ulb"):
+            raise ValueError(f"a view's source is x_lb or x_ulb, got {self.source!r}")
+        if self.strength not in ("weak", "strong"):
+            raise ValueError(f"a view's strength is weak or strong, got {self.strength!r}")
+        if self.draws < 1:
+            raise ValueError(f"a view's draws must be at least 1, got {self.draws}")
 
 
 @dataclass(frozen=True)
@@ -86,6 +111,19 @@ class SSLMethod:
 
     def check_model(self, model: nn.Module) -> None:
         """Refuse (with a `UserError`) a model this configuration cannot use; called before training."""
+
+    def views(self) -> dict[str, View]:
+        """The augmented views this method needs in `batch.views`, by name (default none). The harness
+        makes them for every step from the method's generator, batched on the device (ssl_bench.views)."""
+        return {}
+
+    def setup(self, model: nn.Module) -> None:
+        """Called once with the (initialized, on-device) model before the first step and before a resumed
+        run's state is restored: create state that mirrors the model here (e.g. an EMA teacher)."""
+
+    def after_step(self, model: nn.Module, progress: Progress) -> None:
+        """Called by the loop after each optimizer step (never touches the optimizer): update the
+        method's state from the new weights (e.g. the EMA teacher). Default: nothing."""
 
     def term_names(self) -> tuple[str, ...]:
         """The logged terms of this instance (a method whose terms depend on its config overrides this)."""
