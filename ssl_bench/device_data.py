@@ -92,6 +92,24 @@ class IndexStream:
         self.buffer = state["buffer"].to(self.device)
 
 
+class AugmentStream:
+    """The protocol's augmentation (`--augment`): one batched augmentation function and its own seeded
+    generator, applied alike to the labeled and unlabeled batches of every method, so that all methods
+    of a seed still see the same batches. Saved with the run state like the index streams."""
+
+    def __init__(self, augment, generator: torch.Generator):
+        self.augment, self.gen = augment, generator
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.augment(x, self.gen)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.gen.set_state(state["generator"])
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch: int, inputs=lambda x: x) -> torch.Tensor:
     """Logits (N, K) of `inputs(x)` in eval mode, `batch` samples at a time; the model is put back in train mode."""

@@ -28,7 +28,8 @@ from ssl_bench.precision import PRECISIONS
 
 # Protocol fields added after runs were recorded: left out of run ids, config.json and fingerprints while
 # at these defaults, so that earlier runs keep their folders and fingerprints (as `world_size` does).
-LATER_FIELDS = {"precision": "fp32", "compile": False}
+LATER_FIELDS = {"precision": "fp32", "compile": False, "augment": "none"}
+AUGMENT = ("none", "weak")  # the protocol's input augmentation, alike for every method (ssl_bench.augment)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class ProtocolConfig:
     cpu_threads: int = 1  # torch threads on CPU: float reductions, hence results, depend on it (README, "The protocol")
     precision: str = "fp32"  # fp32 | bf16 (autocast of the training step; ssl_bench.precision)
     compile: bool = False  # torch.compile the step's gradient (ssl_bench.compiled); eager where it cannot
+    augment: str = "none"  # none | weak: the labeled and unlabeled batches of every method augmented alike, from a protocol stream
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_lb", "batch_ulb", "eval_every", "eval_batch", "cpu_threads"):
@@ -59,6 +61,8 @@ class ProtocolConfig:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.augment not in AUGMENT:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENT)}, got {self.augment!r}")
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile must be true or false, got {self.compile!r}")
         if self.lr_schedule not in ("constant", "cosine"):

@@ -32,6 +32,7 @@ from ssl_bench import records
 from ssl_bench.config import Range, check_output_folder, check_value
 from ssl_bench.errors import UserError
 from ssl_bench.health import flag_of
+from ssl_bench.protocol import LATER_FIELDS
 from ssl_bench.report_csv import write_results_csv
 from ssl_bench.report_render import markdown, to_html
 
@@ -461,7 +462,8 @@ def describe_protocol(key: dict[str, Any]) -> str:
     parts.append(f"validation {key['val_size']}")
     if key.get("exclude_labeled"):
         parts.append("labeled samples excluded from the unlabeled set")
-    parts += [f"{k}={v}" for k, v in key["protocol"].items()]
+    protocol = {**key["protocol"], "augment": key["protocol"].get("augment", LATER_FIELDS["augment"])}  # recorded only when not "none"; always shown
+    parts += [f"{k}={v}" for k, v in protocol.items()]
     return ", ".join(parts)
 
 

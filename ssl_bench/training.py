@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from ssl_bench import compiled, distributed, records, runstate
-from ssl_bench.augment import AUGMENTATIONS
+from ssl_bench.augment import AUGMENTATIONS, augmentation
 from ssl_bench.config import to_jsonable
 from ssl_bench.data import DataArrays, Split, make_split
 from ssl_bench.distributed import World, world_from_env
-from ssl_bench.device_data import DeviceData, IndexStream, accuracy, group_accuracy, predict, to_device
+from ssl_bench.device_data import AugmentStream, DeviceData, IndexStream, accuracy, group_accuracy, predict, to_device
 from ssl_bench.errors import UserError
 from ssl_bench.health import HealthMonitor
 from ssl_bench.interrupts import Interrupted, stop_requests
@@ -35,6 +35,7 @@ from ssl_bench.runlock import LOCK, run_lock
 from ssl_bench.runstate import LoopState
 from ssl_bench.seeding import derive_seed, make_generator
 from ssl_bench.tracking import check_trackers, open_trackers
+from ssl_bench.views import make_views
 
 CHECK_EVERY = 10  # steps between checks for a non-finite loss (each check is one host sync)
 STATE_EVERY = 500  # default steps between state saves (besides every evaluation and every stop request)
@@ -214,7 +215,9 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
     streams = {
         "labeled": IndexStream(len(dd.x_lb), p.batch_lb, make_generator(p.seed, "labeled-batches", device), device),
         "unlabeled": IndexStream(len(dd.x_ulb), p.batch_ulb, make_generator(p.seed, "unlabeled-batches", device), device),
+        **({"augment": AugmentStream(augmentation(info.modality, p.augment), make_generator(p.seed, "augment-batches", device))} if p.augment != "none" else {}),
     }
+    method.setup(model)  # state that mirrors the model (e.g. an EMA teacher), before a resumed state is restored
     terms = method.term_names()
     gradients = compiled.gradients(model, method, p.precision, p.compile, device, f"{resolved.model}/{resolved.spec.method}", warn=echo)  # method.loss → backward, eager or compiled
     reset_peak_memory(device)
@@ -235,9 +238,9 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
     with stop_requests() as stop:
         for step in range(loop.step, p.steps if not loop.stopped else loop.step):
             set_lr(optimizer, p, step)
-            i_lb, i_ulb = world.local(streams["labeled"].next()), world.local(streams["unlabeled"].next())  # this rank's slice of the global batch
-            batch = Batch(dd.inputs(dd.x_lb[i_lb]), dd.y_lb[i_lb], dd.inputs(dd.x_ulb[i_ulb]))
+            batch = make_views(method, next_batch(dd, streams, world), info.modality)  # the protocol's batch, then the method's declared views
             values = train_step(model, optimizer, gradients, batch, Progress(step, p.steps), p.clip_grad_norm, terms, world)  # (1+T,) global means
+            method.after_step(model, Progress(step, p.steps))  # the method's own state (e.g. its EMA teacher), after the optimizer step
             tracker.add(step, values)
             if step == 0:
                 health.initial_loss = values[0].item()  # host sync, once
@@ -323,6 +326,18 @@ def protocol_fingerprint(resolved: Resolved, input_shape: tuple[int, ...], split
             **({"world_size": resolved.world_size} if resolved.world_size > 1 else {}),  # one process: as before processes counted
         }
     )
+
+
+def next_batch(dd, streams: dict, world: World) -> Batch:
+    """This rank's slice of the next global batch, with the protocol's augmentation (`--augment`) when on.
+    The global batch is augmented before it is sliced, so that the draws do not depend on the processes."""
+    i_lb, i_ulb = streams["labeled"].next(), streams["unlabeled"].next()
+    if "augment" not in streams:
+        i_lb, i_ulb = world.local(i_lb), world.local(i_ulb)
+        return Batch(dd.inputs(dd.x_lb[i_lb]), dd.y_lb[i_lb], dd.inputs(dd.x_ulb[i_ulb]))
+    augment = streams["augment"]
+    x_lb, x_ulb = augment(dd.inputs(dd.x_lb[i_lb])), augment(dd.inputs(dd.x_ulb[i_ulb]))
+    return Batch(world.local(x_lb), world.local(dd.y_lb[i_lb]), world.local(x_ulb))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, p: ProtocolConfig, step: int) -> None:

@@ -2,7 +2,9 @@
 
 Each method: one CPU step gives a finite loss and gradients on the parameters; the unlabeled batch
 changes the gradient (its unlabeled term is live); under its `supervised_equivalent` config its
-gradients equal `supervised`'s exactly; its logged terms are exactly its declared ones.
+gradients equal `supervised`'s exactly; its logged terms are exactly its declared ones; its state
+survives a save and load as the run state does it; `after_step` leaves the model's weights alone. A
+method gets what the loop gives it: `setup(model)` first, then each batch with its declared views.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config
 from ssl_bench.method import Batch, MethodContext, Progress, load_method, method_names
 from ssl_bench.models import create_model
+from ssl_bench.views import make_views
 
 METHODS = method_names()
 SEMI = [m for m in METHODS if load_method(m).supervised_equivalent]
@@ -38,9 +41,15 @@ def make_method(name: str, **params):
     return cls(build_config(cls.Config, params, name), ctx)
 
 
+def loop_loss(method, model, batch: Batch, progress: Progress):
+    """`method.loss` as the training loop calls it: after `setup`, on the batch with the method's views."""
+    method.setup(model)
+    return method.loss(model, make_views(method, batch, "image"), progress)
+
+
 def grads(name: str, batch: Batch, step: int = 3, **params) -> tuple[list[torch.Tensor], dict]:
     model = make_model()
-    loss, terms = make_method(name, **params).loss(model, batch, Progress(step, 10))
+    loss, terms = loop_loss(make_method(name, **params), model, batch, Progress(step, 10))
     loss.backward()
     return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()], terms | {"_loss": loss}
 
@@ -57,7 +66,7 @@ def test_one_step_is_finite_and_reaches_every_parameter(name):
 @pytest.mark.parametrize("name", METHODS)
 def test_logged_terms_are_exactly_the_declared_ones(name):
     method = make_method(name)
-    _, terms = method.loss(make_model(), make_batch(), Progress(0, 10))
+    _, terms = loop_loss(method, make_model(), make_batch(), Progress(0, 10))
     assert tuple(terms) == method.term_names()
     for value in terms.values():
         assert isinstance(value, torch.Tensor) and value.dim() == 0 and not value.requires_grad
@@ -78,6 +87,33 @@ def test_zero_unlabeled_weight_gives_exactly_the_supervised_gradients(name):
     own, _ = grads(name, batch, **cls.supervised_equivalent)
     for x, y in zip(sup, own):
         assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_state_survives_save_and_load_and_after_step_leaves_the_weights(name, tmp_path):
+    model, method = make_model(), make_method(name)
+    loss, _ = loop_loss(method, model, make_batch(), Progress(3, 10))
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= 0.1 * p.grad  # an optimizer step
+    weights = [p.detach().clone() for p in model.parameters()]
+    method.after_step(model, Progress(3, 10))
+    assert all(torch.equal(w, p) for w, p in zip(weights, model.parameters()))
+    torch.save(method.state_dict(), tmp_path / "state.pt")
+    fresh = make_method(name)
+    fresh.setup(make_model())
+    fresh.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))  # as runstate reads it
+    saved, loaded = method.state_dict(), fresh.state_dict()
+    assert flatten(saved).keys() == flatten(loaded).keys()
+    for key, value in flatten(saved).items():
+        assert torch.equal(value, flatten(loaded)[key]) if isinstance(value, torch.Tensor) else value == flatten(loaded)[key]
+
+
+def flatten(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in flatten(sub, f"{prefix}{key}.").items()}
+    return {prefix: tree}
 
 
 def test_supervised_ignores_unlabeled_data():
