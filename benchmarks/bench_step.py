@@ -1,7 +1,7 @@
 """Step time of `dninv` against `supervised` and an entropy-regularized step (`entmin`), per image model.
 
-A step is what the training loop does per batch: `method.loss` → `backward` (the optimizer update is the
-same for every method and left out). Every method gets the same model, the same MNIST-shaped batch
+A step is what the training loop does per batch: the method's views (if it declares any), `method.loss`
+→ `backward`, `method.after_step` (the optimizer update is the same for every method and left out). Every method gets the same model, the same MNIST-shaped batch
 (1×28×28, 10 classes) and the same device. Run explicitly (the project's pytest config disables
 benchmarks by default):
 
@@ -35,6 +35,7 @@ from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config
 from ssl_bench.method import Batch, MethodContext, Progress, load_method
 from ssl_bench.models import create_model, get_model_entry, model_names
+from ssl_bench.views import make_views
 
 DEVICE = torch.device(os.environ.get("BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
 BATCHES = [tuple(map(int, b.split(","))) for b in os.environ.get("BENCH_BATCH", "8,24" if DEVICE.type == "cpu" else "80,80").split(";")]
@@ -63,12 +64,14 @@ def make_step(model_name: str, method_name: str, batch_size: tuple[int, int] = B
         torch.randn(B_ULB, *SHAPE, generator=g).to(DEVICE),
     )
 
+    method.setup(model)  # as the loop does: state that mirrors the model (an EMA teacher)
     warnings: list[str] = []
     gradients = compiled.gradients(model, method, precision, mode == "compiled", DEVICE, f"{model_name}/{method_name}", warnings.append)
 
     def step():
         model.zero_grad(set_to_none=True)
-        gradients(batch, Progress(1, 10))  # method.loss → backward, as the training loop does it
+        gradients(make_views(method, batch, "image"), Progress(1, 10))  # the method's views, method.loss → backward, as the training loop does it
+        method.after_step(model, Progress(1, 10))  # e.g. the EMA teacher's update
         if DEVICE.type == "cuda":
             torch.cuda.synchronize()  # sync point: time the work, not the launch
 

@@ -26,6 +26,7 @@ from ssl_bench.method import Batch, MethodContext, Progress, load_method, method
 from ssl_bench.models import create_model
 from ssl_bench.protocol import ProtocolConfig, RunSpec, protocol_fields, resolve
 from ssl_bench.training import train
+from ssl_bench.views import make_views
 
 CPU = torch.device("cpu")
 
@@ -40,28 +41,28 @@ def make(name: str, **params):
     model = create_model("tinycnn", num_classes=10, input_shape=(1, 8, 8))
     cls = load_method(name)
     method = cls(build_config(cls.Config, params, name), MethodContext("image", 10, torch.Generator().manual_seed(5), AUGMENTATIONS["image"]))
+    method.setup(model)  # as the loop does
     return model, method
 
 
-def two_steps(step_fn, model) -> tuple[list[torch.Tensor], torch.Tensor]:
+def two_steps(step_fn, model, method) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The gradients of the second of two calls (steps 3 and 4: a compiled step's first and a cached one),
-    and its loss."""
-    batch = make_batch()
+    and its loss; each batch with the method's views, as the loop makes them."""
     for step in (3, 4):
         for p in model.parameters():
             p.grad = None
-        loss, logged = step_fn(batch, Progress(step, 10))
+        loss, logged = step_fn(make_views(method, make_batch(), "image"), Progress(step, 10))
     assert set(logged) >= {"ce"}
     return [p.grad.clone() for p in model.parameters()], loss.detach()
 
 
 def eager_and_compiled(name: str, **params):
     model, method = make(name, **params)
-    ref = two_steps(compiled.eager_gradients(model, method, "fp32", CPU), model)
+    ref = two_steps(compiled.eager_gradients(model, method, "fp32", CPU), model, method)
     model, method = make(name, **params)
     warnings: list[str] = []
     step = compiled.CompiledGradients(model, method, "fp32", CPU, f"tinycnn/{name}", warnings.append)
-    return ref, two_steps(step, model), step, warnings
+    return ref, two_steps(step, model, method), step, warnings
 
 
 def assert_close(a: list[torch.Tensor], b: list[torch.Tensor], tol: float = 1e-5) -> None:

@@ -18,6 +18,7 @@ from ssl_bench.inversion import reconstruct
 from ssl_bench.method import Batch, MethodContext, Progress, load_method, method_names
 from ssl_bench.models import create_model
 from ssl_bench.precision import autocast
+from ssl_bench.views import make_views
 
 CPU = torch.device("cpu")
 
@@ -32,7 +33,8 @@ def step_grads(name: str, precision: str) -> list[torch.Tensor]:
     model = create_model("tinycnn", num_classes=10, input_shape=(1, 8, 8))
     cls = load_method(name)
     method = cls(build_config(cls.Config, {}, name), MethodContext("image", 10, torch.Generator().manual_seed(5), AUGMENTATIONS["image"]))
-    loss, _ = compiled.eager_gradients(model, method, precision, CPU)(batch(), Progress(3, 10))
+    method.setup(model)
+    loss, _ = compiled.eager_gradients(model, method, precision, CPU)(make_views(method, batch(), "image"), Progress(3, 10))
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     return [p.grad for p in model.parameters()]
 

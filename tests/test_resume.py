@@ -160,3 +160,17 @@ def test_a_killed_sweep_resumes_its_run_in_a_worker_process(tmp_path, reference)
     assert again.returncode == 0, err
     assert "resumed from step 25" in err and "sweep: 1 runs done here" in err
     assert_same_run(run_dir, reference)
+
+
+def test_method_state_and_the_protocol_augmentation_resume_exactly(tmp_path):
+    """Mean Teacher's EMA teacher (method state), its views (the method's generator) and `--augment weak`
+    (the protocol's augmentation stream) all come back: killed and resumed = uninterrupted."""
+    args = [*ARGS[:2], "meanteacher", *ARGS[3:7], "--augment", "weak", *ARGS[9:]]  # no dropout option: the method's own views
+    ref_out, out = tmp_path / "ref", tmp_path / "killed"
+    result = CliRunner().invoke(cli, [*args, "--out", str(ref_out)])
+    assert result.exit_code == 0, result.output
+    (reference,) = [p for p in ref_out.iterdir() if p.is_dir()]
+    run_dir = killed_at("after-metrics", 30, out, [*args, "--out", str(out)])
+    result = CliRunner().invoke(cli, [*args, "--out", str(out)])
+    assert result.exit_code == 0 and "resumed from step 25" in result.output, result.output
+    assert_same_run(run_dir, reference)
