@@ -61,13 +61,13 @@ def test_broken_plugin_names_its_distribution_and_spares_the_others(tmp_path, fr
 
 
 def test_external_plugin_is_found_and_runs(example_plugin, tmp_path):
-    assert "pseudolabel" in method_names()
+    assert "softpl" in method_names()
     from importlib.metadata import entry_points
 
-    (ep,) = [e for e in entry_points(group="ssl_bench.methods") if e.name == "pseudolabel"]
+    (ep,) = [e for e in entry_points(group="ssl_bench.methods") if e.name == "softpl"]
     assert ep.dist.name == "ssl-bench-example-plugin"
     result = CliRunner().invoke(
-        cli, ["run", "--method", "pseudolabel", "--dataset", "digits", "--labels", "50", "--steps", "30", "--eval-every", "10", "--out", str(tmp_path), "--quiet", "-p", "threshold=0.5"]
+        cli, ["run", "--method", "softpl", "--dataset", "digits", "--labels", "50", "--steps", "30", "--eval-every", "10", "--out", str(tmp_path), "--quiet", "-p", "T=0.4"]
     )
     assert result.exit_code == 0, result.output
-    assert "pseudolabel on digits" in result.output
+    assert "softpl on digits" in result.output
