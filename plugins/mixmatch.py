@@ -1,0 +1,107 @@
+"""MixMatch (Berthelot, Carlini, Goodfellow, Papernot, Oliver & Raffel, "MixMatch: a holistic approach
+to semi-supervised learning", NeurIPS 2019, arXiv 1905.02249): guess each unlabeled sample's label as
+the sharpened mean prediction over K weak augmentations, MixUp the labeled and unlabeled samples (with
+their targets) with a shuffled copy of both, and minimize `L = CE(mixed labeled, mixed targets) +
+λ_u(t)·MSE(softmax(mixed unlabeled), mixed targets)`.
+
+Choices (written down here and in the run's config):
+- Defaults from the paper: K = 2, T = 0.5, α = 0.75, λ_u = 75 (its CIFAR-10 value; SVHN used 250).
+  λ_u ramps up linearly over the first 1/64 of training (the paper: 16k of its 2^20 steps; the
+  authors' code: 1024 of 65536 kimg). These are for long runs of wide ResNets: on `digits` with 50
+  labels and 300 steps λ_u = 75 collapses to one class, while λ_u = 10 trains (`-p lambda_u=10`).
+- MixUp draws λ ~ Beta(α, α) per sample and uses λ' = max(λ, 1 − λ) (the paper's "per mixing op", as
+  the authors' code); one random permutation of the concatenated labeled and unlabeled samples gives
+  the partners. Both come from the method's generator: the permutation first, then λ (Beta as a
+  2-component Dirichlet, `torch._sample_dirichlet`, the sampler behind torch.distributions, which
+  takes a generator).
+- The guess is made under `no_grad` (a constant target) with the model in its training mode; the mixed
+  batch goes through the model in one forward, so the authors' interleaving (which makes their separate
+  BatchNorm batches alike) is not needed.
+- `lambda_u = 0` with `alpha = 0` (no MixUp) is exactly `supervised`: one clean pass over the labeled
+  batch, no views drawn. Either alone is a valid ablation (the paper's "without MixUp" is α = 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ssl_bench import SSLMethod
+from ssl_bench.losses import sharpen, soft_cross_entropy
+from ssl_bench.method import View
+
+
+@dataclass(frozen=True)
+class MixMatchConfig:
+    lambda_u: float = 75.0  # final weight of the unlabeled L2 term, >= 0 (paper, CIFAR-10)
+    rampup: float = 1 / 64  # linear ramp-up of lambda_u as a fraction of training, in [0, 1]; 0 = none
+    temperature: float = 0.5  # sharpening temperature T of the guessed labels, > 0 (1 = no sharpening)
+    alpha: float = 0.75  # MixUp's Beta(α, α) parameter, >= 0; 0 = no MixUp
+    draws: int = 2  # K weak augmentations of each unlabeled sample averaged for its guess, >= 1
+
+    def __post_init__(self) -> None:
+        if not self.lambda_u >= 0:
+            raise ValueError(f"lambda_u must be >= 0, got {self.lambda_u}")
+        if not 0 <= self.rampup <= 1:
+            raise ValueError(f"rampup must be in [0, 1], got {self.rampup}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not self.alpha >= 0:
+            raise ValueError(f"alpha must be >= 0 (0 = no MixUp), got {self.alpha}")
+        if self.draws < 1:
+            raise ValueError(f"draws must be at least 1, got {self.draws}")
+
+
+def sample_beta(alpha: float, n: int, gen: torch.Generator) -> torch.Tensor:
+    """(n,) independent draws of Beta(α, α), α > 0, from `gen` (on its device)."""
+    concentration = torch.full((n, 2), alpha, device=gen.device)
+    return torch._sample_dirichlet(concentration, generator=gen)[:, 0]  # Beta(a, b) = Dirichlet(a, b)'s first part
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp of inputs `x` (N, ...) and targets `y` (N, C) with a random permutation of themselves:
+    `λ'x + (1 − λ')x[perm]` (and the same for `y`), `λ' = max(λ, 1 − λ)`, `λ ~ Beta(α, α)` per sample."""
+    perm = torch.randperm(len(x), generator=gen, device=x.device)  # (N,)
+    lam = sample_beta(alpha, len(x), gen).to(x.dtype)
+    lam = torch.maximum(lam, 1 - lam)  # (N,), >= 0.5: each mixed sample stays closer to its own
+    lx = lam.view(-1, *[1] * (x.dim() - 1))
+    ly = lam.view(-1, 1).to(y.dtype)
+    return lx * x + (1 - lx) * x[perm], ly * y + (1 - ly) * y[perm]
+
+
+class MixMatch(SSLMethod):
+    name = "mixmatch"
+    Config = MixMatchConfig
+    terms = ("ce", "l2u")
+    supervised_equivalent = {"lambda_u": 0.0, "alpha": 0.0}
+
+    def _supervised_only(self) -> bool:
+        return self.config.lambda_u == 0 and self.config.alpha == 0
+
+    def views(self):
+        if self._supervised_only():
+            return {}
+        return {"lb": View("x_lb", "weak"), "ulb": View("x_ulb", "weak", draws=self.config.draws)}
+
+    def loss(self, model, batch, progress):
+        cfg = self.config
+        if self._supervised_only():  # exactly `supervised` (one clean pass), l2u logged as 0
+            ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
+            return ce, {"ce": ce.detach(), "l2u": torch.zeros((), device=ce.device)}
+        n_lb, n_ulb = len(batch.x_lb), len(batch.x_ulb)
+        x = batch.views["lb"]  # (B_lb, ...)
+        u = batch.views["ulb"].reshape(cfg.draws * n_ulb, *batch.x_ulb.shape[1:])  # (K·B_ulb, ...), draw-major
+        with torch.no_grad():
+            p = model(u).softmax(1).view(cfg.draws, n_ulb, -1).mean(0)  # (B_ulb, C): mean over the K draws
+            guess = sharpen(p, cfg.temperature)
+        inputs = torch.cat([x, u])  # (B_lb + K·B_ulb, ...)
+        targets = torch.cat([F.one_hot(batch.y_lb, p.shape[1]).to(p.dtype), guess.repeat(cfg.draws, 1)])  # (B_lb + K·B_ulb, C)
+        if cfg.alpha > 0:
+            inputs, targets = mixup(inputs, targets, cfg.alpha, self.context.generator)
+        logits = model(inputs)
+        ce = soft_cross_entropy(logits[:n_lb], targets[:n_lb])
+        l2u = F.mse_loss(logits[n_lb:].softmax(1), targets[n_lb:])  # (1 / (C·K·B_ulb))·Σ‖q − p‖², the paper's L_U
+        ramp = min(progress.fraction / cfg.rampup, 1.0) if cfg.rampup > 0 else 1.0
+        return ce + cfg.lambda_u * ramp * l2u, {"ce": ce.detach(), "l2u": l2u.detach()}
