@@ -36,6 +36,7 @@ class FixMatch(SSLMethod):
     Config = FixMatchConfig
     terms = ("ce", "unsup", "mask")  # mask: the fraction of the unlabeled batch above τ
     supervised_equivalent = {"lambda_u": 0.0}
+    unlabeled_active = {"threshold": 0.0}  # an untrained model is never confident enough for the paper's threshold
 
     def views(self):
         return {"ulb_weak": View("x_ulb", "weak"), "ulb_strong": View("x_ulb", "strong")}

@@ -70,6 +70,7 @@ class UDA(SSLMethod):
     Config = UDAConfig
     terms = ("ce", "unsup", "mask")  # ce: annealed when TSA is on; mask: the fraction of the unlabeled batch above β
     supervised_equivalent = {"lambda_": 0.0, "tsa": "none"}
+    unlabeled_active = {"threshold": 0.0}  # an untrained model is never confident enough for the paper's threshold
 
     def views(self):
         return {"ulb_strong": View("x_ulb", "strong")}

@@ -81,7 +81,7 @@ class CompiledGradients:
                 torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are consumed
             with functional_transforms(), torch.compiler.config.patch(dynamic_sources=STEP_SOURCE):
                 grads, (loss, logged) = self.compiled(params, batch, progress)
-        except (torch._dynamo.exc.TorchDynamoException, NotImplementedError) as exc:  # did not trace or compile
+        except (torch._dynamo.exc.TorchDynamoException, torch._dynamo.exc.FailOnRecompileLimitHit, NotImplementedError) as exc:  # did not trace, compile, or recompiled too often
             self.fallback = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             self.warn(f"--compile: {self.name} runs eager ({self.fallback})")
             return self.eager(batch, progress)

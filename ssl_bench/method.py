@@ -89,13 +89,15 @@ class SSLMethod:
     A subclass sets `Config` (a frozen dataclass whose fields are the method's hyperparameters, each
     validated in `__post_init__`), `terms` (the names of the loss terms it logs, exactly) and
     `supervised_equivalent` (the config values under which its gradients equal `supervised`'s, used by
-    the contract tests), and implements `loss`.
+    the contract tests; `unlabeled_active` where a confidence threshold keeps the unlabeled term silent at
+    first), and implements `loss`.
     """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = NoConfig
     terms: ClassVar[tuple[str, ...]] = ()
     supervised_equivalent: ClassVar[dict[str, object]] = {}
+    unlabeled_active: ClassVar[dict[str, object]] = {}  # config values under which the unlabeled term acts even on an untrained model (a confidence threshold of 0); the contract tests use them
 
     def __init__(self, config: object, context: MethodContext):
         if not isinstance(config, self.Config):
