@@ -133,6 +133,14 @@ def summarize(path: str) -> str:
             if mode == "compiled":
                 row += f" {compile_s.get((batch, precision, mode, model, 'entmin'))}, {compile_s.get((batch, precision, mode, model, 'dninv'))} |"
             lines.append(row)
+        others = sorted({m for t in times.values() for m in t} - {"supervised", "entmin", "dninv"})
+        if others and any("supervised" in t for t in times.values()):  # every method's step against supervised's
+            names = ["entmin", "dninv", *others]
+            lines += ["", f"every method's step relative to supervised's (batch {batch}, {precision}, {mode}): ms (× supervised)", "",
+                      "| model | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+            for model, t in sorted(times.items()):
+                cell = lambda m: f"{t[m]:.1f} ({t[m] / t['supervised']:.1f}×)" if m in t and "supervised" in t else "–"
+                lines.append(f"| {model} | " + " | ".join(cell(m) for m in names) + " |")
     return "\n".join(lines)
 
 
