@@ -14,7 +14,6 @@ import os
 import sys
 from pathlib import Path
 
-import torch
 
 
 def main() -> None:

@@ -10,34 +10,24 @@ linear model so that exactly known samples pass τ.
 from __future__ import annotations
 
 import copy
-import math
 
 import pytest
 import torch
 from torch import nn
 
-from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config
 from ssl_bench.errors import UserError
-from ssl_bench.method import Batch, MethodContext, Progress, View, load_method
+from ssl_bench.method import Batch, Progress, View, load_method
 from ssl_bench.models import create_model
+from tests import method_checks
+from tests.method_checks import ce, grads_of, identity_model
 
 PROGRESS = Progress(3, 10)
 
 
 def make_method(num_classes: int = 10, **params):
-    cls = load_method("fixmatch")
-    ctx = MethodContext("image", num_classes, torch.Generator().manual_seed(5), AUGMENTATIONS["image"])
-    return cls(build_config(cls.Config, params, "fixmatch"), ctx)
+    return method_checks.make_method("fixmatch", num_classes, **params)
 
-
-def identity_model(k: int) -> nn.Linear:
-    """A linear model whose logits are exactly its inputs (B, K): weight I, bias 0, float64."""
-    model = nn.Linear(k, k).double()
-    with torch.no_grad():
-        model.weight.copy_(torch.eye(k, dtype=torch.float64))
-        model.bias.zero_()
-    return model
 
 
 def logits_batch(lb, y, weak, strong) -> Batch:
@@ -46,10 +36,6 @@ def logits_batch(lb, y, weak, strong) -> Batch:
     x_ulb = torch.full_like(t(weak), float("nan"))  # FixMatch reads only the views: NaN here would show
     return Batch(t(lb), torch.tensor(y), x_ulb, views={"ulb_weak": t(weak), "ulb_strong": t(strong)})
 
-
-def ce(z: list[float], c: int) -> float:
-    """Cross-entropy of logits `z` against class `c`, in plain Python."""
-    return math.log(sum(math.exp(v) for v in z)) - z[c]
 
 
 def tiny_batch() -> tuple[torch.nn.Module, Batch]:
@@ -61,9 +47,6 @@ def tiny_batch() -> tuple[torch.nn.Module, Batch]:
     strong = 2.0 * x_ulb.flip(-1) + 0.5 * torch.randn(x_ulb.shape, generator=g)
     return model, Batch(x_lb, torch.arange(6) % 10, x_ulb, views={"ulb_weak": weak, "ulb_strong": strong})
 
-
-def grads_of(model: nn.Module, loss: torch.Tensor) -> list[torch.Tensor]:
-    return list(torch.autograd.grad(loss, list(model.parameters())))
 
 
 def test_declares_the_weak_and_strong_unlabeled_views():

@@ -17,29 +17,20 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config
 from ssl_bench.errors import UserError
-from ssl_bench.method import Batch, MethodContext, Progress, View, load_method
+from ssl_bench.method import Batch, Progress, View, load_method
 from ssl_bench.models import create_model
+from tests import method_checks
+from tests.method_checks import ce, grads_of, identity_model
 from ssl_bench_plugins.uda import tsa_threshold
 
 PROGRESS = Progress(3, 10)
 
 
 def make_method(num_classes: int = 10, **params):
-    cls = load_method("uda")
-    ctx = MethodContext("image", num_classes, torch.Generator().manual_seed(5), AUGMENTATIONS["image"])
-    return cls(build_config(cls.Config, params, "uda"), ctx)
+    return method_checks.make_method("uda", num_classes, **params)
 
-
-def identity_model(k: int) -> nn.Linear:
-    """A linear model whose logits are exactly its inputs (B, K): weight I, bias 0, float64."""
-    model = nn.Linear(k, k).double()
-    with torch.no_grad():
-        model.weight.copy_(torch.eye(k, dtype=torch.float64))
-        model.bias.zero_()
-    return model
 
 
 def logits_batch(lb, y, original, strong) -> Batch:
@@ -60,9 +51,6 @@ def kl_sharpened(original: list[float], strong: list[float], temperature: float)
     return sum(qi * (math.log(qi) - math.log(si)) for qi, si in zip(q, softmax(strong)))
 
 
-def ce(z: list[float], c: int) -> float:
-    return math.log(sum(math.exp(v) for v in z)) - z[c]
-
 
 def tiny_batch() -> tuple[torch.nn.Module, Batch]:
     torch.manual_seed(0)
@@ -72,9 +60,6 @@ def tiny_batch() -> tuple[torch.nn.Module, Batch]:
     strong = 2.0 * x_ulb.flip(-1) + 0.5 * torch.randn(x_ulb.shape, generator=g)
     return model, Batch(x_lb, torch.arange(6) % 10, x_ulb, views={"ulb_strong": strong})
 
-
-def grads_of(model: nn.Module, loss: torch.Tensor) -> list[torch.Tensor]:
-    return list(torch.autograd.grad(loss, list(model.parameters())))
 
 
 def test_declares_only_the_strong_view_the_original_is_the_batch():
