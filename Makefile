@@ -26,19 +26,31 @@ $(USB_STAMP): $(STAMP)
 	touch $(USB_STAMP)
 
 # Runs use one CPU thread each (the protocol's cpu_threads), so --workers 2 fills the 2 cores.
+# The demo: every registered method on digits, 50 labels, 3 seeds, the paper's protocol (--augment none).
 demo: $(STAMP)
 	$(BIN)/ssl-bench sweep --dataset digits --labels 50 --seeds 0,1,2 --out runs/demo --workers 2 --quiet
 	$(BIN)/ssl-bench report runs/demo --out reports/digits-50
+
+# A method comparison into one runs folder ($(1) dataset, $(2) labels, $(3) folder): every method, 3 seeds,
+# without and with --augment weak, plus MixMatch at lambda_u=10 beside its paper default (75 collapses these
+# short runs; docs/methods.md).
+define compare_methods
+	$(BIN)/ssl-bench sweep --dataset $(1) --labels $(2) --seeds 0,1,2 --out $(3) --workers 2 --quiet
+	$(BIN)/ssl-bench sweep --dataset $(1) --labels $(2) --seeds 0,1,2 --augment weak --out $(3) --workers 2 --quiet
+	$(BIN)/ssl-bench sweep --dataset $(1) --labels $(2) --seeds 0,1,2 --methods mixmatch -p mixmatch.lambda_u=10 --out $(3) --workers 2 --quiet
+	$(BIN)/ssl-bench sweep --dataset $(1) --labels $(2) --seeds 0,1,2 --methods mixmatch -p mixmatch.lambda_u=10 --augment weak --out $(3) --workers 2 --quiet
+endef
 
 # The reports kept in reports/ (besides the demo's digits-50), regenerated from scratch (see README for the time).
 reports: $(STAMP)
 	rm -rf runs/demo runs/digits-grid runs/mnist1d runs/chirps runs/mnist-shaped runs/svhn-shaped
 	rm -rf reports/digits-50 reports/digits-50-grid reports/mnist1d-100 reports/chirps-bird10net reports/paper-models-stand-ins
-	$(MAKE) demo
+	$(call compare_methods,digits,50,runs/demo)
+	$(BIN)/ssl-bench report runs/demo --out reports/digits-50
+	$(call compare_methods,mnist1d,100,runs/mnist1d)
+	$(BIN)/ssl-bench report runs/mnist1d --out reports/mnist1d-100
 	$(BIN)/ssl-bench sweep examples/grids/digits.toml --out runs/digits-grid --workers 2 --quiet
 	$(BIN)/ssl-bench report runs/digits-grid --out reports/digits-50-grid
-	$(BIN)/ssl-bench sweep --dataset mnist1d --labels 100 --seeds 0,1,2 --out runs/mnist1d --workers 2 --quiet
-	$(BIN)/ssl-bench report runs/mnist1d --out reports/mnist1d-100
 	$(BIN)/ssl-bench sweep --dataset chirps --labels 50 -d snr_db=10 --model bird10net -m kernel=96 -m stride=48 \
 		--steps 2000 --seeds 0,1,2 --methods $(PAPER_METHODS) --out runs/chirps --workers 2 --quiet
 	$(BIN)/ssl-bench report runs/chirps --out reports/chirps-bird10net
