@@ -310,3 +310,12 @@ def test_results_csv_has_one_flattened_row_per_complete_run(runs, tmp_path):
     assert {r["in_tables"] for r in rows if r["run_folder"] != str(flagged)} == {"True"}
     dninv = next(r for r in rows if r["params.alpha.kind"] == "linear")  # a schedule, flattened
     assert (dninv["params.alpha.start"], dninv["params.alpha.end"]) == ("1.0", "0.5")
+
+
+def test_the_protocol_line_always_says_the_augmentation():
+    from ssl_bench.report import describe_protocol
+
+    key = {"model": "tinycnn", "val_size": 300, "protocol": {"steps": 600}}
+    assert describe_protocol(key).endswith("steps=600, augment=none")  # recorded only when not none
+    weak = describe_protocol({**key, "protocol": {"steps": 600, "augment": "weak"}})
+    assert weak.count("augment=") == 1 and "augment=weak" in weak
