@@ -200,8 +200,8 @@ def recorded_fields(p: ProtocolConfig) -> dict[str, Any]:
 
 
 def protocol_fields(p: ProtocolConfig, device: torch.device) -> dict[str, Any]:
-    """The protocol as fingerprinted: `cpu_threads` counts only for runs on the CPU; `precision` and
-    `compile` only when not at their defaults (fp32, eager)."""
+    """The protocol as fingerprinted: `cpu_threads` counts only for runs on the CPU; the `LATER_FIELDS`
+    (`precision`, `compile`, `augment`) only when not at their defaults (fp32, eager, none)."""
     fields = recorded_fields(p)
     if device.type != "cpu":
         del fields["cpu_threads"]
