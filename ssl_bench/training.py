@@ -212,11 +212,7 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
     writer.json(records.SPLIT, {"fingerprint": split_fp, **split.as_json()})
 
     optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-    streams = {
-        "labeled": IndexStream(len(dd.x_lb), p.batch_lb, make_generator(p.seed, "labeled-batches", device), device),
-        "unlabeled": IndexStream(len(dd.x_ulb), p.batch_ulb, make_generator(p.seed, "unlabeled-batches", device), device),
-        **({"augment": AugmentStream(augmentation(info.modality, p.augment), make_generator(p.seed, "augment-batches", device))} if p.augment != "none" else {}),
-    }
+    streams = protocol_streams(dd, p, info.modality, device)
     method.setup(model)  # state that mirrors the model (e.g. an EMA teacher), before a resumed state is restored
     terms = method.term_names()
     gradients = compiled.gradients(model, method, p.precision, p.compile, device, f"{resolved.model}/{resolved.spec.method}", warn=echo)  # method.loss → backward, eager or compiled
@@ -238,9 +234,10 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
     with stop_requests() as stop:
         for step in range(loop.step, p.steps if not loop.stopped else loop.step):
             set_lr(optimizer, p, step)
+            progress = Progress(step, p.steps)
             batch = make_views(method, next_batch(dd, streams, world), info.modality)  # the protocol's batch, then the method's declared views
-            values = train_step(model, optimizer, gradients, batch, Progress(step, p.steps), p.clip_grad_norm, terms, world)  # (1+T,) global means
-            method.after_step(model, Progress(step, p.steps))  # the method's own state (e.g. its EMA teacher), after the optimizer step
+            values = train_step(model, optimizer, gradients, batch, progress, p.clip_grad_norm, terms, world)  # (1+T,) global means
+            method.after_step(model, progress)  # the method's own state (e.g. its EMA teacher), after the optimizer step
             tracker.add(step, values)
             if step == 0:
                 health.initial_loss = values[0].item()  # host sync, once
@@ -328,7 +325,19 @@ def protocol_fingerprint(resolved: Resolved, input_shape: tuple[int, ...], split
     )
 
 
-def next_batch(dd, streams: dict, world: World) -> Batch:
+def protocol_streams(dd: DeviceData, p: ProtocolConfig, modality: str, device: torch.device) -> dict:
+    """The protocol's random streams, each seeded for its purpose: labeled and unlabeled batch indices and,
+    with `--augment`, the augmentation of both batches (saved and restored with the run state)."""
+    streams = {
+        "labeled": IndexStream(len(dd.x_lb), p.batch_lb, make_generator(p.seed, "labeled-batches", device), device),
+        "unlabeled": IndexStream(len(dd.x_ulb), p.batch_ulb, make_generator(p.seed, "unlabeled-batches", device), device),
+    }
+    if p.augment != "none":
+        streams["augment"] = AugmentStream(augmentation(modality, p.augment), make_generator(p.seed, "augment-batches", device))
+    return streams
+
+
+def next_batch(dd: DeviceData, streams: dict, world: World) -> Batch:
     """This rank's slice of the next global batch, with the protocol's augmentation (`--augment`) when on.
     The global batch is augmented before it is sliced, so that the draws do not depend on the processes."""
     i_lb, i_ulb = streams["labeled"].next(), streams["unlabeled"].next()
