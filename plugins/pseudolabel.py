@@ -13,8 +13,10 @@ the last 40 % of training runs at the full weight.
 `threshold` τ is the modern form's confidence mask (Oliver et al., NeurIPS 2018, "Realistic evaluation
 of deep semi-supervised learning algorithms", and USB use τ = 0.95): only unlabeled samples whose top
 class probability reaches τ contribute; the others count as zeros in the mean over the unlabeled batch.
-The default τ = 0 is the paper's form (every unlabeled sample gets its pseudo-label). For the modern form
-set `threshold=0.95`; USB also uses a weight of 1 reached linearly over the first 40 % of training
+The default is that modern form, τ = 0.95: the paper's form, τ = 0 (`-p threshold=0`: every unlabeled
+sample gets its pseudo-label), killed the paper's own MNIST network on MNIST-shaped data in our check
+(smallcnn on digits at 1×28×28, 130 steps of 8 + 8: one class on seed 0, 25 % on seed 1, where τ = 0.95
+gave 77.9 % and 76.9 %, supervised 77.1 % and 78.7 %), and the reports show both forms. USB also uses a weight of 1 reached linearly over the first 40 % of training
 (`alpha_f=1, t1=0, t2=0.4`; Oliver et al. ramp over 40 % with a sigmoid shape instead).
 
 The unlabeled batch is its own forward pass (as in `entmin`); BatchNorm running averages see both passes
@@ -40,7 +42,7 @@ class PseudoLabelConfig:
     alpha_f: float = 3.0  # final weight α_f of the pseudo-label term (paper: 3), >= 0
     t1: float = 0.1  # T1: the weight is 0 before this fraction of training, in [0, 1]
     t2: float = 0.6  # T2: the weight reaches alpha_f at this fraction of training, in [t1, 1]
-    threshold: float = 0.0  # confidence τ a pseudo-label needs, in [0, 1]; 0 = every sample (paper), 0.95 = USB
+    threshold: float = 0.95  # confidence τ a pseudo-label needs, in [0, 1]; 0.95 = Oliver et al. 2018 and USB, 0 = every sample (the paper)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.alpha_f) and self.alpha_f >= 0):
@@ -67,6 +69,7 @@ class PseudoLabel(SSLMethod):
     Config = PseudoLabelConfig
     terms = ("ce", "pl")
     supervised_equivalent = {"alpha_f": 0.0}
+    unlabeled_active = {"threshold": 0.0}  # an untrained model is never 95 % sure
 
     def loss(self, model, batch, progress):
         cfg = self.config

@@ -142,7 +142,7 @@ def test_loss_equals_a_by_hand_recomputation():
     gen = replayed(method)
     loss, terms = method.loss(model, batch, Progress(3, 10))  # ramp = (3/9) / 0.5 = 2/3
     with torch.no_grad():
-        want, ce, l2u = by_hand(model, batch, gen, lambda_u=75.0, ramp=2 / 3)
+        want, ce, l2u = by_hand(model, batch, gen, lambda_u=10.0, ramp=2 / 3)
     assert torch.allclose(terms["ce"], ce, atol=1e-6) and torch.allclose(terms["l2u"], l2u, atol=1e-7)
     assert torch.allclose(loss, want, rtol=1e-5)
     assert torch.equal(method.context.generator.get_state(), gen.get_state())
@@ -154,7 +154,7 @@ def test_lambda_u_ramps_up_linearly():
     for step, ramp in ((0, 0.0), (1, 0.5), (2, 1.0), (9, 1.0)):
         method = make_method(rampup=2 / 9)  # full weight from step 2 of 10 (progress 2/9)
         loss, terms = method.loss(model, batch, Progress(step, 10))
-        assert torch.allclose(loss, terms["ce"] + 75.0 * ramp * terms["l2u"], rtol=1e-6)
+        assert torch.allclose(loss, terms["ce"] + 10.0 * ramp * terms["l2u"], rtol=1e-6)
 
 
 def test_gradient_flows_through_the_mixed_batch_only():
@@ -169,7 +169,7 @@ def test_gradient_flows_through_the_mixed_batch_only():
     state = gen.get_state()
     for detach, same in ((True, True), (False, False)):
         model.zero_grad()
-        by_hand(model, batch, torch.Generator().set_state(state), lambda_u=75.0, ramp=1.0, detach_guess=detach)[0].backward()
+        by_hand(model, batch, torch.Generator().set_state(state), lambda_u=10.0, ramp=1.0, detach_guess=detach)[0].backward()
         assert all(torch.allclose(g, p.grad, atol=1e-5) for g, p in zip(got, model.parameters())) == same
 
 

@@ -55,7 +55,7 @@ def grads_of(model, loss):
 
 def test_defaults_are_the_documented_ones():
     cfg = PseudoLabel.Config()
-    assert (cfg.alpha_f, cfg.t1, cfg.t2, cfg.threshold) == (3.0, 0.1, 0.6, 0.0)
+    assert (cfg.alpha_f, cfg.t1, cfg.t2, cfg.threshold) == (3.0, 0.1, 0.6, 0.95)
     assert PseudoLabel.supervised_equivalent == {"alpha_f": 0.0}
 
 
@@ -92,7 +92,7 @@ def test_pseudo_labels_follow_the_current_prediction_not_a_fixed_label():
     """Changing the model changes the targets: the term is the CE against the model's own argmax."""
     batch = make_batch()
     model = make_model()
-    method = make_method(t1=0.0, t2=0.0)
+    method = make_method(t1=0.0, t2=0.0, threshold=0.0)
     _, before = method.loss(model, batch, Progress(0, 10))
     with torch.no_grad():
         model.head.bias.copy_(torch.tensor([50.0] + [0.0] * 9, dtype=torch.float64))  # everything → class 0, confidently
@@ -114,7 +114,7 @@ def test_weight_follows_the_papers_ramp(step):
     batch = make_batch()
     model = make_model()
     progress = Progress(step, 11)  # fraction = step / 10
-    loss, terms = make_method().loss(model, batch, progress)  # defaults: α_f = 3, t1 = 0.1, t2 = 0.6
+    loss, terms = make_method(threshold=0.0).loss(model, batch, progress)  # defaults α_f = 3, t1 = 0.1, t2 = 0.6; the paper's τ = 0
     w = paper_alpha(step / 10, 0.1, 0.6, 3.0)
     assert torch.allclose(loss, terms["ce"] + w * terms["pl"], atol=1e-12)
     assert math.isfinite(float(terms["pl"])) and terms["pl"] > 0  # logged before T1 too
@@ -125,7 +125,7 @@ def test_pseudo_labels_are_the_argmax_of_the_logits_under_bf16():
     the argmax of the logits (in this batch one sample would get another label from the probabilities)."""
     batch, model = make_batch(torch.float32), make_model(torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _, terms = make_method(t1=0.0, t2=0.0).loss(model, batch, Progress(0, 10))
+        _, terms = make_method(t1=0.0, t2=0.0, threshold=0.0).loss(model, batch, Progress(0, 10))
         logits = model(batch.x_ulb)
         assert (logits.softmax(1).argmax(1) != logits.argmax(1)).sum() == 1  # the case this guards against
         pl = F.cross_entropy(logits.float(), logits.argmax(1))
