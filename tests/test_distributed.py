@@ -75,7 +75,9 @@ def rank_main(rank: int, size: int, init_file: str, cases: list[tuple[str, dict]
             loss.backward()
             world.average_gradients(model)
             for got, want in zip(grads(model), expected):
-                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7, msg=lambda m: f"{name} {config}: {m}")
+                # float32 sums over two halves differ from one sum over the batch in the last bits (MixMatch's
+                # MSE against sharpened guesses: 1.7e-7 on one element of 64 in a clean-clone run)
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=5e-7, msg=lambda m: f"{name} {config}: {m}")
     finally:
         dist.destroy_process_group()
 
