@@ -217,7 +217,7 @@ def run(method: str, seed: int, params: tuple[str, ...], force: bool, restart: b
 @click.option("--seeds", default=None, help="Comma-separated seeds [0,1,2].")
 @functools.partial(run_options, required=False)
 @click.option("-p", "params", multiple=True, metavar="METHOD.KEY=VALUE", help="A method's config field, e.g. -p dninv.alpha=0.6 (repeatable).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel (processes spread over the visible GPUs, or CPU processes).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel: a pool of N worker processes, each training runs one after another (spread over the visible GPUs, or CPU processes).")
 @click.option("--runs-per-gpu", type=click.IntRange(min=1), default=None, help="Runs side by side on each visible GPU (workers = K × GPUs), each pinned to its GPU.")
 @click.option("--retry-failed", is_flag=True, help="Run again the runs that failed (diverged) before; by default they are skipped.")
 @click.option("--quiet", is_flag=True, help="Only the overall progress bar.")

@@ -2,8 +2,9 @@
 
 What runs comes from a grid (ssl_bench.grid). Every run of a sweep is checked before the first one
 starts. Runs already complete in the output folder are skipped and interrupted ones resume, so an
-interrupted sweep goes on where it stopped. With `workers > 1` runs go to separate processes
-(ssl_bench.workers: spread over the visible GPUs on CUDA, else CPU processes sharing the cores).
+interrupted sweep goes on where it stopped. With `workers > 1` runs go to a pool of worker processes
+(ssl_bench.workers: spread over the visible GPUs on CUDA, else CPU processes sharing the cores), each of
+which trains runs one after another.
 """
 
 from __future__ import annotations

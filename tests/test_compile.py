@@ -170,26 +170,3 @@ def test_runs_per_gpu_needs_cuda_and_excludes_workers(tmp_path):
     assert res.exit_code == 2 and res.output.strip().endswith("--runs-per-gpu needs CUDA GPUs and torch sees none; use --workers N on CPU")
     res = runner.invoke(cli, base + ["--workers", "2"])
     assert res.exit_code == 2 and "give --workers or --runs-per-gpu, not both" in res.output
-
-
-def record_device(path: str, device: str) -> None:
-    """A worker's run: write down the device it was given."""
-    from pathlib import Path
-
-    Path(path).write_text(device)
-
-
-def test_workers_spread_over_devices_and_pin(tmp_path, monkeypatch):
-    """K × GPUs workers put K runs on each GPU at once (each new process takes the least loaded device);
-    a worker process is pinned to its GPU with torch.cuda.set_device (nothing to do on CPU)."""
-    from ssl_bench import workers
-
-    jobs = [(i, (str(tmp_path / f"run{i}"),)) for i in range(4)]
-    workers.run_in_processes(record_device, jobs, 4, ["gpu-a", "gpu-b"], lambda i, status, message: None)
-    given = sorted((tmp_path / f"run{i}").read_text() for i in range(4))
-    assert given == ["gpu-a", "gpu-a", "gpu-b", "gpu-b"]
-    pinned = []
-    monkeypatch.setattr(torch.cuda, "set_device", pinned.append)
-    workers.pin_device("cpu")
-    workers.pin_device("cuda:1")
-    assert pinned == ["cuda:1"]

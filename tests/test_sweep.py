@@ -146,3 +146,25 @@ def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch
     records.write_json(failed[0] / "failed.json", {"error": "non-finite loss at step 3 of entmin: x", "step": 3})
     runs, skipped = collect([tmp_path])
     assert len(runs) == 3 and skipped[0].reason.startswith("failed: non-finite loss at step 3")
+
+
+def run_records(out) -> dict[str, tuple]:
+    """Per run: its metrics lines and test accuracies, without wall times."""
+    recorded = {}
+    for p in sorted(out.iterdir()):
+        lines = [{k: v for k, v in line.items() if k != "time_s"} for line in records.read_jsonl(p / records.METRICS)]
+        result = records.read_json(p / records.RESULT)
+        recorded[p.name] = (lines, result["test_acc"], result["test_acc_last"], result["init_fingerprint"])
+    return recorded
+
+
+def test_a_run_does_not_depend_on_the_worker_that_ran_it(tmp_path):
+    """Workers are long-lived (each trains runs one after another): 6 runs on 2 workers, so each worker
+    trains several runs of different methods, give the same records as each run alone in this process."""
+    specs = Grid(methods=("supervised", "entmin", "dninv"), datasets=("digits",), labels=(50,), seeds=(0, 1), common={"steps": 12, "protocol": {"eval_every": 4}}).specs()
+    alone = tmp_path / "alone"
+    for spec in reversed(specs):  # one by one, in the opposite order
+        run_sweep([spec], alone, workers=1, show_progress=False, echo=lambda m: None)
+    outcome = run_sweep(specs, tmp_path / "pool", workers=2, show_progress=False, echo=lambda m: None)
+    assert not outcome.failed and len(outcome.results) == 6
+    assert run_records(tmp_path / "pool") == run_records(alone)
