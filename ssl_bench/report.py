@@ -1,54 +1,36 @@
 """Reports (`ssl-bench report`): run folders → comparison groups → statistics → report.md, report.html, figures.
 
-A *comparison group* is one protocol up to the seed: dataset and its options, labels, validation size,
-`exclude_labeled`, model and its options, and the protocol settings except the seed (all read from each
-run's config.json). Inside a group, every run of one seed must carry the same protocol fingerprint (same
-split, initial weights and batch settings). Runs that do not are split into separate groups, with a
-warning, and never averaged together.
-
-Statistics, in percent: mean ± sample standard deviation (n − 1) over seeds; the paired difference of a
-row to the baseline method of its group (default `supervised`) over the seeds both have, with a 95 %
-Student-t interval on n − 1 degrees of freedom.
+The steps live in their own modules: reading and checking run folders (ssl_bench.report_runs), comparison
+groups and row labels (ssl_bench.report_groups: runs whose protocol fingerprints differ are never
+averaged together), statistics (ssl_bench.stats: mean ± sample std over seeds, paired differences to the
+baseline method with a 95 % Student-t interval), figures (ssl_bench.report_figures), Markdown/HTML
+(ssl_bench.report_render) and results.csv (ssl_bench.report_csv). This module assembles the document.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 import shlex
 import shutil
-import statistics
 import tempfile
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterable
+from typing import Any
 
 import click
 
-from ssl_bench import records
-from ssl_bench.config import Range, check_output_folder, check_value
+from ssl_bench.config import check_output_folder
 from ssl_bench.errors import UserError
-from ssl_bench.health import flag_of
 from ssl_bench.protocol import LATER_FIELDS
 from ssl_bench.report_csv import write_results_csv
+from ssl_bench.report_groups import Group, describe_section, is_u_model, make_groups
 from ssl_bench.report_render import markdown, to_html
+from ssl_bench.report_runs import Run, Skipped, collect
+from ssl_bench.stats import paired_difference, summarize
 
-REQUIRED = ("method", "model", "seed", "test_acc", "test_acc_last", "protocol_fingerprint")  # in result.json
-Accuracy = Annotated[float, Range(0.0, 1.0)]  # a fraction of samples
-RESULT_TYPES = {  # what the report reads from result.json (REQUIRED, and the others where present)
-    "method": str, "model": str, "seed": int, "test_acc": Accuracy, "test_acc_last": Accuracy, "protocol_fingerprint": str,
-    "params": dict, "versions": dict, "git_commit": str | None, "device": str, "split_fingerprint": str, "health": dict | None,
-    "test_acc_recording": Accuracy | None, "test_acc_recording_last": Accuracy | None,
-}
-CONFIG_TYPES = {  # what it reads from config.json ("dataset" and "protocol" required)
-    "dataset": str, "protocol": dict, "labels": int | None, "val_size": int | None, "exclude_labeled": bool | None,
-    "model": str | None, "model_options": dict | None, "dataset_options": dict | None,
-}
-METRICS_TYPES = {"step": int, "val_acc": Accuracy}  # what it reads from each metrics.jsonl row
-KEY_FIELDS = ("dataset", "dataset_options", "labels", "val_size", "exclude_labeled", "model", "model_options")
 ACCURACIES = (  # result key, column title; the per-recording ones only where runs have them (bird10)
     ("test_acc", "test acc @ best val (%)"),
     ("test_acc_last", "test acc @ last step (%)"),
@@ -56,7 +38,6 @@ ACCURACIES = (  # result key, column title; the per-recording ones only where ru
     ("test_acc_recording_last", "per recording @ last step (%)"),
 )
 DELTAS = (("test_acc", "best val"), ("test_acc_last", "last step"))  # paired differences to the baseline
-SYMBOLS = {"alpha": "α", "beta": "β", "gamma": "γ", "lambda_": "λ"}
 U_MODEL_NOTE = "† our interpretation of the paper's inhibitor (\"U\") networks, which the paper does not define (SPEC §3)"
 STATS_NOTE = (
     "Accuracies in percent: mean ± sample standard deviation (n − 1 denominator; – for one seed) over n seeds. "
@@ -93,365 +74,8 @@ PAPER_NUMBERS = {
 # Runs and groups
 
 
-@dataclass
-class Run:
-    path: Path
-    config: dict[str, Any]
-    result: dict[str, Any]
-
-    @property
-    def seed(self) -> int:
-        return self.result["seed"]
-
-    @property
-    def fingerprint(self) -> str:
-        return self.result["protocol_fingerprint"]
-
-    @property
-    def code(self) -> tuple:
-        """What produced the run: linking key for runs of different seeds when fingerprints conflict."""
-        v = self.result.get("versions", {})
-        return (v.get("ssl_bench"), v.get("torch"), self.result.get("git_commit"))
-
-
-@dataclass
-class Row:
-    """One method with one set of params on one model: its runs by seed."""
-
-    label: str
-    method: str
-    params: dict[str, Any]
-    model: str
-    runs: dict[int, Run]  # seed -> run
-
-    def values(self, key: str) -> dict[int, float]:
-        """Accuracy `key` in percent by seed (seeds whose result lacks the key left out)."""
-        return {s: 100 * r.result[key] for s, r in sorted(self.runs.items()) if r.result.get(key) is not None}
-
-
-@dataclass
-class Group:
-    name: str  # P1, P2, … in report order
-    key: dict[str, Any]  # protocol without the seed
-    runs: list[Run]
-    rows: list[Row] = field(default_factory=list)
-    note: str = ""  # why it was split from another group
-
-    @property
-    def section(self) -> tuple:
-        return self.key["dataset"], self.key["labels"]
-
-
-@dataclass
-class Skipped:
-    path: Path
-    reason: str
-    flagged: bool = False  # complete, but collapsed or diverged (ssl_bench.health): never averaged
-    result: dict[str, Any] | None = None  # a flagged run's result.json (it goes to results.csv)
-    damaged: bool = False  # a record that cannot be read or has fields of the wrong type (also told on the terminal)
-
-
-class DamagedRecord(Exception):
-    """A record file of a run folder that holds wrong values; the message names the file."""
-
-
-class UnreadableRecord(DamagedRecord):
-    """A record file that is not a JSON object."""
-
-
-def collect(dirs: Iterable[Path]) -> tuple[list[Run], list[Skipped]]:
-    """Every run folder (a folder with config.json) under `dirs`: complete runs and skipped ones.
-
-    Every record is checked (JSON, field types, finite accuracies in [0, 1]); a damaged one skips its run
-    with the file and the problem named."""
-    runs, skipped, seen = [], [], set()
-    for d in dirs:
-        for config_path in sorted(Path(d).rglob(records.CONFIG)):
-            run_dir = config_path.parent
-            if run_dir.resolve() in seen:
-                continue
-            seen.add(run_dir.resolve())
-            try:
-                if not records.is_complete(run_dir):
-                    error = failure_of(run_dir)
-                    skipped.append(Skipped(run_dir, f"failed: {error}" if error else "incomplete: no result.json (interrupted or still running)"))
-                    continue
-                run = Run(run_dir, read_record(config_path), read_record(run_dir / records.RESULT))
-                missing = [k for k in REQUIRED if k not in run.result] + [k for k in ("dataset", "protocol") if k not in run.config]
-                if missing:
-                    skipped.append(Skipped(run_dir, f"record without {', '.join(missing)} (made by another version?)"))
-                    continue
-                check_fields(run.result, RESULT_TYPES, run_dir / records.RESULT)
-                check_fields(run.config, CONFIG_TYPES, config_path)
-                check_params(run.result.get("params", {}), run_dir / records.RESULT)
-                check_metrics(run_dir / records.METRICS)
-            except (OSError, ValueError, DamagedRecord) as exc:
-                kind = "damaged" if type(exc) is DamagedRecord else "unreadable"
-                skipped.append(Skipped(run_dir, f"{kind} record: {exc}", damaged=True))
-                continue
-            if flag_of(run.result):
-                skipped.append(Skipped(run_dir, f"flagged, {flag_of(run.result)}", flagged=True, result=run.result))
-                continue
-            runs.append(run)
-    return runs, skipped
-
-
-def read_record(path: Path) -> dict[str, Any]:
-    """A JSON object from `path`; `DamagedRecord` naming the file when it is not one."""
-    try:
-        doc = records.read_json(path)
-    except UnicodeDecodeError as exc:
-        raise UnreadableRecord(f"{path.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise UnreadableRecord(f"{path.name}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})") from None
-    if not isinstance(doc, dict):
-        raise UnreadableRecord(f"{path.name}: expected a JSON object, got {type(doc).__name__}")
-    return doc
-
-
-def check_metrics(path: Path) -> None:
-    """Every row of `metrics.jsonl` (a torn last line is ignored) has an int `step` and a `val_acc` in [0, 1]."""
-    try:
-        rows = records.read_jsonl(path)
-    except UnicodeDecodeError as exc:
-        raise UnreadableRecord(f"{path.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    for i, row in enumerate(rows, start=1):
-        if not isinstance(row, dict) or not set(METRICS_TYPES) <= set(row):
-            raise DamagedRecord(f"{path.name} line {i}: expected an object with step and val_acc")
-        check_fields(row, METRICS_TYPES, path.with_name(f"{path.name} line {i}"))
-
-
-def failure_of(run_dir: Path) -> str | None:
-    """The error in a failed run's `failed.json` (None when there is none); `DamagedRecord` if it is garbage."""
-    path = run_dir / records.FAILED
-    if not path.is_file():
-        return None
-    error = read_record(path).get("error")
-    if not isinstance(error, str):
-        raise DamagedRecord(f"{records.FAILED}: error must be text, got {error!r}")
-    return error
-
-
-def check_fields(doc: dict[str, Any], types: dict[str, Any], path: Path) -> None:
-    """Every field of `types` present in `doc` has its type (`config.check_value`: finite, in range)."""
-    for key, tp in types.items():
-        if key in doc:
-            try:
-                check_value(doc[key], tp, key, path.name)
-            except UserError as exc:
-                raise DamagedRecord(str(exc)) from None
-
-
-def check_params(params: dict[str, Any], path: Path) -> None:
-    """A run's params as the report shows them: numbers finite, schedules `{kind, start, end}` with numbers."""
-    for key, value in params.items():
-        numbers = [value] if isinstance(value, float) else []
-        if isinstance(value, dict) and {"kind", "start", "end"} <= set(value):
-            numbers = [value["start"], value["end"]]
-        for number in numbers:
-            try:
-                check_value(number, float, f"params.{key}", path.name)
-            except UserError as exc:
-                raise DamagedRecord(str(exc)) from None
-
-
-def protocol_key(config: dict[str, Any]) -> dict[str, Any]:
-    """The run's protocol without the seed: runs with equal keys are compared with each other."""
-    key = {k: config.get(k) for k in KEY_FIELDS}
-    key["protocol"] = {k: v for k, v in config.get("protocol", {}).items() if k != "seed"}
-    return key
-
-
-def split_by_fingerprint(runs: list[Run]) -> list[list[Run]]:
-    """Parts of `runs` in which every seed has one protocol fingerprint (usually one part: `runs`).
-
-    Runs with one fingerprint stay together; across seeds, runs are linked by the code that made them
-    (ssl-bench version, torch version, git commit), since fingerprints of different seeds always differ.
-    """
-    cells: dict[tuple[int, str], list[Run]] = defaultdict(list)
-    for run in runs:
-        cells[run.seed, run.fingerprint].append(run)
-    if len(cells) == len({seed for seed, _ in cells}):
-        return [runs]
-    parts: list[dict[str, Any]] = []  # {"seeds": set, "codes": set, "runs": list}
-    for (seed, _fp), cell in sorted(cells.items(), key=lambda kv: (kv[0][0], -len(kv[1]), kv[0][1])):
-        codes = {run.code for run in cell}
-        part = next((p for p in parts if seed not in p["seeds"] and p["codes"] & codes), None)
-        if part is None:
-            part = {"seeds": set(), "codes": set(), "runs": []}
-            parts.append(part)
-        part["seeds"].add(seed)
-        part["codes"] |= codes
-        part["runs"] += cell
-    return [p["runs"] for p in parts]
-
-
-def make_groups(runs: list[Run], baseline: str) -> tuple[list[Group], list[str]]:
-    """Comparison groups in report order, with their rows, and the warnings raised on the way."""
-    by_key: dict[str, tuple[dict, list[Run]]] = {}
-    for run in runs:
-        key = protocol_key(run.config)
-        by_key.setdefault(records.fingerprint(key), (key, []))[1].append(run)
-
-    def order(item):
-        fp, (key, _) = item
-        return (str(key["dataset"]), key["labels"] is None, key["labels"] or 0, str(key["model"]), fp)
-
-    groups: list[Group] = []
-    warnings: list[str] = []
-    shown = shown_params(runs)
-    for _fp, (key, members) in sorted(by_key.items(), key=order):
-        parts = split_by_fingerprint(members)
-        names = [f"P{len(groups) + i + 1}" for i in range(len(parts))]
-        for i, part in enumerate(parts):
-            note = f"split from {', '.join(n for n in names if n != names[i])}: protocol fingerprints differ" if len(parts) > 1 else ""
-            group = Group(names[i], key, part, note=note)
-            group.rows, dup = make_rows(part, baseline, shown)
-            warnings += [f"{group.name}: {w}" for w in dup]
-            groups.append(group)
-        if len(parts) > 1:
-            seeds = sorted({r.seed for r in members if len({m.fingerprint for m in members if m.seed == r.seed}) > 1})
-            warnings.append(
-                f"{describe_section(key)}, {key['model']}: runs of seed {', '.join(map(str, seeds))} carry different protocol "
-                f"fingerprints (different split, initial weights or batches, e.g. made by different code); they are shown "
-                f"as separate groups {', '.join(names)} and never averaged together"
-            )
-    return groups, warnings
-
-
-def make_rows(runs: list[Run], baseline: str, shown: dict[str, set[str]]) -> tuple[list[Row], list[str]]:
-    """Rows of one group (baseline first), one run per seed; duplicate runs of a seed are warned about."""
-    rows: dict[str, Row] = {}
-    warnings = []
-    for run in sorted(runs, key=lambda r: str(r.path)):
-        method, params, model = run.result["method"], run.result.get("params", {}), run.result["model"]
-        row_id = json.dumps([method, {k: canonical(v) for k, v in params.items()}, model], sort_keys=True)
-        row = rows.setdefault(row_id, Row(row_label(method, params, shown.get(method, set())), method, params, model, {}))
-        if run.seed in row.runs:
-            warnings.append(f"{row.label}: seed {run.seed} appears twice ({row.runs[run.seed].path} and {run.path}); using the first")
-            continue
-        row.runs[run.seed] = run
-    ordered = sorted(rows.items(), key=lambda kv: (kv[1].method != baseline, kv[1].method, kv[0]))
-    return [row for _, row in ordered], warnings
-
-
-def method_defaults(method: str) -> dict[str, Any] | None:
-    """The method's default config as JSON data, or None when its plugin cannot be loaded here."""
-    from ssl_bench.config import to_jsonable
-    from ssl_bench.method import load_method
-
-    try:
-        return to_jsonable(load_method(method).Config())
-    except Exception:  # an uninstalled or broken plugin: its runs are still reported
-        return None
-
-
-def shown_params(runs: list[Run]) -> dict[str, set[str]]:
-    """Per method, the params a row label names: those off the plugin's defaults or varying between runs."""
-    values: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for run in runs:
-        for k, v in run.result.get("params", {}).items():
-            values[run.result["method"]][k].add(json.dumps(canonical(v), sort_keys=True))
-    shown = {}
-    for method, params in values.items():
-        defaults = method_defaults(method)
-        shown[method] = {
-            k for k, vs in params.items() if len(vs) > 1 or defaults is None or vs != {json.dumps(canonical(defaults.get(k)), sort_keys=True)}
-        }
-    return shown
-
-
-def format_value(value: Any) -> str:
-    if isinstance(value, dict) and {"kind", "start", "end"} <= set(value):
-        if value["kind"] == "constant":
-            return f"{value['start']:g}"
-        return f"{value['kind']}:{value['start']:g}:{value['end']:g}"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
-
-
-def row_label(method: str, params: dict[str, Any], shown: set[str]) -> str:
-    """`dninv α=0.5 β=0.3`: the method and the params worth naming."""
-    return " ".join([method] + [f"{SYMBOLS.get(k, k)}={format_value(params[k])}" for k in sorted(shown) if k in params])
-
-
-def constant(value: Any) -> float | None:
-    """A param's value when it is a number or a constant schedule, else None."""
-    if isinstance(value, dict) and value.get("kind") == "constant":
-        return float(value["start"])
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
-def canonical(value: Any) -> Any:
-    """A param value for comparisons: a constant schedule and its number are the same value."""
-    number = constant(value)
-    return value if number is None else number
-
-
-def is_u_model(model: str) -> bool:
-    return model.startswith("u") or "ucnn" in model
-
-
-# --------------------------------------------------------------------------------------------------
-# Statistics (percent)
-
-
-@dataclass
-class Stat:
-    mean: float
-    std: float | None  # sample std; None for one value
-    n: int
-
-    def __str__(self) -> str:
-        return f"{self.mean:.2f} ± {'–' if self.std is None else f'{self.std:.2f}'}"
-
-
-@dataclass
-class Diff:
-    mean: float
-    half_width: float | None  # of the 95 % interval; None for n < 2
-    n: int
-
-    def __str__(self) -> str:
-        if self.half_width is None:
-            return f"{signed(self.mean)} (n={self.n}, no CI)"
-        return f"{signed(self.mean)} [{signed(self.mean - self.half_width)}, {signed(self.mean + self.half_width)}] (n={self.n})"
-
-
-def signed(x: float) -> str:
-    """`+1.23`, `-0.40`, and `+0.00` rather than `-0.00` for a tiny negative."""
-    return f"{round(x, 2) + 0.0:+.2f}"
-
-
-def summarize(values: Iterable[float]) -> Stat | None:
-    values = list(values)
-    if not values:
-        return None
-    return Stat(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values))
-
-
-def paired_difference(a: dict[int, float], b: dict[int, float]) -> Diff | None:
-    """Mean of a[s] − b[s] over the seeds in both, with the half-width of its 95 % t interval."""
-    diffs = [a[s] - b[s] for s in sorted(set(a) & set(b))]
-    if not diffs:
-        return None
-    if len(diffs) < 2:
-        return Diff(diffs[0], None, 1)
-    from scipy.stats import t
-
-    half = t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return Diff(statistics.fmean(diffs), half, len(diffs))
-
-
 # --------------------------------------------------------------------------------------------------
 # The document: blocks rendered to Markdown and to self-contained HTML
-
-
-def describe_section(key: dict[str, Any]) -> str:
-    return f"{key['dataset']}, {'all' if key['labels'] is None else key['labels']} labels"
 
 
 def describe_protocol(key: dict[str, Any]) -> str:
@@ -515,7 +139,7 @@ def provenance_blocks(runs: list[Run], groups: list[Group], skipped: list[Skippe
         f"python: {counted(r.result.get('versions', {}).get('python') for r in runs)}",
         f"devices: {counted(r.result.get('device') for r in runs)}",
         f"git commits: {counted(r.result.get('git_commit') for r in runs)}",
-        f"generated: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"generated: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
     ]))
     blocks.append(("p", "Regenerate this report with:"))
     blocks.append(("code", command))

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ssl_bench import records
-from ssl_bench.report import Group, Run, constant, row_label
+from ssl_bench.report_groups import Group, constant, row_label
+from ssl_bench.report_runs import Run
 
 RECONSTRUCTION_METHODS = ("dninv",)  # methods whose runs get reconstruction figures
 HEATMAP_PARAMS = ("alpha", "beta")  # a method with both params gets a heat map over their constant values

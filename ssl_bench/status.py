@@ -42,7 +42,7 @@ def state_of(run_dir: Path) -> str:
 
 def group_of(config: dict) -> tuple[str, str, str]:
     """(dataset-labels, model, method label) of a run's config.json or `Resolved.as_json()`."""
-    from ssl_bench.report import canonical, method_defaults, row_label
+    from ssl_bench.report_groups import canonical, method_defaults, row_label
 
     params = config.get("params") or {}
     defaults = method_defaults(config["method"])

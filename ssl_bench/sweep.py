@@ -225,7 +225,8 @@ def _worker_devices(resolved: list[Resolved], workers: int) -> list[str]:
 
 def summary_rows(results: list[dict]) -> list[dict]:
     """One row per (dataset, labels, model, method + params off their defaults), in first-seen order."""
-    from ssl_bench.report import canonical, method_defaults, row_label, summarize
+    from ssl_bench.report_groups import canonical, method_defaults, row_label
+    from ssl_bench.stats import summarize
 
     groups: dict[tuple, list[dict]] = {}
     for r in results:

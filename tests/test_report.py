@@ -128,7 +128,8 @@ def test_tables_hold_hand_computed_means_stds_and_paired_intervals(runs, tmp_pat
 
 
 def test_heatmap_grid_and_learning_curve_numbers(runs):
-    from ssl_bench.report import collect, make_groups
+    from ssl_bench.report_groups import make_groups
+    from ssl_bench.report_runs import collect
     from ssl_bench.report_figures import heatmap_grids, mean_curve
 
     (group,), warnings = make_groups(collect([runs])[0], "supervised")
@@ -276,7 +277,7 @@ def test_end_to_end_report_of_two_real_runs(tmp_path):
 
 
 def test_differences_are_signed_without_a_negative_zero():
-    from ssl_bench.report import Diff
+    from ssl_bench.stats import Diff
 
     assert str(Diff(-0.001, None, 1)) == "+0.00 (n=1, no CI)"
     assert str(Diff(-1.234, 0.5, 2)) == "-1.23 [-1.73, -0.73] (n=2)"

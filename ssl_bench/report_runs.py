@@ -1,0 +1,168 @@
+"""Run folders as a report reads them: complete runs, and the skipped ones with the reason.
+
+Every record a report reads is checked before it is used (JSON objects, field types, finite accuracies in
+[0, 1], params); a damaged record skips its run with the file and the problem named, and a run flagged by
+the health check (collapsed or diverged) is skipped and never averaged. Used by ssl_bench.report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from ssl_bench import records
+from ssl_bench.config import Range, check_value
+from ssl_bench.errors import UserError
+from ssl_bench.health import flag_of
+
+REQUIRED = ("method", "model", "seed", "test_acc", "test_acc_last", "protocol_fingerprint")  # in result.json
+Accuracy = Annotated[float, Range(0.0, 1.0)]  # a fraction of samples
+RESULT_TYPES = {  # what the report reads from result.json (REQUIRED, and the others where present)
+    "method": str, "model": str, "seed": int, "test_acc": Accuracy, "test_acc_last": Accuracy, "protocol_fingerprint": str,
+    "params": dict, "versions": dict, "git_commit": str | None, "device": str, "split_fingerprint": str, "health": dict | None,
+    "test_acc_recording": Accuracy | None, "test_acc_recording_last": Accuracy | None,
+}
+CONFIG_TYPES = {  # what it reads from config.json ("dataset" and "protocol" required)
+    "dataset": str, "protocol": dict, "labels": int | None, "val_size": int | None, "exclude_labeled": bool | None,
+    "model": str | None, "model_options": dict | None, "dataset_options": dict | None,
+}
+METRICS_TYPES = {"step": int, "val_acc": Accuracy}  # what it reads from each metrics.jsonl row
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict[str, Any]
+    result: dict[str, Any]
+
+    @property
+    def seed(self) -> int:
+        return self.result["seed"]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.result["protocol_fingerprint"]
+
+    @property
+    def code(self) -> tuple:
+        """What produced the run: linking key for runs of different seeds when fingerprints conflict."""
+        v = self.result.get("versions", {})
+        return (v.get("ssl_bench"), v.get("torch"), self.result.get("git_commit"))
+
+
+
+
+@dataclass
+class Skipped:
+    path: Path
+    reason: str
+    flagged: bool = False  # complete, but collapsed or diverged (ssl_bench.health): never averaged
+    result: dict[str, Any] | None = None  # a flagged run's result.json (it goes to results.csv)
+    damaged: bool = False  # a record that cannot be read or has fields of the wrong type (also told on the terminal)
+
+
+class DamagedRecord(Exception):
+    """A record file of a run folder that holds wrong values; the message names the file."""
+
+
+class UnreadableRecord(DamagedRecord):
+    """A record file that is not a JSON object."""
+
+
+def collect(dirs: Iterable[Path]) -> tuple[list[Run], list[Skipped]]:
+    """Every run folder (a folder with config.json) under `dirs`: complete runs and skipped ones.
+
+    Every record is checked (JSON, field types, finite accuracies in [0, 1]); a damaged one skips its run
+    with the file and the problem named."""
+    runs, skipped, seen = [], [], set()
+    for d in dirs:
+        for config_path in sorted(Path(d).rglob(records.CONFIG)):
+            run_dir = config_path.parent
+            if run_dir.resolve() in seen:
+                continue
+            seen.add(run_dir.resolve())
+            try:
+                if not records.is_complete(run_dir):
+                    error = failure_of(run_dir)
+                    skipped.append(Skipped(run_dir, f"failed: {error}" if error else "incomplete: no result.json (interrupted or still running)"))
+                    continue
+                run = Run(run_dir, read_record(config_path), read_record(run_dir / records.RESULT))
+                missing = [k for k in REQUIRED if k not in run.result] + [k for k in ("dataset", "protocol") if k not in run.config]
+                if missing:
+                    skipped.append(Skipped(run_dir, f"record without {', '.join(missing)} (made by another version?)"))
+                    continue
+                check_fields(run.result, RESULT_TYPES, run_dir / records.RESULT)
+                check_fields(run.config, CONFIG_TYPES, config_path)
+                check_params(run.result.get("params", {}), run_dir / records.RESULT)
+                check_metrics(run_dir / records.METRICS)
+            except (OSError, ValueError, DamagedRecord) as exc:
+                kind = "damaged" if type(exc) is DamagedRecord else "unreadable"
+                skipped.append(Skipped(run_dir, f"{kind} record: {exc}", damaged=True))
+                continue
+            if flag_of(run.result):
+                skipped.append(Skipped(run_dir, f"flagged, {flag_of(run.result)}", flagged=True, result=run.result))
+                continue
+            runs.append(run)
+    return runs, skipped
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; `DamagedRecord` naming the file when it is not one."""
+    try:
+        doc = records.read_json(path)
+    except UnicodeDecodeError as exc:
+        raise UnreadableRecord(f"{path.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise UnreadableRecord(f"{path.name}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(doc, dict):
+        raise UnreadableRecord(f"{path.name}: expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def check_metrics(path: Path) -> None:
+    """Every row of `metrics.jsonl` (a torn last line is ignored) has an int `step` and a `val_acc` in [0, 1]."""
+    try:
+        rows = records.read_jsonl(path)
+    except UnicodeDecodeError as exc:
+        raise UnreadableRecord(f"{path.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for i, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or not set(METRICS_TYPES) <= set(row):
+            raise DamagedRecord(f"{path.name} line {i}: expected an object with step and val_acc")
+        check_fields(row, METRICS_TYPES, path.with_name(f"{path.name} line {i}"))
+
+
+def failure_of(run_dir: Path) -> str | None:
+    """The error in a failed run's `failed.json` (None when there is none); `DamagedRecord` if it is garbage."""
+    path = run_dir / records.FAILED
+    if not path.is_file():
+        return None
+    error = read_record(path).get("error")
+    if not isinstance(error, str):
+        raise DamagedRecord(f"{records.FAILED}: error must be text, got {error!r}")
+    return error
+
+
+def check_fields(doc: dict[str, Any], types: dict[str, Any], path: Path) -> None:
+    """Every field of `types` present in `doc` has its type (`config.check_value`: finite, in range)."""
+    for key, tp in types.items():
+        if key in doc:
+            try:
+                check_value(doc[key], tp, key, path.name)
+            except UserError as exc:
+                raise DamagedRecord(str(exc)) from None
+
+
+def check_params(params: dict[str, Any], path: Path) -> None:
+    """A run's params as the report shows them: numbers finite, schedules `{kind, start, end}` with numbers."""
+    for key, value in params.items():
+        numbers = [value] if isinstance(value, float) else []
+        if isinstance(value, dict) and {"kind", "start", "end"} <= set(value):
+            numbers = [value["start"], value["end"]]
+        for number in numbers:
+            try:
+                check_value(number, float, f"params.{key}", path.name)
+            except UserError as exc:
+                raise DamagedRecord(str(exc)) from None
