@@ -7,9 +7,11 @@ with the paper's extensions (eq. 11–13): per-layer reconstruction and weights 
     R = ‖x̂ − x‖²,  R⁽ˡ⁾ = ‖(∂f/∂z⁽ˡ⁾)ᵀ f − z⁽ˡ⁾‖²,  E = −Σ_c p_c log p_c.
 
 Each term is averaged over its own part of the batch. `x̂` is one VJP with `create_graph=True`, so the
-parameter gradient flows through it (double backprop). The γ weights are absolute, as in eq. 11 (not
-scaled by 1−α). Weights are read at t = step / (steps − 1): the first step uses a schedule's start value
-and the last step its end value.
+parameter gradient flows through it (double backprop); `formulation=jvp` gives R the same value and
+gradient from `⟨x̂, r⟩ = ⟨f, J·r⟩`, r = stopgrad(x̂ − x), with a forward-mode JVP and no double backward
+(ssl_bench.inversion.reconstruction_by_jvp). The γ weights are absolute, as in eq. 11 (not scaled by
+1−α). Weights are read at t = step / (steps − 1): the first step uses a schedule's start value and the
+last step its end value.
 
 A term whose weight is zero for the whole run (a constant schedule) is not added to the loss. `ce` and
 `ent` come from logits that are computed anyway and are logged regardless; `rec` and `rec_<layer>` need
@@ -21,20 +23,28 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ssl_bench import SSLMethod
+from ssl_bench.config import to_jsonable
 from ssl_bench.errors import UserError
-from ssl_bench.inversion import couples_samples, reconstruct_layers, squared_error
+from ssl_bench.inversion import (
+    couples_samples,
+    forward_mode_inexact,
+    reconstruct_layers,
+    reconstruction_by_jvp,
+    squared_error,
+)
 from ssl_bench.losses import entropy
 from ssl_bench.models import layer_names
 from ssl_bench.schedules import Schedule
 
 REDUCTIONS = ("mean", "sum")
+FORMULATIONS = ("double_backward", "jvp")
 
 
 def as_schedule(value: Any, what: str) -> Schedule:
@@ -116,6 +126,7 @@ class DNInvConfig:
     reduction: str = "mean"  # R and R⁽ˡ⁾: mean (per element, MSE) | sum (per sample), both averaged over samples
     detach_cotangent: bool = False  # x̂ = (∂f/∂x)ᵀ stopgrad(f): same x̂, no gradient through the cotangent
     gamma: LayerWeights = LayerWeights()  # per-layer weights γ⁽ˡ⁾ >= 0, e.g. conv2:0.1,conv3:linear:0.5:0
+    formulation: str = "double_backward"  # how R's parameter gradient is computed: double_backward (x̂ with create_graph, the paper's) | jvp (reverse over forward: the same gradient, no double backward; no gamma)
 
     def __post_init__(self) -> None:
         for name in ("alpha", "beta"):
@@ -129,6 +140,18 @@ class DNInvConfig:
         if not isinstance(self.detach_cotangent, bool):
             raise ValueError(f"detach_cotangent must be true or false, got {self.detach_cotangent!r}")
         object.__setattr__(self, "gamma", LayerWeights.coerce(self.gamma))
+        if self.formulation not in FORMULATIONS:
+            raise ValueError(f"formulation must be one of {', '.join(FORMULATIONS)}, got {self.formulation!r}")
+        if self.formulation == "jvp" and self.gamma.items:
+            raise ValueError(f"formulation=jvp has no per-layer terms; drop gamma ({self.gamma}) or use formulation=double_backward")
+
+    def to_json(self) -> dict:
+        """The fields as JSON data; `formulation` only when not `double_backward`, so that runs recorded before
+        it existed keep their run ids (the same convention as the protocol's LATER_FIELDS)."""
+        data = {f.name: to_jsonable(getattr(self, f.name)) for f in fields(self)}
+        if self.formulation == "double_backward":
+            del data["formulation"]
+        return data
 
 
 class DNInv(SSLMethod):
@@ -156,6 +179,9 @@ class DNInv(SSLMethod):
         unknown = [name for name in self.config.gamma.names() if name not in layer_names(model)]
         if unknown:
             raise UserError(f"dninv gamma: unknown layer {', '.join(map(repr, unknown))} for {type(model).__name__}; its layers: {', '.join(layer_names(model))}")
+        inexact = forward_mode_inexact(model) if self.config.formulation == "jvp" and self.use_rec else []
+        if inexact:
+            raise UserError(f"dninv formulation=jvp: its gradient is not exact through {', '.join(inexact)} of {type(model).__name__}; use formulation=double_backward")
 
     def loss(self, model, batch, progress):
         cfg = self.config
@@ -167,16 +193,20 @@ class DNInv(SSLMethod):
         alpha, beta = cfg.alpha.at(t), cfg.beta.at(t)
         n_lb = len(batch.x_lb)
         x = torch.cat([batch.x_lb, batch.x_ulb])  # (B_lb + B_ulb, ...)
-        if self.use_rec or self.layers:
+        rec = None
+        if self.use_rec and cfg.formulation == "jvp":  # no γ layers (refused by the config)
+            logits, _, rec = reconstruction_by_jvp(model, x, reduction=cfg.reduction, detach_cotangent=cfg.detach_cotangent)  # (B, K), R
+            inner = {}
+        elif self.use_rec or self.layers:
             self.warn_if_coupled(model)
             logits, x_hat, inner = reconstruct_layers(
                 model, x, self.layers, input=self.use_rec, create_graph=True, detach_cotangent=cfg.detach_cotangent
             )  # (B, K), like x, {layer: (z, ẑ)}
+            rec = squared_error(x_hat, x, cfg.reduction) if self.use_rec else None
         else:
-            logits, x_hat, inner = model(x), None, {}
+            logits, inner = model(x), {}
         ce = F.cross_entropy(logits[:n_lb], batch.y_lb)
         ent = entropy(logits[n_lb:])
-        rec = squared_error(x_hat, x, cfg.reduction) if self.use_rec else None
         rec_layers = {name: squared_error(z_hat, z, cfg.reduction) for name, (z, z_hat) in inner.items()}
 
         parts = [alpha * ce] if self.use_ce else []

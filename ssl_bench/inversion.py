@@ -8,14 +8,19 @@ taken with respect to an inner representation `z⁽ˡ⁾` gives its reconstructi
 One VJP for a whole batch is the per-sample inverse as long as nothing couples the samples of the batch;
 BatchNorm in training mode does (`couples_samples`). Used by the `dninv` method (with `create_graph=True`,
 so that parameter gradients flow through `x̂`) and by `ssl-bench reconstruct`.
+
+`reconstruction_by_jvp` gives the same reconstruction error with the same parameter gradient without a
+double backward ("reverse over forward", SPEC §1): dninv's `formulation=jvp`.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Callable
 
 import torch
 from torch import nn
+from torch.autograd import forward_ad as fwAD
 
 from ssl_bench.models import forward_intermediates
 
@@ -100,6 +105,100 @@ def _reconstruct_layers_func(model, x, layers, *, input, detach_cotangent):
     cotangent = logits.detach() if detach_cotangent else logits  # (B, K)
     (x_hat,) = vjp_fn(cotangent)
     return logits, x_hat, {}
+
+
+def reconstruction_by_jvp(
+    model: nn.Module, x: torch.Tensor, *, reduction: str = "mean", detach_cotangent: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`(logits, x̂, R)`: `R = squared_error(x̂, x, reduction)` in value, and in parameter gradient that of
+    `x̂ = (∂f/∂x)ᵀ f(x)` taken with `create_graph=True` — computed without a double backward.
+
+    With `r = stopgrad(x̂ − x)`, `⟨x̂, r⟩ = ⟨Jᵀf, r⟩ = ⟨f, J·r⟩`, so `∇θ‖x̂ − x‖² = 2·∇θ⟨f, J·r⟩` where `J·r`
+    is a forward-mode JVP and both `f` and `J` depend on θ. Two forward passes: one with a VJP to the
+    input (no graph kept) for the value of `x̂`, then one with dual tensors for `f` and `J·r`, both with
+    their graphs to the parameters; the backward of `R` (or of a loss built on `logits`, which are the
+    dual pass's) is an ordinary one. `detach_cotangent`: `⟨stopgrad(f), J·r⟩`, the gradient of
+    `x̂ = Jᵀ stopgrad(f)`.
+
+    The first pass leaves no trace: the random state and the buffers are put back after it, so the dual
+    pass draws the same dropout masks and a step updates buffers once. Refused (ValueError) for a model
+    with layers whose forward-mode derivative PyTorch does not differentiate exactly in reverse
+    (`forward_mode_inexact`). Inside `functional_transforms()`: `torch.func.vjp` and `torch.func.jvp`;
+    there the random state cannot be put back, so active dropout raises NotImplementedError (a compiled
+    step then runs eager).
+    """
+    inexact = forward_mode_inexact(model)
+    if inexact:
+        raise ValueError(f"x̂ by JVP is not exact for {type(model).__name__}: {', '.join(inexact)} (PyTorch's forward-mode norm formulas are not differentiable through their statistics); use the double backward")
+    if _functional and any(isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0 for m in model.modules()):
+        raise NotImplementedError("x̂ by JVP with dropout has no torch.func form here (its two passes must draw the same masks)")
+    restore = _state_restorer(model, x.device)
+    x_hat = _input_vjp(model, x)  # like x, no graph
+    restore()  # the dual pass draws the same dropout masks; buffers are updated once
+    r = (x_hat - x).detach()  # like x
+    logits, jr = _jvp(model, x, r)  # (B, K) each, with their graphs to the parameters
+    g = ((logits.detach() if detach_cotangent else logits) * jr).sum()  # ⟨f, J·r⟩
+    value = squared_error(x_hat, x, reduction)  # no graph to the parameters
+    scale = 2 / (r.numel() if reduction == "mean" else len(r))  # ∂R/∂x̂ = scale·(x̂ − x)
+    return logits, x_hat, value + scale * (g - g.detach())  # value exactly ‖x̂ − x‖², gradient scale·∇θ⟨f, J·r⟩
+
+
+def forward_mode_inexact(model: nn.Module) -> list[str]:
+    """The layers of `model` (as `name (Type)`) through which `reconstruction_by_jvp`'s gradient is wrong.
+
+    Measured (torch 2.11, float64, tests/test_dninv_jvp.py): batch norm and instance norm using the
+    statistics of their input (training mode, or no running statistics) and layer norm give gradients
+    off by O(1) — their forward-mode formulas use saved statistics that reverse mode treats as constants.
+    Group norm, RMS norm, norms in eval mode with running statistics, and the paper's layers are exact.
+    """
+    batch_statistics = lambda m: m.training or m.running_mean is None
+    return [
+        f"{name} ({type(m).__name__})"
+        for name, m in model.named_modules()
+        if isinstance(m, nn.LayerNorm)
+        or (isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)) and batch_statistics(m))
+    ]
+
+
+def _input_vjp(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The value of `x̂ = (∂f/∂x)ᵀ f(x)`, without a graph to the parameters."""
+    if _functional:
+        logits, vjp_fn = torch.func.vjp(model, x)
+        (x_hat,) = vjp_fn(logits.detach())
+        return x_hat.detach()
+    x_in = x.detach().requires_grad_()
+    with torch.enable_grad():
+        logits = model(x_in)  # (B, K)
+        (x_hat,) = torch.autograd.grad(logits, x_in, logits.detach())
+    return x_hat
+
+
+def _jvp(model: nn.Module, x: torch.Tensor, tangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(f(x), J·tangent)` from one forward pass with dual tensors (forward-mode AD)."""
+    if _functional:
+        return torch.func.jvp(model, (x,), (tangent,))
+    with fwAD.dual_level():
+        return fwAD.unpack_dual(model(fwAD.make_dual(x, tangent)))[:2]
+
+
+def _state_restorer(model: nn.Module, device: torch.device) -> Callable[[], None]:
+    """A function putting back the random state (CPU's, and the GPU's on CUDA) and the buffers of `model` as
+    they are now. Eager only: a compiled graph cannot read the random state, and under torch.func no
+    buffer may be updated (so there is nothing to put back)."""
+    if _functional:
+        return lambda: None
+    cpu, gpu = torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    buffers = [b.clone() for b in model.buffers()]
+
+    def restore() -> None:
+        torch.set_rng_state(cpu)
+        if gpu is not None:
+            torch.cuda.set_rng_state(gpu, device)
+        with torch.no_grad():
+            for b, saved in zip(model.buffers(), buffers):
+                b.copy_(saved)
+
+    return restore
 
 
 def squared_error(x_hat: torch.Tensor, x: torch.Tensor, reduction: str) -> torch.Tensor:
