@@ -15,8 +15,8 @@ double backward ("reverse over forward", SPEC §1): dninv's `formulation=jvp`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 import torch
 from torch import nn

@@ -19,7 +19,11 @@ from ssl_bench import compiled, inversion
 from ssl_bench.cli import cli
 from ssl_bench.config import build_config, to_jsonable
 from ssl_bench.errors import UserError
-from ssl_bench.inversion import forward_mode_inexact, reconstruction_by_jvp, squared_error
+from ssl_bench.inversion import (
+    forward_mode_inexact,
+    reconstruction_by_jvp,
+    squared_error,
+)
 from ssl_bench.method import Batch, Progress
 from ssl_bench.models import create_model
 from ssl_bench.protocol import RunSpec, resolve
@@ -72,7 +76,7 @@ def test_jvp_equals_double_backward_on_paper_models(name, shape, options):
     batch = batch_of(shape)
     for reduction in ("mean", "sum"):
         for detach in (False, True):
-            params = dict(alpha=0.4, beta=0.6, reduction=reduction, detach_cotangent=detach)  # all three terms active
+            params = {"alpha": 0.4, "beta": 0.6, "reduction": reduction, "detach_cotangent": detach}  # all three terms active
             loss, terms, grads, rng = step(model, batch, **params)
             loss_jvp, terms_jvp, grads_jvp, rng_jvp = step(model, batch, **params, **JVP)
             torch.testing.assert_close(loss_jvp, loss, rtol=1e-10, atol=0)
@@ -82,7 +86,7 @@ def test_jvp_equals_double_backward_on_paper_models(name, shape, options):
             assert torch.equal(rng_jvp, rng)  # the step consumed the random stream as one forward does
 
 
-@pytest.mark.parametrize("params", [dict(alpha=0.7, beta=0.2), dict(alpha=0.3, beta=0.8, reduction="sum"), dict(alpha=0.5, beta=0.5, detach_cotangent=True)])
+@pytest.mark.parametrize("params", [{"alpha": 0.7, "beta": 0.2}, {"alpha": 0.3, "beta": 0.8, "reduction": "sum"}, {"alpha": 0.5, "beta": 0.5, "detach_cotangent": True}])
 def test_jvp_loss_equals_the_explicit_jacobian_formula(params):
     """Against eq. 10 written with per-sample Jacobians (`torch.autograd.functional.jacobian`,
     create_graph) and differentiated by a double backward — not the code's other path."""
@@ -196,7 +200,7 @@ def tinycnn_step(params, precision="fp32", compile=False, dropout=0.0, warnings=
 
 def test_compiled_jvp_equals_eager(monkeypatch):
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
-    params = dict(JVP, alpha=0.5, beta=0.5)
+    params = {**JVP, "alpha": 0.5, "beta": 0.5}
     loss, logged, grads, _ = tinycnn_step(params)
     warnings: list[str] = []
     loss_c, logged_c, grads_c, fn = tinycnn_step(params, compile=True, warnings=warnings)
@@ -204,7 +208,7 @@ def test_compiled_jvp_equals_eager(monkeypatch):
     torch.testing.assert_close(loss_c, loss, rtol=1e-6, atol=0)
     torch.testing.assert_close(logged_c["rec"], logged["rec"], rtol=1e-6, atol=0)
     assert_same_gradients(grads_c, grads, rtol=1e-5)
-    _, _, grads_db, _ = tinycnn_step(dict(alpha=0.5, beta=0.5))
+    _, _, grads_db, _ = tinycnn_step({"alpha": 0.5, "beta": 0.5})
     assert_same_gradients(grads_c, grads_db, rtol=1e-5)  # and the double backward's (float32)
 
 
@@ -220,7 +224,7 @@ def test_compiled_jvp_with_dropout_runs_eager(monkeypatch):
 
 def test_bf16_jvp_points_where_fp32_does():
     _, _, fp32, _ = tinycnn_step({})  # the double backward in fp32
-    loss, logged, bf16, _ = tinycnn_step(JVP, precision="bf16")
+    loss, _, bf16, _ = tinycnn_step(JVP, precision="bf16")
     assert loss.dtype == torch.float32 and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in bf16)
     flat = lambda gs: torch.cat([g.flatten() for g in gs])
     cos = torch.nn.functional.cosine_similarity(flat(fp32), flat(bf16), dim=0)
