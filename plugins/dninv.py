@@ -181,7 +181,8 @@ class DNInv(SSLMethod):
             raise UserError(f"dninv gamma: unknown layer {', '.join(map(repr, unknown))} for {type(model).__name__}; its layers: {', '.join(layer_names(model))}")
         inexact = forward_mode_inexact(model) if self.config.formulation == "jvp" and self.use_rec else []
         if inexact:
-            raise UserError(f"dninv formulation=jvp: its gradient is not exact through {', '.join(inexact)} of {type(model).__name__}; use formulation=double_backward")
+            layers = ", ".join(inexact[:3]) + (f", … ({len(inexact)} layers)" if len(inexact) > 3 else "")
+            raise UserError(f"dninv formulation=jvp: its gradient is not exact through {layers} of {type(model).__name__}; use formulation=double_backward")
 
     def loss(self, model, batch, progress):
         cfg = self.config

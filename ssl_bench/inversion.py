@@ -129,7 +129,8 @@ def reconstruction_by_jvp(
     """
     inexact = forward_mode_inexact(model)
     if inexact:
-        raise ValueError(f"x̂ by JVP is not exact for {type(model).__name__}: {', '.join(inexact)} (PyTorch's forward-mode norm formulas are not differentiable through their statistics); use the double backward")
+        layers = ", ".join(inexact[:3]) + (f", … ({len(inexact)} layers)" if len(inexact) > 3 else "")
+        raise ValueError(f"x̂ by JVP is not exact for {type(model).__name__}: {layers} (PyTorch's forward-mode norm formulas are not differentiable through their statistics); use the double backward")
     if _functional and any(isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0 for m in model.modules()):
         raise NotImplementedError("x̂ by JVP with dropout has no torch.func form here (its two passes must draw the same masks)")
     restore = _state_restorer(model, x.device)
