@@ -10,13 +10,17 @@ benchmarks by default):
 Environment: `BENCH_DEVICE` (cpu | cuda; default cuda when available), `BENCH_BATCH` ("8,24" = labeled,
 unlabeled; default 8,24 on CPU and 80,80 on CUDA; several batches separated by `;`, e.g. "80,80;512,512"),
 `BENCH_THREADS` (CPU threads; default 1, the least noisy on a shared machine), `BENCH_MODELS`
-(comma-separated; default every image model), `BENCH_METHODS` (default supervised,entmin,dninv),
+(comma-separated; default every image model), `BENCH_METHODS` (default supervised,entmin,dninv; also
+`dninv_jvp`, dninv with `formulation=jvp`: the same gradient by a JVP instead of the double backward),
 `BENCH_PRECISION` ("fp32", "bf16" or "fp32,bf16"; default fp32), `BENCH_MODE` ("eager", "compiled" or
 both; default eager), `BENCH_CUDNN_BENCHMARK` (1: `torch.backends.cudnn.benchmark`, cuDNN times its
 convolution algorithms on the first call of each shape instead of choosing by heuristics; default 0). A compiled step is the training loop's (ssl_bench.compiled); its compile time
 (first call) is in `extra_info`, not in the timing. `python benchmarks/bench_step.py summarize out.json`
-prints the tables (mean step time and the ratios dninv/supervised and dninv/entmin) kept in
-benchmarks/results/.
+prints the tables (mean step time and the ratios dninv/supervised and dninv/entmin, and with `dninv_jvp`
+its ratios to entmin and to dninv) kept in benchmarks/results/. On CPU, e.g. (docs/dninv.md):
+
+    BENCH_MODELS=tinycnn,smallcnn BENCH_METHODS=entmin,dninv,dninv_jvp .venv/bin/python -m pytest \
+        benchmarks/bench_step.py --benchmark-enable --benchmark-json=out.json -q
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ DEVICE = torch.device(os.environ.get("BENCH_DEVICE") or ("cuda" if torch.cuda.is
 BATCHES = [tuple(map(int, b.split(","))) for b in os.environ.get("BENCH_BATCH", "8,24" if DEVICE.type == "cpu" else "80,80").split(";")]
 SHAPE, CLASSES = (1, 28, 28), 10
 METHODS = os.environ.get("BENCH_METHODS", "supervised,entmin,dninv").split(",")
+VARIANTS = {"dninv_jvp": ("dninv", {"formulation": "jvp"})}  # benchmark name -> (method, params); other names: the method at its defaults
 MODELS = os.environ.get("BENCH_MODELS", "").split(",") if os.environ.get("BENCH_MODELS") else [m for m in model_names() if "image" in get_model_entry(m).modalities]
 PRECISIONS = os.environ.get("BENCH_PRECISION", "fp32").split(",")
 MODES = os.environ.get("BENCH_MODE", "eager").split(",")
@@ -54,9 +59,10 @@ def make_step(model_name: str, method_name: str, batch_size: tuple[int, int] = B
     B_LB, B_ULB = batch_size
     torch.manual_seed(0)
     model = create_model(model_name, num_classes=CLASSES, input_shape=SHAPE).to(DEVICE).train()
+    method_name, params = VARIANTS.get(method_name, (method_name, {}))
     cls = load_method(method_name)
     gen = torch.Generator(device=DEVICE).manual_seed(0)
-    method = cls(build_config(cls.Config, {}, method_name), MethodContext("image", CLASSES, gen, AUGMENTATIONS["image"]))
+    method = cls(build_config(cls.Config, params, method_name), MethodContext("image", CLASSES, gen, AUGMENTATIONS["image"]))
     g = torch.Generator().manual_seed(1)
     batch = Batch(
         torch.randn(B_LB, *SHAPE, generator=g).to(DEVICE),
@@ -125,17 +131,22 @@ def summarize(path: str) -> str:
     fmt = lambda t, m: f"{t[m]:.2f}" if m in t else "–"
     ratio = lambda t, a, b: f"{t[a] / t[b]:.2f}" if a in t and b in t else "–"
     for (batch, precision, mode), times in tables.items():
+        jvp = any("dninv_jvp" in t for t in times.values())  # its columns only when it was measured
         lines += ["", f"batch {batch} (labeled+unlabeled), {precision}, {mode}", "",
-                  "| model | supervised ms | entmin ms | dninv ms | dninv / supervised | dninv / entmin |" + (" compile s (entmin, dninv) |" if mode == "compiled" else ""),
-                  "|---|---:|---:|---:|---:|---:|" + ("---|" if mode == "compiled" else "")]
+                  "| model | supervised ms | entmin ms | dninv ms | dninv / supervised | dninv / entmin |"
+                  + (" dninv_jvp ms | dninv_jvp / entmin | dninv_jvp / dninv |" if jvp else "")
+                  + (f" compile s (entmin, dninv{', dninv_jvp' if jvp else ''}) |" if mode == "compiled" else ""),
+                  "|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if jvp else "") + ("---|" if mode == "compiled" else "")]
         for model, t in sorted(times.items()):
             row = f"| {model} | {fmt(t, 'supervised')} | {fmt(t, 'entmin')} | {fmt(t, 'dninv')} | {ratio(t, 'dninv', 'supervised')} | {ratio(t, 'dninv', 'entmin')} |"
+            if jvp:
+                row += f" {fmt(t, 'dninv_jvp')} | {ratio(t, 'dninv_jvp', 'entmin')} | {ratio(t, 'dninv_jvp', 'dninv')} |"
             if mode == "compiled":
-                row += f" {compile_s.get((batch, precision, mode, model, 'entmin'))}, {compile_s.get((batch, precision, mode, model, 'dninv'))} |"
+                row += " " + ", ".join(str(compile_s.get((batch, precision, mode, model, m))) for m in ("entmin", "dninv", *(["dninv_jvp"] if jvp else []))) + " |"
             lines.append(row)
-        others = sorted({m for t in times.values() for m in t} - {"supervised", "entmin", "dninv"})
+        others = sorted({m for t in times.values() for m in t} - {"supervised", "entmin", "dninv", "dninv_jvp"})
         if others and any("supervised" in t for t in times.values()):  # every method's step against supervised's
-            names = ["entmin", "dninv", *others]
+            names = ["entmin", "dninv", *(["dninv_jvp"] if jvp else []), *others]
             lines += ["", f"every method's step relative to supervised's (batch {batch}, {precision}, {mode}): ms (× supervised)", "",
                       "| model | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
             for model, t in sorted(times.items()):
