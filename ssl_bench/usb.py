@@ -7,8 +7,8 @@ its config files run it by name. The loss is not written again here: `train_step
 and the schedules are `ssl_bench.inversion`, `ssl_bench.losses` and `ssl_bench.schedules`. What this module
 maps, and nothing more:
 
-- USB's arguments `alpha`, `beta`, `reduction`, `detach_cotangent`, `gamma` -> `DNInvConfig`, parsed as
-  `ssl-bench run -p key=value` parses them (numbers, `linear:1:0.2`, `conv2:0.1,conv3:cosine:0.5:0`);
+- USB's arguments `alpha`, `beta`, `reduction`, `detach_cotangent`, `gamma`, `formulation` -> `DNInvConfig`,
+  parsed as `ssl-bench run -p key=value` parses them (numbers, `linear:1:0.2`, `conv2:0.1,conv3:cosine:0.5:0`);
 - USB's batch `(x_lb, y_lb, x_ulb_w)` -> `Batch(x_lb, y_lb, x_ulb)` (the strong view `x_ulb_s` is unused);
 - USB's iteration `it` of `num_train_iter` -> `Progress(it, num_train_iter)` (t = it / (num_train_iter − 1));
 - USB's networks, which return `{"logits": …, "feat": …}` -> a module returning the logits (`LogitsOf`).
@@ -140,9 +140,9 @@ class DNInvUSB(AlgorithmBase):
     """Deep network inversion (arXiv 1711.04313) in USB; the loss is ssl-bench's `DNInv.loss`.
 
     USB arguments (defaults as in ssl-bench): `alpha` (0.7), `beta` (0.2), `reduction` (mean), `detach_cotangent`
-    (False), `gamma` (none). `alpha`, `beta` and each γ take a number or `linear|cosine:START:END`. USB's
-    `ulb_loss_ratio` must stay 1.0 (α and β weigh the unlabeled terms) and `use_cat` True (dninv forwards
-    labeled and unlabeled samples together).
+    (False), `gamma` (none), `formulation` (double_backward). `alpha`, `beta` and each γ take a number or
+    `linear|cosine:START:END`. USB's `ulb_loss_ratio` must stay 1.0 (α and β weigh the unlabeled terms) and
+    `use_cat` True (dninv forwards labeled and unlabeled samples together).
     """
 
     def __init__(self, args, net_builder, tb_log=None, logger=None):
