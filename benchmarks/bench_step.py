@@ -14,7 +14,9 @@ unlabeled; default 8,24 on CPU and 80,80 on CUDA; several batches separated by `
 `dninv_jvp`, dninv with `formulation=jvp`: the same gradient by a JVP instead of the double backward),
 `BENCH_PRECISION` ("fp32", "bf16" or "fp32,bf16"; default fp32), `BENCH_MODE` ("eager", "compiled" or
 both; default eager), `BENCH_CUDNN_BENCHMARK` (1: `torch.backends.cudnn.benchmark`, cuDNN times its
-convolution algorithms on the first call of each shape instead of choosing by heuristics; default 0). A compiled step is the training loop's (ssl_bench.compiled); its compile time
+convolution algorithms on the first call of each shape instead of choosing by heuristics; default 0),
+`BENCH_CHANNELS_LAST` (1: model and inputs in `torch.channels_last` memory format, the layout cuDNN's
+tensor-core kernels use; default 0), `BENCH_SHAPE` (input C,H,W; default 1,28,28: MNIST's shape). A compiled step is the training loop's (ssl_bench.compiled); its compile time
 (first call) is in `extra_info`, not in the timing. `python benchmarks/bench_step.py summarize out.json`
 prints the tables (mean step time and the ratios dninv/supervised and dninv/entmin, and with `dninv_jvp`
 its ratios to entmin and to dninv) kept in benchmarks/results/. On CPU, e.g. (docs/dninv.md):
@@ -43,7 +45,7 @@ from ssl_bench.views import make_views
 
 DEVICE = torch.device(os.environ.get("BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
 BATCHES = [tuple(map(int, b.split(","))) for b in os.environ.get("BENCH_BATCH", "8,24" if DEVICE.type == "cpu" else "80,80").split(";")]
-SHAPE, CLASSES = (1, 28, 28), 10
+SHAPE, CLASSES = tuple(map(int, os.environ.get("BENCH_SHAPE", "1,28,28").split(","))), 10
 METHODS = os.environ.get("BENCH_METHODS", "supervised,entmin,dninv").split(",")
 VARIANTS = {"dninv_jvp": ("dninv", {"formulation": "jvp"})}  # benchmark name -> (method, params); other names: the method at its defaults
 MODELS = os.environ.get("BENCH_MODELS", "").split(",") if os.environ.get("BENCH_MODELS") else [m for m in model_names() if "image" in get_model_entry(m).modalities]
@@ -51,6 +53,8 @@ PRECISIONS = os.environ.get("BENCH_PRECISION", "fp32").split(",")
 MODES = os.environ.get("BENCH_MODE", "eager").split(",")
 CUDNN_BENCHMARK = os.environ.get("BENCH_CUDNN_BENCHMARK", "0") == "1"
 torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
+CHANNELS_LAST = os.environ.get("BENCH_CHANNELS_LAST", "0") == "1"
+MEMORY_FORMAT = torch.channels_last if CHANNELS_LAST else torch.contiguous_format
 if DEVICE.type == "cpu":
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
 
@@ -58,16 +62,16 @@ if DEVICE.type == "cpu":
 def make_step(model_name: str, method_name: str, batch_size: tuple[int, int] = BATCHES[0], precision: str = "fp32", mode: str = "eager", info: dict | None = None):
     B_LB, B_ULB = batch_size
     torch.manual_seed(0)
-    model = create_model(model_name, num_classes=CLASSES, input_shape=SHAPE).to(DEVICE).train()
+    model = create_model(model_name, num_classes=CLASSES, input_shape=SHAPE).to(DEVICE, memory_format=MEMORY_FORMAT).train()
     method_name, params = VARIANTS.get(method_name, (method_name, {}))
     cls = load_method(method_name)
     gen = torch.Generator(device=DEVICE).manual_seed(0)
     method = cls(build_config(cls.Config, params, method_name), MethodContext("image", CLASSES, gen, AUGMENTATIONS["image"]))
     g = torch.Generator().manual_seed(1)
     batch = Batch(
-        torch.randn(B_LB, *SHAPE, generator=g).to(DEVICE),
+        torch.randn(B_LB, *SHAPE, generator=g).to(DEVICE, memory_format=MEMORY_FORMAT),
         (torch.arange(B_LB) % CLASSES).to(DEVICE),
-        torch.randn(B_ULB, *SHAPE, generator=g).to(DEVICE),
+        torch.randn(B_ULB, *SHAPE, generator=g).to(DEVICE, memory_format=MEMORY_FORMAT),
     )
 
     method.setup(model)  # as the loop does: state that mirrors the model (an EMA teacher)
@@ -96,7 +100,7 @@ def make_step(model_name: str, method_name: str, batch_size: tuple[int, int] = B
 @pytest.mark.parametrize("batch", BATCHES, ids=[f"{a}+{b}" for a, b in BATCHES])
 def test_step(benchmark, model, method, precision, mode, batch):
     benchmark.group = f"{model} {batch[0]}+{batch[1]} {precision} {mode}"
-    benchmark.extra_info.update(device=describe_device(), batch=f"{batch[0]}+{batch[1]}", precision=precision, mode=mode, threads=torch.get_num_threads(), torch=torch.__version__, cudnn_benchmark=CUDNN_BENCHMARK)
+    benchmark.extra_info.update(device=describe_device(), batch=f"{batch[0]}+{batch[1]}", precision=precision, mode=mode, threads=torch.get_num_threads(), torch=torch.__version__, cudnn_benchmark=CUDNN_BENCHMARK, channels_last=CHANNELS_LAST, shape="×".join(map(str, SHAPE)))
     benchmark(make_step(model, method, batch, precision, mode, benchmark.extra_info))
 
 
@@ -127,7 +131,7 @@ def summarize(path: str) -> str:
         tables.setdefault(key, {}).setdefault(params["model"], {})[params["method"]] = bench["stats"]["mean"] * 1e3
         if extra.get("mode") == "compiled":
             compile_s[(*key, params["model"], params["method"])] = extra.get("first_call_s")
-    lines = [f"device: {extra.get('device')}; inputs 1×28×28; threads {extra.get('threads')}; cudnn.benchmark {extra.get('cudnn_benchmark', False)}; torch {extra.get('torch')}; {doc['datetime']}"]
+    lines = [f"device: {extra.get('device')}; inputs {extra.get('shape', '1×28×28')}; threads {extra.get('threads')}; cudnn.benchmark {extra.get('cudnn_benchmark', False)}; channels-last {extra.get('channels_last', False)}; torch {extra.get('torch')}; {doc['datetime']}"]
     fmt = lambda t, m: f"{t[m]:.2f}" if m in t else "–"
     ratio = lambda t, a, b: f"{t[a] / t[b]:.2f}" if a in t and b in t else "–"
     for (batch, precision, mode), times in tables.items():

@@ -4,21 +4,26 @@
 # table) go to $RES and are packed into $OUT/gpu-results.tgz after each phase (the device tool returns at
 # most 8 files), so a call cut short keeps what it did. Each phase runs under its own time limit (T_*)
 # and PHASES runs a subset. In the order they run:
-#   eager    step time per paper model × {supervised, entmin, dninv} × {fp32, bf16} × batch {80+80, 512+512}
-#            (pytest-benchmark)                                                  -> bench-eager.{json,md}
+#   eager    step time per paper model × {supervised, entmin, dninv, dninv_jvp} × {fp32, bf16} × batch
+#            {80+80, 512+512} (pytest-benchmark), then again for entmin, dninv, dninv_jvp under each of
+#            EAGER_VARIANTS (cudnn.benchmark; channels-last tensors)  -> bench-eager{,-VARIANT}.{json,md}
+#            (dninv_jvp: dninv's gradient by a JVP instead of the double backward, docs/dninv.md)
 #   grid     MNIST-50-shaped grid (digits at 1×28×28, smallcnn, 4 methods × GRID_SEEDS, GRID_STEPS steps) end
 #            to end: one run at a time in eager fp32 (the sweep as it was) against --runs-per-gpu
-#            RUNS_PER_GPU with compiled bf16, eager bf16 and eager fp32 steps; accuracies per method, GPU
-#            utilization sampled by nvidia-smi, peak memory per run           -> grid.md, gpu-util-*.csv
-#   compiled entmin and dninv steps compiled (ssl_bench.compiled, CUDA graphs) per COMPILE_MODELS at
+#            RUNS_PER_GPU (a pool of long-lived workers) with eager fp32, eager bf16 and compiled bf16
+#            steps; accuracies per method, GPU utilization sampled by nvidia-smi, peak memory per run
+#                                                                                -> grid.md, gpu-util-*.csv
+#   compiled entmin, dninv and dninv_jvp steps compiled (ssl_bench.compiled, CUDA graphs) per COMPILE_MODELS at
 #            COMPILE_BATCH and COMPILE_PRECISION; compile time in the table     -> bench-compiled.{json,md}
 #   profile  torch.profiler top kernels of the dninv step (PROFILE_MODEL, PROFILE_BATCH; PROFILES)
 #                                                                                -> profile-*.txt
 #   inductor tests/test_compile.py's inductor check (compiled = eager) on this device -> inductor-test.log
-# On the device machine (its own python3 has torch, torchvision, torchaudio and timm):
-#   bash benchmarks/gpu_session.sh            # results in $OUT/gpu-results.tgz (the device tool's folder)
+# On the device machine (its own python3 has torch, torchvision, torchaudio and timm), in two calls
+# (a call may run 10 minutes, a session has 15 minutes of device time, the machine's start included):
+#   PHASES="eager grid" bash benchmarks/gpu_session.sh                # ≈ 8 minutes: results in $OUT/gpu-results.tgz
+#   PHASES="compiled profile inductor" bash benchmarks/gpu_session.sh # ≈ 4 minutes, on the machine still warm
 # Dry run on CPU first (tiny settings, a few minutes on 2 shared cores):
-#   DEVICE=cpu PY=.venv/bin/python OUT=/tmp/gpu-dry MODELS=tinycnn,smallcnn COMPILE_MODELS=tinycnn \
+#   DEVICE=cpu PY=.venv/bin/python OUT=/tmp/gpu-dry MODELS=tinycnn,smallcnn COMPILE_MODELS=tinycnn T_COMPILED=400 \
 #     BATCHES="8,8;16,16" COMPILE_BATCH="8,8" PROFILE_MODEL=tinycnn PROFILE_BATCH=8,8 GRID_STEPS=20 \
 #     GRID_SEEDS=0 PARALLEL="--workers 2" bash benchmarks/gpu_session.sh
 set -euo pipefail
@@ -26,22 +31,25 @@ DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-benchmarks/results/gpu-session}
 RES=${RES:-$OUT/gpu-results}  # every result file; packed into $OUT/gpu-results.tgz after each phase
 PY=${PY:-python3}
-PHASES=${PHASES:-eager grid compiled profile inductor}  # the H200 session (2026-11-27) measured eager and profile: next, PHASES="grid compiled inductor"
+PHASES=${PHASES:-eager grid compiled profile inductor}
 MODELS=${MODELS:-smallcnn,largecnn,resnet2_32,resnet3_16}
+METHODS=${METHODS:-supervised,entmin,dninv,dninv_jvp}
+EAGER_VARIANTS=${EAGER_VARIANTS:-cudnn-benchmark:BENCH_CUDNN_BENCHMARK=1 channels-last:BENCH_CUDNN_BENCHMARK=1,BENCH_CHANNELS_LAST=1}  # NAME:VAR=VALUE,…
+VARIANT_METHODS=${VARIANT_METHODS:-entmin,dninv,dninv_jvp}
 BATCHES=${BATCHES:-80,80;512,512}
-COMPILE_MODELS=${COMPILE_MODELS:-smallcnn,largecnn,resnet2_32,resnet3_16}
+COMPILE_MODELS=${COMPILE_MODELS:-smallcnn,largecnn}
 COMPILE_BATCH=${COMPILE_BATCH:-512,512}
 COMPILE_PRECISION=${COMPILE_PRECISION:-bf16}
 PROFILE_MODEL=${PROFILE_MODEL:-largecnn}
 PROFILE_BATCH=${PROFILE_BATCH:-512,512}
-PROFILES=${PROFILES:-dninv:fp32:eager dninv:bf16:compiled}
+PROFILES=${PROFILES:-dninv_jvp:fp32:eager dninv_jvp:bf16:compiled}  # dninv fp32 eager and bf16 compiled: H200, 2026-11-27
 GRID_STEPS=${GRID_STEPS:-2500}  # at 500 steps process start-up, not training, dominated (H200, 2026-11-27)
 GRID_SEEDS=${GRID_SEEDS:-0,1}
 RUNS_PER_GPU=${RUNS_PER_GPU:-8}
 PARALLEL=${PARALLEL:---runs-per-gpu $RUNS_PER_GPU}
 GRID_CONFIGS=${GRID_CONFIGS:-eager-fp32-1:--workers 1;eager-fp32-k:$PARALLEL;eager-bf16-k:--precision bf16 $PARALLEL;compiled-bf16-k:--compile --precision bf16 $PARALLEL}
 # seconds per phase (a phase cut short keeps the rows it printed)
-T_EAGER=${T_EAGER:-60} T_GRID=${T_GRID:-300} T_COMPILED=${T_COMPILED:-100} T_PROFILE=${T_PROFILE:-40} T_INDUCTOR=${T_INDUCTOR:-40}
+T_EAGER=${T_EAGER:-70} T_GRID=${T_GRID:-300} T_COMPILED=${T_COMPILED:-100} T_PROFILE=${T_PROFILE:-40} T_INDUCTOR=${T_INDUCTOR:-40}
 mkdir -p "$OUT" "$RES"
 OUT=$(cd "$OUT" && pwd) RES=$(cd "$RES" && pwd)
 pack() { tar czf "$OUT/gpu-results.tgz.part" -C "$RES" . && mv "$OUT/gpu-results.tgz.part" "$OUT/gpu-results.tgz"; }
@@ -62,8 +70,14 @@ bench() {  # bench NAME SECONDS: pytest-benchmark of benchmarks/bench_step.py wi
 }
 SECONDS=0
 if has eager; then
-  BENCH_MODELS=$MODELS BENCH_BATCH="$BATCHES" BENCH_PRECISION=fp32,bf16 BENCH_MODE=eager bench eager "$T_EAGER"
+  BENCH_MODELS=$MODELS BENCH_METHODS=$METHODS BENCH_BATCH="$BATCHES" BENCH_PRECISION=fp32,bf16 BENCH_MODE=eager bench eager "$T_EAGER"
   echo "eager: ${SECONDS} s"; pack
+  for variant in $EAGER_VARIANTS; do  # the same steps with cuDNN's algorithms timed, and in channels-last layout
+    IFS=: read -r name settings <<< "$variant"
+    (IFS=,; for kv in $settings; do export "${kv?}"; done
+     BENCH_MODELS=$MODELS BENCH_METHODS=$VARIANT_METHODS BENCH_BATCH="$BATCHES" BENCH_PRECISION=fp32,bf16 BENCH_MODE=eager bench "eager-$name" "$T_EAGER")
+    echo "eager $name: ${SECONDS} s"; pack
+  done
 fi
 if has grid; then  # one run at a time in eager fp32 (the sweep as it was) against full GPUs, bf16 and compiled steps
   configs=(); IFS=';' read -ra names <<< "$GRID_CONFIGS"
@@ -73,7 +87,7 @@ if has grid; then  # one run at a time in eager fp32 (the sweep as it was) again
   echo "grid: ${SECONDS} s"; pack
 fi
 if has compiled; then
-  BENCH_MODELS=$COMPILE_MODELS BENCH_METHODS=entmin,dninv BENCH_BATCH="$COMPILE_BATCH" BENCH_PRECISION=$COMPILE_PRECISION BENCH_MODE=compiled bench compiled "$T_COMPILED"
+  BENCH_MODELS=$COMPILE_MODELS BENCH_METHODS=entmin,dninv,dninv_jvp BENCH_BATCH="$COMPILE_BATCH" BENCH_PRECISION=$COMPILE_PRECISION BENCH_MODE=compiled bench compiled "$T_COMPILED"
   echo "compiled: ${SECONDS} s"; pack
 fi
 if has profile; then

@@ -82,7 +82,7 @@ class CompiledGradients:
             with functional_transforms(), torch.compiler.config.patch(dynamic_sources=STEP_SOURCE):
                 grads, (loss, logged) = self.compiled(params, batch, progress)
         except (torch._dynamo.exc.TorchDynamoException, torch._dynamo.exc.FailOnRecompileLimitHit, NotImplementedError) as exc:  # did not trace, compile, or recompiled too often
-            self.fallback = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            self.fallback = reason(exc)
             self.warn(f"--compile: {self.name} runs eager ({self.fallback})")
             return self.eager(batch, progress)
         if self.first_call_s is None:
@@ -94,6 +94,16 @@ class CompiledGradients:
     def record(self) -> dict:
         """What result.json says about the compiled step."""
         return {"compiled": self.fallback is None, "first_call_s": None if self.first_call_s is None else round(self.first_call_s, 3), "fallback": self.fallback}
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of why a step did not compile. Where the traced code itself raised, Dynamo says only
+    "Observed exception"; the exception's type is then added (e.g. NotImplementedError)."""
+    text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    cause = exc.__cause__
+    if cause is not None and type(cause).__name__.startswith("Observed"):
+        text += f" ({type(cause).__name__.removeprefix('Observed')} raised in the traced code)"
+    return text
 
 
 def gradients(model: nn.Module, method: SSLMethod, precision: str, compile: bool, device: torch.device, name: str, warn: Callable[[str], None]) -> Step:
