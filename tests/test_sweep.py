@@ -159,12 +159,12 @@ def run_records(out) -> dict[str, tuple]:
 
 
 def test_a_run_does_not_depend_on_the_worker_that_ran_it(tmp_path):
-    """Workers are long-lived (each trains runs one after another): 6 runs on 2 workers, so each worker
-    trains several runs of different methods, give the same records as each run alone in this process."""
-    specs = Grid(methods=("supervised", "entmin", "dninv"), datasets=("digits",), labels=(50,), seeds=(0, 1), common={"steps": 12, "protocol": {"eval_every": 4}}).specs()
+    """Workers are long-lived (each trains runs one after another): 4 runs on 2 workers, so a worker
+    trains runs of different methods, give the same records as each run alone in this process."""
+    specs = Grid(methods=("entmin", "supervised"), datasets=("digits",), labels=(50,), seeds=(0, 1), common={"steps": 12, "protocol": {"eval_every": 4}}).specs()
     alone = tmp_path / "alone"
     for spec in reversed(specs):  # one by one, in the opposite order
         run_sweep([spec], alone, workers=1, show_progress=False, echo=lambda m: None)
     outcome = run_sweep(specs, tmp_path / "pool", workers=2, show_progress=False, echo=lambda m: None)
-    assert not outcome.failed and len(outcome.results) == 6
+    assert not outcome.failed and len(outcome.results) == 4
     assert run_records(tmp_path / "pool") == run_records(alone)

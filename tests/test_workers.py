@@ -26,28 +26,24 @@ def die_on_second(path: str, device: str) -> None:
     Path(path).write_text(device)
 
 
-def test_workers_spread_over_devices_and_pin(tmp_path, monkeypatch):
-    """K × GPUs workers put K runs on each GPU at once (worker k takes device k mod GPUs); a worker
-    process is pinned to its GPU with torch.cuda.set_device (nothing to do on CPU)."""
-    jobs = [(i, (str(tmp_path / f"run{i}"),)) for i in range(4)]
-    workers.run_in_processes(record_device, jobs, 4, ["gpu-a", "gpu-b"], lambda i, status, message: None)
-    given = sorted((tmp_path / f"run{i}").read_text().split()[0] for i in range(4))
-    assert given == ["gpu-a", "gpu-a", "gpu-b", "gpu-b"]
+def test_workers_are_pinned_and_train_runs_one_after_another(tmp_path, monkeypatch):
+    """Two workers on two GPUs take five runs: two processes in all (each starts once), worker k always
+    on GPU k mod GPUs, every run reported once; a worker process is pinned to its GPU with
+    torch.cuda.set_device (nothing to do on CPU)."""
+    done = []
+    jobs = [(i, (str(tmp_path / f"run{i}"),)) for i in range(5)]
+    workers.run_in_processes(record_device, jobs, 2, ["gpu-a", "gpu-b"], lambda i, status, message: done.append((i, status)))
+    assert sorted(done) == [(i, "ok") for i in range(5)]
+    device_of = {}
+    for i in range(5):
+        device, pid = (tmp_path / f"run{i}").read_text().split()
+        assert device_of.setdefault(pid, device) == device  # a worker keeps its GPU
+    assert len(device_of) == 2 and sorted(device_of.values()) == ["gpu-a", "gpu-b"] and str(os.getpid()) not in device_of
     pinned = []
     monkeypatch.setattr(torch.cuda, "set_device", pinned.append)
     workers.pin_device("cpu")
     workers.pin_device("cuda:1")
     assert pinned == ["cuda:1"]
-
-
-def test_a_worker_trains_runs_one_after_another(tmp_path):
-    """Seven runs on two workers: two processes in all (each starts once), every run reported once."""
-    done = []
-    jobs = [(i, (str(tmp_path / f"run{i}"),)) for i in range(7)]
-    workers.run_in_processes(record_device, jobs, 2, ["cpu"], lambda i, status, message: done.append((i, status)))
-    assert sorted(done) == [(i, "ok") for i in range(7)]
-    pids = {(tmp_path / f"run{i}").read_text().split()[1] for i in range(7)}
-    assert len(pids) == 2 and str(os.getpid()) not in pids
 
 
 def test_a_worker_that_dies_is_reported_and_stops_nothing_else(tmp_path):
