@@ -10,8 +10,8 @@
 #            (dninv_jvp: dninv's gradient by a JVP instead of the double backward, docs/dninv.md)
 #   grid     MNIST-50-shaped grid (digits at 1×28×28, smallcnn, 4 methods × GRID_SEEDS, GRID_STEPS steps) end
 #            to end: one run at a time in eager fp32 (the sweep as it was) against --runs-per-gpu
-#            RUNS_PER_GPU (a pool of long-lived workers) with eager fp32, eager bf16 and compiled bf16
-#            steps; accuracies per method, GPU utilization sampled by nvidia-smi, peak memory per run
+#            RUNS_PER_GPU (a pool of long-lived workers) with eager fp32, eager bf16, compiled bf16 and
+#            eager bf16 with dninv's JVP form; accuracies per method, GPU utilization sampled by nvidia-smi, peak memory per run
 #                                                                                -> grid.md, gpu-util-*.csv
 #   compiled entmin, dninv and dninv_jvp steps compiled (ssl_bench.compiled, CUDA graphs) per COMPILE_MODELS at
 #            COMPILE_BATCH and COMPILE_PRECISION; compile time in the table     -> bench-compiled.{json,md}
@@ -47,9 +47,9 @@ GRID_STEPS=${GRID_STEPS:-2500}  # at 500 steps process start-up, not training, d
 GRID_SEEDS=${GRID_SEEDS:-0,1}
 RUNS_PER_GPU=${RUNS_PER_GPU:-8}
 PARALLEL=${PARALLEL:---runs-per-gpu $RUNS_PER_GPU}
-GRID_CONFIGS=${GRID_CONFIGS:-eager-fp32-1:--workers 1;eager-fp32-k:$PARALLEL;eager-bf16-k:--precision bf16 $PARALLEL;compiled-bf16-k:--compile --precision bf16 $PARALLEL}
+GRID_CONFIGS=${GRID_CONFIGS:-eager-fp32-1:--workers 1;eager-fp32-k:$PARALLEL;eager-bf16-k:--precision bf16 $PARALLEL;compiled-bf16-k:--compile --precision bf16 $PARALLEL;eager-bf16-jvp-k:--precision bf16 -p dninv.formulation=jvp $PARALLEL}
 # seconds per phase (a phase cut short keeps the rows it printed)
-T_EAGER=${T_EAGER:-70} T_GRID=${T_GRID:-300} T_COMPILED=${T_COMPILED:-100} T_PROFILE=${T_PROFILE:-40} T_INDUCTOR=${T_INDUCTOR:-40}
+T_EAGER=${T_EAGER:-70} T_GRID=${T_GRID:-360} T_COMPILED=${T_COMPILED:-100} T_PROFILE=${T_PROFILE:-40} T_INDUCTOR=${T_INDUCTOR:-40}
 mkdir -p "$OUT" "$RES"
 OUT=$(cd "$OUT" && pwd) RES=$(cd "$RES" && pwd)
 pack() { tar czf "$OUT/gpu-results.tgz.part" -C "$RES" . && mv "$OUT/gpu-results.tgz.part" "$OUT/gpu-results.tgz"; }
