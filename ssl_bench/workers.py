@@ -21,6 +21,7 @@ itself (ssl_bench.interrupts.exit_with_parent), so none trains on as an orphan.
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import sys
 import time
 import traceback
@@ -30,7 +31,7 @@ from multiprocessing.connection import wait as wait_any
 from typing import Callable
 
 from ssl_bench.errors import UserError
-from ssl_bench.interrupts import Interrupted, exit_with_parent
+from ssl_bench.interrupts import SIGNALS, Interrupted, exit_with_parent, sigterm_raises
 
 STOP_TIMEOUT_S = 60.0  # seconds a stopping worker gets to save its state
 
@@ -72,19 +73,27 @@ def run_job(target: Callable, args: tuple) -> tuple[str, str]:
 def _worker(target: Callable, conn, device: str) -> None:
     """The body of a worker process: pinned to `device`, run `target(*args, device)` for each
     `(index, args)` received and send back `(index, status, message)`, until told to stop (None), the
-    pipe closes, or a run ends interrupted or in an error."""
+    pipe closes, or a run ends interrupted or in an error.
+
+    A signal outside a run's training loop (which saves its state first) ends the worker as an exception,
+    not as a kill, so that Python's finalizers run (a killed process leaves its semaphores to
+    multiprocessing's resource tracker, which then warns on the terminal after the sweep's last line);
+    once the worker is leaving, further signals are ignored (the parent kills it after STOP_TIMEOUT_S)."""
     exit_with_parent()
-    pin_device(device)
+    sigterm_raises()
     try:
+        pin_device(device)
         while (job := conn.recv()) is not None:
             index, args = job
             status, message = run_job(target, (*args, device))
             conn.send((index, status, message))
             if status in ("interrupted", "error"):
-                return
-    except (EOFError, KeyboardInterrupt):  # the parent is gone, or a signal came between runs
-        return
+                break
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):  # the parent is gone, or a signal came between runs
+        pass
     finally:
+        for s in SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
         conn.close()
 
 
