@@ -129,7 +129,7 @@ def test_ctrl_c_stops_a_sweep_and_its_workers_within_seconds(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group gets SIGINT
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("Interrupted: ")
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("Interrupted: "), err  # the whole stderr on failure: which process printed what
     wait_for(lambda: session_processes(proc.pid) == [], timeout=10)  # multiprocessing's resource tracker exits a moment after its parent
     runs = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert len(runs) == 2 and all(runstate.exists(p) and not records.is_complete(p) for p in runs)  # no queued run started
@@ -140,7 +140,7 @@ def test_sigterm_to_the_sweep_stops_its_workers(tmp_path):
     proc.terminate()  # the parent only: it passes the stop on to its workers
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 143, err
-    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("Interrupted: ")
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("Interrupted: "), err
     wait_for(lambda: session_processes(proc.pid) == [], timeout=10)  # multiprocessing's resource tracker exits a moment after its parent
     assert len(runs_with_state(tmp_path)) == 2
 
