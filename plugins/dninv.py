@@ -35,6 +35,7 @@ from ssl_bench.errors import UserError
 from ssl_bench.inversion import (
     couples_samples,
     forward_mode_inexact,
+    name_layers,
     reconstruct_layers,
     reconstruction_by_jvp,
     squared_error,
@@ -181,8 +182,7 @@ class DNInv(SSLMethod):
             raise UserError(f"dninv gamma: unknown layer {', '.join(map(repr, unknown))} for {type(model).__name__}; its layers: {', '.join(layer_names(model))}")
         inexact = forward_mode_inexact(model) if self.config.formulation == "jvp" and self.use_rec else []
         if inexact:
-            layers = ", ".join(inexact[:3]) + (f", … ({len(inexact)} layers)" if len(inexact) > 3 else "")
-            raise UserError(f"dninv formulation=jvp: its gradient is not exact through {layers} of {type(model).__name__}; use formulation=double_backward")
+            raise UserError(f"dninv formulation=jvp: its gradient is not exact through {name_layers(inexact)} of {type(model).__name__}; use formulation=double_backward")
 
     def loss(self, model, batch, progress):
         cfg = self.config

@@ -129,12 +129,11 @@ def reconstruction_by_jvp(
     """
     inexact = forward_mode_inexact(model)
     if inexact:
-        layers = ", ".join(inexact[:3]) + (f", … ({len(inexact)} layers)" if len(inexact) > 3 else "")
-        raise ValueError(f"x̂ by JVP is not exact for {type(model).__name__}: {layers} (PyTorch's forward-mode norm formulas are not differentiable through their statistics); use the double backward")
+        raise ValueError(f"x̂ by JVP is not exact for {type(model).__name__}: {name_layers(inexact)} (PyTorch's forward-mode norm formulas are not differentiable through their statistics); use the double backward")
     if _functional and any(isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0 for m in model.modules()):
         raise NotImplementedError("x̂ by JVP with dropout has no torch.func form here (its two passes must draw the same masks)")
     restore = _state_restorer(model, x.device)
-    x_hat = _input_vjp(model, x)  # like x, no graph
+    x_hat = reconstruct(model, x)[1].detach()  # like x; its value only (no graph to the parameters)
     restore()  # the dual pass draws the same dropout masks; buffers are updated once
     r = (x_hat - x).detach()  # like x
     logits, jr = _jvp(model, x, r)  # (B, K) each, with their graphs to the parameters
@@ -161,17 +160,9 @@ def forward_mode_inexact(model: nn.Module) -> list[str]:
     ]
 
 
-def _input_vjp(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The value of `x̂ = (∂f/∂x)ᵀ f(x)`, without a graph to the parameters."""
-    if _functional:
-        logits, vjp_fn = torch.func.vjp(model, x)
-        (x_hat,) = vjp_fn(logits.detach())
-        return x_hat.detach()
-    x_in = x.detach().requires_grad_()
-    with torch.enable_grad():
-        logits = model(x_in)  # (B, K)
-        (x_hat,) = torch.autograd.grad(logits, x_in, logits.detach())
-    return x_hat
+def name_layers(names: list[str], most: int = 3) -> str:
+    """`a, b, c, … (N layers)`: at most `most` of `names`, and how many there are when some are left out."""
+    return ", ".join(names[:most]) + (f", … ({len(names)} layers)" if len(names) > most else "")
 
 
 def _jvp(model: nn.Module, x: torch.Tensor, tangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
