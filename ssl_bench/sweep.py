@@ -10,8 +10,8 @@ which trains runs one after another.
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import signal
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,7 +25,7 @@ from ssl_bench.interrupts import Interrupted
 from ssl_bench.protocol import Resolved, RunSpec, resolve
 from ssl_bench.slurm import SlurmOptions
 from ssl_bench.training import STATE_EVERY
-from ssl_bench.workers import run_in_processes
+from ssl_bench.workers import run_in_processes, run_job
 
 
 def run_one(spec: RunSpec, out: str, show_progress: bool, wait: bool, retry_failed: bool, state_every: int, log: tuple[str, ...], device: str | None = None) -> None:
@@ -120,7 +120,7 @@ def run_sweep(
             run_on_cluster(indices)
         elif workers <= 1:
             for i in indices:
-                finished(i, *_in_process(specs[i], str(out), interactive, wait, *options))
+                finished(i, *run_job(run_one, (specs[i], str(out), interactive, wait, *options)))  # interrupts and errors propagate
         else:
             jobs = [(i, (specs[i], str(out), False, wait, *options)) for i in indices]
             run_in_processes(run_one, jobs, workers, _worker_devices(resolved, workers), finished)
@@ -191,22 +191,6 @@ def format_duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def _in_process(spec: RunSpec, out: str, show_progress: bool, wait: bool, retry_failed: bool, state_every: int, log: tuple[str, ...]) -> tuple[str, str]:
-    """`run_one` in this process, ended as a worker process reports it (interrupts propagate)."""
-    from ssl_bench.runlock import RunBusy
-    from ssl_bench.training import AlreadyComplete, NonFiniteLoss
-
-    try:
-        run_one(spec, out, show_progress, wait, retry_failed, state_every, log)
-    except AlreadyComplete as exc:
-        return "complete", str(exc)
-    except RunBusy as exc:
-        return "busy", str(exc)
-    except NonFiniteLoss as exc:
-        return "nonfinite", str(exc)
-    return "ok", ""
 
 
 def _worker_devices(resolved: list[Resolved], workers: int) -> list[str]:

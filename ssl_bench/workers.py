@@ -46,7 +46,8 @@ def pin_device(device: str) -> None:
 
 
 def run_job(target: Callable, args: tuple) -> tuple[str, str]:
-    """`target(*args)`, and how it ended: `(status, message)`."""
+    """`target(*args)`, and how it ended as `(status, message)`: `ok`, `complete`, `busy` or `nonfinite`.
+    Interrupts and errors propagate (a sweep's own process lets them; a worker reports them: `_worker`)."""
     from ssl_bench.runlock import RunBusy
     from ssl_bench.training import AlreadyComplete, NonFiniteLoss
 
@@ -59,6 +60,12 @@ def run_job(target: Callable, args: tuple) -> tuple[str, str]:
         return "busy", str(exc)
     except NonFiniteLoss as exc:
         return "nonfinite", str(exc)
+
+
+def run_reported(target: Callable, args: tuple) -> tuple[str, str]:
+    """`run_job` in a worker process: an interrupt or an error is reported, not raised."""
+    try:
+        return run_job(target, args)
     except Interrupted as exc:
         return "interrupted", exc.message
     except KeyboardInterrupt:
@@ -85,7 +92,7 @@ def _worker(target: Callable, conn, device: str) -> None:
         pin_device(device)
         while (job := conn.recv()) is not None:
             index, args = job
-            status, message = run_job(target, (*args, device))
+            status, message = run_reported(target, (*args, device))
             conn.send((index, status, message))
             if status in ("interrupted", "error"):
                 break
