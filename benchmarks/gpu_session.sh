@@ -6,7 +6,8 @@
 # and PHASES runs a subset. In the order they run:
 #   eager    step time per paper model × {supervised, entmin, dninv, dninv_jvp} × {fp32, bf16} × batch
 #            {80+80, 512+512} (pytest-benchmark), then again for entmin, dninv, dninv_jvp under each of
-#            EAGER_VARIANTS (cudnn.benchmark; channels-last tensors)  -> bench-eager{,-VARIANT}.{json,md}
+#            EAGER_VARIANTS (cudnn.benchmark; channels-last tensors)  -> bench-eager{,-VARIANT}.{json,md};
+#            and LargeCNN at 3×32×32, its datasets' shape        -> bench-eager-largecnn-3x32x32.{json,md}
 #            (dninv_jvp: dninv's gradient by a JVP instead of the double backward, docs/dninv.md)
 #   grid     MNIST-50-shaped grid (digits at 1×28×28, smallcnn, 4 methods × GRID_SEEDS, GRID_STEPS steps) end
 #            to end: one run at a time in eager fp32 (the sweep as it was) against --runs-per-gpu
@@ -78,6 +79,9 @@ if has eager; then
      BENCH_MODELS=$MODELS BENCH_METHODS=$VARIANT_METHODS BENCH_BATCH="$BATCHES" BENCH_PRECISION=fp32,bf16 BENCH_MODE=eager bench "eager-$name" "$T_EAGER")
     echo "eager $name: ${SECONDS} s"; pack
   done
+  # LargeCNN at its datasets' shape (SVHN, CIFAR-10); the tables above use 1×28×28 for every model, as the H200 did
+  BENCH_SHAPE=3,32,32 BENCH_MODELS=largecnn BENCH_METHODS=$VARIANT_METHODS BENCH_BATCH="$BATCHES" BENCH_PRECISION=fp32,bf16 BENCH_MODE=eager bench eager-largecnn-3x32x32 "$T_EAGER"
+  echo "eager largecnn 3×32×32: ${SECONDS} s"; pack
 fi
 if has grid; then  # one run at a time in eager fp32 (the sweep as it was) against full GPUs, bf16 and compiled steps
   configs=(); IFS=';' read -ra names <<< "$GRID_CONFIGS"
