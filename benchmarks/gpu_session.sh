@@ -21,8 +21,9 @@
 #   inductor tests/test_compile.py's inductor check (compiled = eager) on this device -> inductor-test.log
 # On the device machine (its own python3 has torch, torchvision, torchaudio and timm), in two calls
 # (a call may run 10 minutes, a session has 15 minutes of device time, the machine's start included):
-#   PHASES="eager grid" bash benchmarks/gpu_session.sh                # ≈ 8 minutes: results in $OUT/gpu-results.tgz
-#   PHASES="compiled profile inductor" bash benchmarks/gpu_session.sh # ≈ 4 minutes, on the machine still warm
+#   PHASES="eager grid" bash benchmarks/gpu_session.sh                # ≤ 9 min (4 × T_EAGER + T_GRID): results in $OUT/gpu-results.tgz
+#   PHASES="compiled profile inductor" bash benchmarks/gpu_session.sh # ≤ 3.7 min (T_COMPILED + 2 × T_PROFILE + T_INDUCTOR), warm
+# (the bounds are the phases' limits; on the H200 the eager phase took 35 s for 48 configurations)
 # Dry run on CPU first (tiny settings, a few minutes on 2 shared cores):
 #   DEVICE=cpu PY=.venv/bin/python OUT=/tmp/gpu-dry MODELS=tinycnn,smallcnn COMPILE_MODELS=tinycnn T_COMPILED=400 \
 #     BATCHES="8,8;16,16" COMPILE_BATCH="8,8" PROFILE_MODEL=tinycnn PROFILE_BATCH=8,8 GRID_STEPS=20 \
@@ -50,7 +51,7 @@ RUNS_PER_GPU=${RUNS_PER_GPU:-8}
 PARALLEL=${PARALLEL:---runs-per-gpu $RUNS_PER_GPU}
 GRID_CONFIGS=${GRID_CONFIGS:-eager-fp32-1:--workers 1;eager-fp32-k:$PARALLEL;eager-bf16-k:--precision bf16 $PARALLEL;compiled-bf16-k:--compile --precision bf16 $PARALLEL;eager-bf16-jvp-k:--precision bf16 -p dninv.formulation=jvp $PARALLEL}
 # seconds per phase (a phase cut short keeps the rows it printed)
-T_EAGER=${T_EAGER:-70} T_GRID=${T_GRID:-360} T_COMPILED=${T_COMPILED:-100} T_PROFILE=${T_PROFILE:-40} T_INDUCTOR=${T_INDUCTOR:-40}
+T_EAGER=${T_EAGER:-60} T_GRID=${T_GRID:-300} T_COMPILED=${T_COMPILED:-100} T_PROFILE=${T_PROFILE:-40} T_INDUCTOR=${T_INDUCTOR:-40}
 mkdir -p "$OUT" "$RES"
 OUT=$(cd "$OUT" && pwd) RES=$(cd "$RES" && pwd)
 pack() { tar czf "$OUT/gpu-results.tgz.part" -C "$RES" . && mv "$OUT/gpu-results.tgz.part" "$OUT/gpu-results.tgz"; }
