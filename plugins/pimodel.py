@@ -1,6 +1,6 @@
 """Π-model (Laine & Aila, ICLR 2017, arXiv 1610.02242): two stochastic passes over the whole batch
-(batched input augmentation plus the model's dropout) and `L = CE(labeled, pass 1) + w(t)·MSE(softmax
-pass 1, softmax pass 2)` over all samples, with `w(t) = w_max·exp(−5(1 − min(t/T, 1))²)`.
+(two weak draws of it, the declared view `x`, plus the model's dropout) and `L = CE(labeled, pass 1) +
+w(t)·MSE(softmax pass 1, softmax pass 2)` over all samples, with `w(t) = w_max·exp(−5(1 − min(t/T, 1))²)`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ssl_bench import SSLMethod
+from ssl_bench import SSLMethod, View
 from ssl_bench.schedules import sigmoid_rampup
 
 
@@ -32,14 +32,18 @@ class PiModel(SSLMethod):
     terms = ("ce", "cons")
     supervised_equivalent = {"w_max": 0.0}
 
+    def views(self):
+        """Two weak draws of labeled + unlabeled inputs, made by the harness outside the (compiled) step."""
+        return {} if self.config.w_max == 0 else {"x": View("x", "weak", draws=2)}
+
     def loss(self, model, batch, progress):
-        ctx, n_lb = self.context, len(batch.x_lb)
-        x = torch.cat([batch.x_lb, batch.x_ulb])  # (B_lb + B_ulb, ...)
+        n_lb = len(batch.x_lb)
         if self.config.w_max == 0:  # no consistency: exactly `supervised` (one clean pass), cons logged as 0
             ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
             return ce, {"ce": ce.detach(), "cons": torch.zeros((), device=ce.device)}
-        logits1 = model(ctx.augment(x, ctx.generator))  # (B, K)
-        logits2 = model(ctx.augment(x, ctx.generator))
+        x1, x2 = batch.views["x"]  # (B_lb + B_ulb, ...) each
+        logits1 = model(x1)  # (B, K)
+        logits2 = model(x2)
         ce = F.cross_entropy(logits1[:n_lb], batch.y_lb)
         cons = F.mse_loss(logits1.softmax(1), logits2.softmax(1))
         w = self.config.w_max * sigmoid_rampup(progress.fraction, self.config.rampup)

@@ -8,7 +8,7 @@ function is compiled with `mode="reduce-overhead"` (CUDA graphs: the shapes of a
 
 What does not trace raises at its first call (`fullgraph=True`): that step and the rest of the run go
 eager, with one warning line naming the model, the method and the reason. Known cases (docs/speed.md):
-methods that draw from a `torch.Generator` (pimodel's augmentation) and dninv's per-layer terms (`gamma`).
+methods that draw from a `torch.Generator` inside their loss (vat, mixmatch) and dninv's per-layer terms (`gamma`).
 The model itself is not wrapped, so its `state_dict` keys (checkpoints, resumable state) do not change.
 """
 

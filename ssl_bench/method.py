@@ -37,7 +37,7 @@ class Batch:
 class View:
     """An augmented view of one part of the batch that a method asks the harness for (ssl_bench.views).
 
-    `source` is "x_lb" or "x_ulb"; `strength` "weak" (the modality's light augmentation: small shifts and
+    `source` is "x_lb", "x_ulb" or "x" (both, labeled first: one draw over the whole batch); `strength` "weak" (the modality's light augmentation: small shifts and
     noise) or "strong" (images: RandAugment-style ops with Cutout; signals: shift, gain, noise, time
     masking); `draws` K > 1 gives K independent draws stacked as (K, B, *shape), else (B, *shape).
     """
@@ -47,8 +47,8 @@ class View:
     draws: int = 1
 
     def __post_init__(self) -> None:
-        if self.source not in ("x_lb", "x_ulb"):
-            raise ValueError(f"a view's source is x_lb or x_ulb, got {self.source!r}")
+        if self.source not in ("x_lb", "x_ulb", "x"):
+            raise ValueError(f"a view's source is x_lb, x_ulb or x, got {self.source!r}")
         if self.strength not in ("weak", "strong"):
             raise ValueError(f"a view's strength is weak or strong, got {self.strength!r}")
         if self.draws < 1:

@@ -21,7 +21,10 @@ def sigmoid_rampup(progress: float, rampup: float) -> float:
     if rampup <= 0:
         return 1.0
     t = min(progress / rampup, 1.0)
-    return math.exp(-5.0 * (1.0 - t) ** 2)
+    # e ** x, not math.exp(x): compiled (--compile), progress is symbolic, and math.exp would specialize it
+    # (a recompilation every step, then eager). They differ by at most an ulp of float64; as float32 weights
+    # (w_max 1, 8, 10 at every step of runs of 200 to 40,000 steps) they are equal.
+    return math.e ** (-5.0 * (1.0 - t) ** 2)
 
 
 @dataclass(frozen=True)

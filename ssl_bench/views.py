@@ -1,7 +1,7 @@
 """The views a method declares (`SSLMethod.views`), made by the harness for every step.
 
 A method names the augmented copies of the batch it needs (e.g. FixMatch: the unlabeled batch weakly and
-strongly augmented; MixMatch: K weak draws); `make_views` makes them batched on the device, drawing from
+strongly augmented; MixMatch: K weak draws; Π-model: two weak draws of the whole batch); `make_views` makes them batched on the device, drawing from
 the method's own generator (so the protocol's streams, and hence every other method's batches, are not
 disturbed), and returns the batch with `views` filled. The loop calls it without knowing the method.
 """
@@ -27,7 +27,7 @@ def make_views(method: SSLMethod, batch: Batch, modality: str) -> Batch:
 
 def draw(spec: View, batch: Batch, modality: str, gen: torch.Generator) -> torch.Tensor:
     augment = augmentation(modality, spec.strength)
-    x = getattr(batch, spec.source)
+    x = torch.cat([batch.x_lb, batch.x_ulb]) if spec.source == "x" else getattr(batch, spec.source)
     if spec.draws == 1:
         return augment(x, gen)
     return torch.stack([augment(x, gen) for _ in range(spec.draws)])  # (K, B, *shape)

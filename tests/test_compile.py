@@ -45,24 +45,28 @@ def make(name: str, **params):
     return model, method
 
 
-def two_steps(step_fn, model, method) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The gradients of the second of two calls (steps 3 and 4: a compiled step's first and a cached one),
-    and its loss; each batch with the method's views, as the loop makes them."""
-    for step in (3, 4):
+STEPS = range(3, 8)  # of 20: progress 0.16 … 0.37, inside every default ramp-up (Π-model, Mean Teacher, Pseudo-Label)
+
+
+def steps(step_fn, model, method) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The gradients of the last of five calls at successive steps (a compiled step's first call, then cached
+    ones: a weight that specialized on the step would recompile at each), and its loss; each batch with the
+    method's views, as the loop makes them."""
+    for step in STEPS:
         for p in model.parameters():
             p.grad = None
-        loss, logged = step_fn(make_views(method, make_batch(), "image"), Progress(step, 10))
+        loss, logged = step_fn(make_views(method, make_batch(), "image"), Progress(step, 20))
     assert set(logged) >= {"ce"}
     return [p.grad.clone() for p in model.parameters()], loss.detach()
 
 
 def eager_and_compiled(name: str, **params):
     model, method = make(name, **params)
-    ref = two_steps(compiled.eager_gradients(model, method, "fp32", CPU), model, method)
+    ref = steps(compiled.eager_gradients(model, method, "fp32", CPU), model, method)
     model, method = make(name, **params)
     warnings: list[str] = []
     step = compiled.CompiledGradients(model, method, "fp32", CPU, f"tinycnn/{name}", warnings.append)
-    return ref, two_steps(step, model, method), step, warnings
+    return ref, steps(step, model, method), step, warnings
 
 
 def assert_close(a: list[torch.Tensor], b: list[torch.Tensor], tol: float = 1e-5) -> None:
@@ -73,12 +77,21 @@ def assert_close(a: list[torch.Tensor], b: list[torch.Tensor], tol: float = 1e-5
 CASES = [(name, {}) for name in method_names()] + [("dninv", {"detach_cotangent": True}), ("dninv", {"beta": "linear:1:0.2", "alpha": "cosine:0.5:0.9"})]
 
 
+EAGER = {"vat", "mixmatch"}  # they draw from a torch.Generator inside their loss (docs/speed.md)
+
+
 @pytest.mark.parametrize("name,params", CASES, ids=[f"{n}-{'-'.join(p) or 'defaults'}" for n, p in CASES])
 def test_compiled_gradients_equal_eager_for_every_method(name, params, monkeypatch):
+    """...and every other method compiles once for the whole run: `Progress.step` is symbolic, so the five
+    steps must be served by at most two graphs (Dynamo's limit, lowered from 8; with 8 a step-specialized
+    weight would still fall back, after 8 compilations — Π-model's and Mean Teacher's ramp-up did until
+    2026-11-28)."""
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
-    (g_ref, loss_ref), (g, loss), step, warnings = eager_and_compiled(name, **params)
+    with torch._dynamo.config.patch(recompile_limit=2):
+        (g_ref, loss_ref), (g, loss), step, warnings = eager_and_compiled(name, **params)
     assert torch.allclose(loss, loss_ref, rtol=1e-6)
     assert_close(g, g_ref)
+    assert (step.fallback is None) == (name not in EAGER), step.fallback
     if step.fallback is None:
         assert warnings == [] and step.record()["compiled"] and step.record()["first_call_s"] > 0
     else:  # a method that does not trace: one line naming model, method and reason; then exactly eager
@@ -87,10 +100,11 @@ def test_compiled_gradients_equal_eager_for_every_method(name, params, monkeypat
 
 
 def test_which_methods_compile(monkeypatch):
-    """dninv (x̂ by torch.func.vjp), supervised and entmin compile; pimodel (augmentation drawn from a
-    torch.Generator) and dninv's per-layer terms (gamma) fall back — documented in docs/speed.md."""
+    """dninv (x̂ by torch.func.vjp), supervised, entmin and pimodel (its two draws are a declared view, made
+    outside the step) compile; vat (its random start drawn from a torch.Generator inside the loss) and
+    dninv's per-layer terms (gamma) fall back — documented in docs/speed.md."""
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
-    for name, params, compiles in [("dninv", {}, True), ("entmin", {}, True), ("pimodel", {}, False), ("dninv", {"gamma": "conv2:0.1"}, False)]:
+    for name, params, compiles in [("dninv", {}, True), ("entmin", {}, True), ("pimodel", {}, True), ("vat", {}, False), ("dninv", {"gamma": "conv2:0.1"}, False)]:
         (g_ref, _), (g, _), step, warnings = eager_and_compiled(name, **params)
         assert (step.fallback is None) == compiles, (name, params, step.fallback)
         assert_close(g, g_ref)
