@@ -15,7 +15,7 @@ Choices (written down here and in the run's config):
   the authors' code); one random permutation of the concatenated labeled and unlabeled samples gives
   the partners. Both come from the method's generator: the permutation first, then λ (Beta as a
   2-component Dirichlet, `torch._sample_dirichlet`, the sampler behind torch.distributions, which
-  takes a generator).
+  takes a generator), drawn by the harness after the views (`random_tensors`), so the step compiles.
 - The guess is made under `no_grad` (a constant target) with the model in its training mode; the mixed
   batch goes through the model in one forward, so the authors' interleaving (which makes their separate
   BatchNorm batches alike) is not needed.
@@ -62,11 +62,16 @@ def sample_beta(alpha: float, n: int, gen: torch.Generator) -> torch.Tensor:
     return torch._sample_dirichlet(concentration, generator=gen)[:, 0]  # Beta(a, b) = Dirichlet(a, b)'s first part
 
 
-def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """MixUp of inputs `x` (N, ...) and targets `y` (N, C) with a random permutation of themselves:
-    `λ'x + (1 − λ')x[perm]` (and the same for `y`), `λ' = max(λ, 1 − λ)`, `λ ~ Beta(α, α)` per sample."""
-    perm = torch.randperm(len(x), generator=gen, device=x.device)  # (N,)
-    lam = sample_beta(alpha, len(x), gen).to(x.dtype)
+def mixup_draws(n: int, alpha: float, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """MixUp's random numbers for `n` samples: a permutation `perm` (n,), then `lam` (n,) ~ Beta(α, α)."""
+    perm = torch.randperm(n, generator=gen, device=gen.device)
+    return {"perm": perm, "lam": sample_beta(alpha, n, gen)}
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp of inputs `x` (N, ...) and targets `y` (N, C) with the permutation `perm` of themselves:
+    `λ'x + (1 − λ')x[perm]` (and the same for `y`), `λ' = max(λ, 1 − λ)` per sample (`mixup_draws`)."""
+    lam = lam.to(x.dtype)
     lam = torch.maximum(lam, 1 - lam)  # (N,), >= 0.5: each mixed sample stays closer to its own
     lx = lam.view(-1, *[1] * (x.dim() - 1))
     ly = lam.view(-1, 1).to(y.dtype)
@@ -87,6 +92,12 @@ class MixMatch(SSLMethod):
             return {}
         return {"lb": View("x_lb", "weak"), "ulb": View("x_ulb", "weak", draws=self.config.draws)}
 
+    def random_tensors(self, batch):
+        cfg = self.config
+        if self._supervised_only() or cfg.alpha == 0:
+            return {}
+        return mixup_draws(len(batch.x_lb) + cfg.draws * len(batch.x_ulb), cfg.alpha, self.context.generator)
+
     def loss(self, model, batch, progress):
         cfg = self.config
         if self._supervised_only():  # exactly `supervised` (one clean pass), l2u logged as 0
@@ -99,9 +110,10 @@ class MixMatch(SSLMethod):
             p = model(u).softmax(1).view(cfg.draws, n_ulb, -1).mean(0)  # (B_ulb, C): mean over the K draws
             guess = sharpen(p, cfg.temperature)
         inputs = torch.cat([x, u])  # (B_lb + K·B_ulb, ...)
-        targets = torch.cat([F.one_hot(batch.y_lb, p.shape[1]).to(p.dtype), guess.repeat(cfg.draws, 1)])  # (B_lb + K·B_ulb, C)
+        one_hot = (batch.y_lb[:, None] == torch.arange(p.shape[1], device=p.device)).to(p.dtype)  # (B_lb, C); F.one_hot does not compile inside torch.func.grad
+        targets = torch.cat([one_hot, guess.repeat(cfg.draws, 1)])  # (B_lb + K·B_ulb, C)
         if cfg.alpha > 0:
-            inputs, targets = mixup(inputs, targets, cfg.alpha, self.context.generator)
+            inputs, targets = mixup(inputs, targets, batch.random["perm"], batch.random["lam"])
         logits = model(inputs)
         ce = soft_cross_entropy(logits[:n_lb], targets[:n_lb])
         l2u = F.mse_loss(logits[n_lb:].softmax(1), targets[n_lb:])  # (1 / (C·K·B_ulb))·Σ‖q − p‖², the paper's L_U

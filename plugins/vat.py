@@ -35,7 +35,8 @@ Pure VAT by default. `entmin` > 0 adds `entmin`·E(unlabeled), the mean predicti
 unlabeled pass (with its gradient): the paper's "VAT+EntMin" (weight 1 there), logged as `ent`. USB's
 "vat" adds such a term by default (weight 0.06); here it is off unless asked for. With α = 0 and
 `entmin` = 0 only the labeled batch is forwarded, exactly `supervised`'s step; a skipped `lds` is logged
-as NaN. Under `--compile` VAT runs eager, as pimodel does: a draw from a `torch.Generator` does not trace.
+as NaN. `d` is drawn by the harness before the step (`random_tensors`) and, inside the compiled step
+(`--compile`), g is a `torch.func.grad` (ssl_bench.functional), detached: the step compiles.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_bench import SSLMethod
+from ssl_bench.functional import inside_transforms
 from ssl_bench.losses import entropy
 
 
@@ -101,18 +103,25 @@ def frozen_bn_stats(model: nn.Module):
 
 
 def adversarial_direction(
-    model: nn.Module, x: torch.Tensor, target_logits: torch.Tensor, xi: float, iterations: int, generator: torch.Generator
+    model: nn.Module, x: torch.Tensor, target_logits: torch.Tensor, xi: float, iterations: int, d: torch.Tensor
 ) -> torch.Tensor:
     """Unit direction `g/‖g‖` of r_adv per sample (B, *shape): `iterations` finite-difference power-iteration
-    steps from a standard normal draw of `generator`; `target_logits` (B, K) are the clean logits of `x`."""
+    steps from `d` (B, *shape), a standard normal draw; `target_logits` (B, K) are the clean logits of `x`."""
     target = target_logits.detach()
-    d = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)  # (B, *shape)
     for _ in range(iterations):
-        d = (xi * l2_normalize(d)).requires_grad_()
-        with torch.enable_grad():
-            kl = kl_divergence(target, model(x + d))
-            (d,) = torch.autograd.grad(kl, d)  # with respect to d only: no gradient on the parameters
+        d = kl_gradient(model, x, target, xi * l2_normalize(d))
     return l2_normalize(d)
+
+
+def kl_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """`∇_r KL(softmax(target) ‖ softmax(model(x + r)))` (B, *shape), with respect to r only: a constant of
+    the step, no gradient on the parameters. Inside the compiled step a `torch.func.grad`, detached."""
+    if inside_transforms():
+        return torch.func.grad(lambda r: kl_divergence(target, model(x + r)))(r).detach()
+    r = r.detach().requires_grad_()
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(kl_divergence(target, model(x + r)), r)
+    return g
 
 
 class VAT(SSLMethod):
@@ -123,6 +132,11 @@ class VAT(SSLMethod):
 
     def term_names(self):
         return self.terms + (("ent",) if self.config.entmin > 0 else ())
+
+    def random_tensors(self, batch):
+        """The power iteration's start `d` (like x_ulb), a standard normal draw; none without the LDS term."""
+        x = batch.x_ulb
+        return {"d": torch.randn(x.shape, generator=self.context.generator, device=x.device, dtype=x.dtype)} if self.config.alpha > 0 else {}
 
     def loss(self, model, batch, progress):
         cfg, x = self.config, batch.x_ulb
@@ -135,7 +149,7 @@ class VAT(SSLMethod):
                 logits = model(x)  # (B_ulb, K) clean: the target (detached), with gradient only for the entropy
             if cfg.alpha > 0:
                 with torch.autocast(x.device.type, enabled=False):  # finite differences: no bf16
-                    r_adv = cfg.eps * adversarial_direction(model, x, logits, cfg.xi, cfg.power_iterations, self.context.generator)
+                    r_adv = cfg.eps * adversarial_direction(model, x, logits, cfg.xi, cfg.power_iterations, batch.random["d"])
                 lds = kl_divergence(logits.detach(), model(x + r_adv))
                 loss, logged["lds"] = loss + cfg.alpha * lds, lds.detach()
         if cfg.entmin > 0:

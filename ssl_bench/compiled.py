@@ -2,13 +2,14 @@
 
 A step's gradient is `method.loss` → backward. Compiled, it is one function of the parameters,
 `torch.func.grad_and_value` over `functional_call`, given to `torch.compile(fullgraph=True)`; the
-optimizer step stays outside it. dninv's x̂ is then a `torch.func.vjp` (ssl_bench.inversion,
-`functional_transforms`), since `autograd.grad(create_graph=True)` does not compile. On CUDA the
-function is compiled with `mode="reduce-overhead"` (CUDA graphs: the shapes of a run are static).
+optimizer step stays outside it. Derivatives a loss takes itself are then `torch.func` transforms
+(ssl_bench.functional: dninv's x̂ a `torch.func.vjp`, VAT's power iteration a `torch.func.grad`), since
+`autograd.grad` does not compile; random numbers are drawn before the step (views, `random_tensors`). On
+CUDA the function is compiled with `mode="reduce-overhead"` (CUDA graphs: the shapes of a run are static).
 
 What does not trace raises at its first call (`fullgraph=True`): that step and the rest of the run go
 eager, with one warning line naming the model, the method and the reason. Known cases (docs/speed.md):
-methods that draw from a `torch.Generator` inside their loss (vat, mixmatch) and dninv's per-layer terms (`gamma`).
+dninv's per-layer terms (`gamma`), its JVP form with dropout, a plugin whose loss draws from a `torch.Generator`.
 The model itself is not wrapped, so its `state_dict` keys (checkpoints, resumable state) do not change.
 """
 
@@ -20,7 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ssl_bench.inversion import functional_transforms
+from ssl_bench.functional import functional_transforms
 from ssl_bench.method import Batch, Progress, SSLMethod
 from ssl_bench.precision import autocast
 

@@ -16,12 +16,12 @@ double backward ("reverse over forward", SPEC §1): dninv's `formulation=jvp`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 from torch.autograd import forward_ad as fwAD
 
+from ssl_bench.functional import inside_transforms
 from ssl_bench.models import forward_intermediates
 
 
@@ -60,7 +60,7 @@ def reconstruct_layers(
     `ẑ⁽ˡ⁾ = (∂f/∂z⁽ˡ⁾)ᵀ f`, the derivative taken through every path from `z⁽ˡ⁾` to the logits. `x̂` is
     computed only when `input` is true. A layer the logits do not depend on gets `ẑ = 0`.
     """
-    if _functional:
+    if inside_transforms():  # the compiled step (ssl_bench.functional): one torch.func.vjp
         return _reconstruct_layers_func(model, x, tuple(layers), input=input, detach_cotangent=detach_cotangent)
     x_in = x if x.requires_grad else x.detach().requires_grad_(input)
     with torch.enable_grad():
@@ -78,22 +78,6 @@ def reconstruct_layers(
     x_hat = grads[0] if input else None
     inner = grads[1:] if input else grads
     return logits, x_hat, {name: (captured[name], z_hat) for name, z_hat in zip(layers, inner)}
-
-
-_functional = False  # inside torch.func transforms (ssl_bench.compiled): x̂ by torch.func.vjp
-
-
-@contextmanager
-def functional_transforms():
-    """Within the block, `reconstruct_layers` computes its VJP with `torch.func.vjp` instead of
-    `torch.autograd.grad`, so that it runs inside `torch.func.grad` and compiles (ssl_bench.compiled).
-    Same values; always differentiable (the double backward is the outer transform's)."""
-    global _functional
-    previous, _functional = _functional, True
-    try:
-        yield
-    finally:
-        _functional = previous
 
 
 def _reconstruct_layers_func(model, x, layers, *, input, detach_cotangent):
@@ -123,14 +107,14 @@ def reconstruction_by_jvp(
     The first pass leaves no trace: the random state and the buffers are put back after it, so the dual
     pass draws the same dropout masks and a step updates buffers once. Refused (ValueError) for a model
     with layers whose forward-mode derivative PyTorch does not differentiate exactly in reverse
-    (`forward_mode_inexact`). Inside `functional_transforms()`: `torch.func.vjp` and `torch.func.jvp`;
+    (`forward_mode_inexact`). Inside the compiled step's transforms (ssl_bench.functional): `torch.func.vjp` and `torch.func.jvp`;
     there the random state cannot be put back, so active dropout raises NotImplementedError (a compiled
     step then runs eager).
     """
     inexact = forward_mode_inexact(model)
     if inexact:
         raise ValueError(f"x̂ by JVP is not exact for {type(model).__name__}: {name_layers(inexact)} (PyTorch's forward-mode norm formulas are not differentiable through their statistics); use the double backward")
-    if _functional and any(isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0 for m in model.modules()):
+    if inside_transforms() and any(isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0 for m in model.modules()):
         raise NotImplementedError("x̂ by JVP with dropout has no torch.func form here (its two passes must draw the same masks)")
     restore = _state_restorer(model, x.device)
     x_hat = reconstruct(model, x)[1].detach()  # like x; its value only (no graph to the parameters)
@@ -167,7 +151,7 @@ def name_layers(names: list[str], most: int = 3) -> str:
 
 def _jvp(model: nn.Module, x: torch.Tensor, tangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`(f(x), J·tangent)` from one forward pass with dual tensors (forward-mode AD)."""
-    if _functional:
+    if inside_transforms():
         return torch.func.jvp(model, (x,), (tangent,))
     with fwAD.dual_level():
         return fwAD.unpack_dual(model(fwAD.make_dual(x, tangent)))[:2]
@@ -177,7 +161,7 @@ def _state_restorer(model: nn.Module, device: torch.device) -> Callable[[], None
     """A function putting back the random state (CPU's, and the GPU's on CUDA) and the buffers of `model` as
     they are now. Eager only: a compiled graph cannot read the random state, and under torch.func no
     buffer may be updated (so there is nothing to put back)."""
-    if _functional:
+    if inside_transforms():
         return lambda: None
     cpu, gpu = torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     buffers = [b.clone() for b in model.buffers()]

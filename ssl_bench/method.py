@@ -3,7 +3,8 @@
 A method is its loss and nothing else: it receives the model, one batch and the training progress, and
 returns the total loss and its named terms. Everything else (data, devices, optimizer, logging,
 checkpoints) belongs to the harness. A method may declare the augmented views of a batch it needs
-(`views`: the harness makes them, ssl_bench.views) and keep state across steps (`setup`, `after_step`,
+(`views`: the harness makes them, ssl_bench.views), draw the other random tensors of its step outside
+the step (`random_tensors`, so that the step itself draws nothing and compiles) and keep state across steps (`setup`, `after_step`,
 `state_dict`: e.g. an EMA teacher, updated by the loop after each optimizer step).
 """
 
@@ -31,6 +32,7 @@ class Batch:
     y_lb: torch.Tensor  # (B_lb,) int64 labels
     x_ulb: torch.Tensor  # (B_ulb, *shape) unlabeled inputs
     views: Mapping[str, torch.Tensor] = field(default_factory=dict)  # the method's declared views (`SSLMethod.views`), made by the harness
+    random: Mapping[str, torch.Tensor] = field(default_factory=dict)  # the method's other random tensors of this step (`SSLMethod.random_tensors`)
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,13 @@ class SSLMethod:
     def views(self) -> dict[str, View]:
         """The augmented views this method needs in `batch.views`, by name (default none). The harness
         makes them for every step from the method's generator, batched on the device (ssl_bench.views)."""
+        return {}
+
+    def random_tensors(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The random tensors `loss` needs besides the views (e.g. VAT's start direction, MixMatch's
+        permutation), drawn here from `self.context.generator`. The harness calls it every step after
+        making the views, outside the (compiled) step, and passes them as `batch.random`: a step that draws
+        nothing itself compiles (`--compile`), since Dynamo does not trace a `torch.Generator`. Default none."""
         return {}
 
     def setup(self, model: nn.Module) -> None:

@@ -30,10 +30,7 @@ def method_and_model(name: str, config: dict):
     torch.manual_seed(0)
     model = create_model("tinycnn", num_classes=10, input_shape=SHAPE, modality="image")
     cls = load_method(name)
-    # Π-model's augmentation draws per sample from each rank's own stream, so it cannot equal one
-    # process's draws: the gradient check gives it the identity augmentation (its loss is then exact)
-    augment = (lambda x, gen: x) if name == "pimodel" else AUGMENTATIONS["image"]
-    context = MethodContext("image", 10, torch.Generator().manual_seed(0), augment)
+    context = MethodContext("image", 10, torch.Generator().manual_seed(0), AUGMENTATIONS["image"])
     return cls(build_config(cls.Config, config, name), context), model
 
 
@@ -44,12 +41,16 @@ def global_batch() -> Batch:
 
 def pinned_views(method, batch: Batch, idx_lb=slice(None), idx_ulb=slice(None)) -> Batch:
     """`batch` with the method's views as identity copies of their source (sliced like it): a view's
-    draws come from each rank's own stream, so only the identity makes both sides comparable."""
+    draws come from each rank's own stream, so only the identity makes both sides comparable. VAT's
+    start direction `d` is drawn once over the global unlabeled batch and sliced like it."""
     views = {}
+    sources = {"x_lb": batch.x_lb[idx_lb], "x_ulb": batch.x_ulb[idx_ulb], "x": torch.cat([batch.x_lb[idx_lb], batch.x_ulb[idx_ulb]])}
     for name, view in method.views().items():
-        x = getattr(batch, view.source)[idx_lb if view.source == "x_lb" else idx_ulb]
+        x = sources[view.source]
         views[name] = x if view.draws == 1 else x.expand(view.draws, *x.shape)
-    return Batch(batch.x_lb[idx_lb], batch.y_lb[idx_lb], batch.x_ulb[idx_ulb], views)
+    random = {name: t[idx_ulb] for name, t in method.random_tensors(batch).items()}
+    assert set(random) <= {"d"}, random  # per unlabeled sample; MixMatch's permutation (which mixes across ranks) is off here
+    return Batch(batch.x_lb[idx_lb], batch.y_lb[idx_lb], batch.x_ulb[idx_ulb], views, random)
 
 
 def grads(model) -> list[torch.Tensor]:
@@ -86,10 +87,8 @@ def test_two_ranks_give_the_full_batch_gradients_for_every_method(tmp_path):
     from ssl_bench.models import layer_names
 
     layer = layer_names(method_and_model("supervised", {})[1])[1]  # tinycnn's second layer
-    # Methods that draw random numbers of their own inside the loss draw them from each rank's stream, so
-    # they are compared where those draws are off: VAT without its adversarial term (its entropy option
-    # on), MixMatch without MixUp (which also mixes samples across the ranks' slices).
-    own_draws = {"vat": {"alpha": 0.0, "entmin": 0.5}, "mixmatch": {"alpha": 0.0}}
+    # VAT with its entropy option on too; MixMatch without MixUp (which mixes samples across the ranks' slices).
+    own_draws = {"vat": {"entmin": 0.5}, "mixmatch": {"alpha": 0.0}}
     cases = [(name, own_draws.get(name, {})) for name in method_names()]
     cases += [("dninv", {"gamma": f"{layer}:0.1", "reduction": "sum"}), ("dninv", {"detach_cotangent": "true"})]
     mp.spawn(rank_main, args=(2, str(tmp_path / "rendezvous"), cases), nprocs=2, join=True)

@@ -4,10 +4,12 @@ generator replayed, and where its gradient flows."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from scipy import stats
-from ssl_bench_plugins.mixmatch import mixup, sample_beta
+from ssl_bench_plugins.mixmatch import mixup, mixup_draws, sample_beta
 from torch import nn
 
 from ssl_bench.augment import AUGMENTATIONS
@@ -39,6 +41,12 @@ def pinned(batch: Batch, draws: int = 2, ulb_seed: int = 2) -> Batch:
     lb = torch.randn(batch.x_lb.shape, generator=torch.Generator().manual_seed(1))
     ulb = torch.randn((draws, *batch.x_ulb.shape), generator=torch.Generator().manual_seed(ulb_seed))
     return Batch(batch.x_lb, batch.y_lb, batch.x_ulb, views={"lb": lb, "ulb": ulb})
+
+
+def loss_of(method, model, batch: Batch, progress: Progress):
+    """`method.loss` on the pinned views, with its random tensors (MixUp's permutation and λ) drawn first from
+    its generator, as the harness does after the views."""
+    return method.loss(model, dataclasses.replace(batch, random=method.random_tensors(batch)), progress)
 
 
 def replayed(method) -> torch.Generator:
@@ -95,7 +103,7 @@ def test_mixup_by_hand():
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(12, 3, 4, generator=g), torch.rand(12, 5, generator=g)
     replay = torch.Generator().set_state(gen.get_state())
-    mx, my = mixup(x, y, 0.75, gen)
+    mx, my = mixup(x, y, **mixup_draws(12, 0.75, gen))
     perm = torch.randperm(12, generator=replay)  # the permutation first, then λ
     lam = sample_beta(0.75, 12, replay)
     lam = torch.where(lam > 0.5, lam, 1 - lam)
@@ -107,7 +115,7 @@ def test_mixup_by_hand():
     # one-hot inputs show the pairing directly: each row keeps λ' >= 1/2 of itself, the rest goes to
     # its partner, and the partners are a permutation
     eye = torch.eye(12)
-    mixed, _ = mixup(eye, eye, 0.75, torch.Generator().manual_seed(4))
+    mixed, _ = mixup(eye, eye, **mixup_draws(12, 0.75, torch.Generator().manual_seed(4)))
     assert (mixed.diagonal() >= 0.5).all() and torch.allclose(mixed.sum(1), torch.ones(12))
     partners = (mixed - torch.diag(mixed.diagonal())).argmax(1)
     moved = mixed.diagonal() < 1
@@ -127,7 +135,7 @@ def test_guess_is_the_sharpened_mean_over_the_k_draws(draws):
     """Without MixUp the unlabeled targets are the guesses themselves, so l2u shows which guess was used."""
     model, method = make_model(), make_method(alpha=0.0, lambda_u=1.0, rampup=0.0, draws=draws)
     batch = pinned(make_batch(), draws=draws)
-    _, terms = method.loss(model, batch, Progress(5, 10))
+    _, terms = loss_of(method, model, batch, Progress(5, 10))
     with torch.no_grad():
         probs = torch.stack([model(u).softmax(1) for u in batch.views["ulb"]])  # (K, B_u, C)
         preds = probs.reshape(-1, 10)
@@ -140,7 +148,7 @@ def test_loss_equals_a_by_hand_recomputation():
     model, method = make_model(), make_method(rampup=0.5)
     batch = pinned(make_batch())
     gen = replayed(method)
-    loss, terms = method.loss(model, batch, Progress(3, 10))  # ramp = (3/9) / 0.5 = 2/3
+    loss, terms = loss_of(method, model, batch, Progress(3, 10))  # ramp = (3/9) / 0.5 = 2/3
     with torch.no_grad():
         want, ce, l2u = by_hand(model, batch, gen, lambda_u=10.0, ramp=2 / 3)
     assert torch.allclose(terms["ce"], ce, atol=1e-6) and torch.allclose(terms["l2u"], l2u, atol=1e-7)
@@ -153,7 +161,7 @@ def test_lambda_u_ramps_up_linearly():
     model, batch = make_model(), pinned(make_batch())
     for step, ramp in ((0, 0.0), (1, 0.5), (2, 1.0), (9, 1.0)):
         method = make_method(rampup=2 / 9)  # full weight from step 2 of 10 (progress 2/9)
-        loss, terms = method.loss(model, batch, Progress(step, 10))
+        loss, terms = loss_of(method, model, batch, Progress(step, 10))
         assert torch.allclose(loss, terms["ce"] + 10.0 * ramp * terms["l2u"], rtol=1e-6)
 
 
@@ -161,7 +169,7 @@ def test_gradient_flows_through_the_mixed_batch_only():
     model, method = make_model(), make_method(rampup=0.0)
     batch = pinned(make_batch())
     gen = replayed(method)
-    loss, _ = method.loss(model, batch, Progress(5, 10))
+    loss, _ = loss_of(method, model, batch, Progress(5, 10))
     loss.backward()
     got = [p.grad.clone() for p in model.parameters()]
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in got)
@@ -177,7 +185,7 @@ def test_supervised_equivalent_is_one_clean_pass_and_draws_nothing():
     model, method = make_model(), make_method(lambda_u=0.0, alpha=0.0)
     state = method.context.generator.get_state()
     batch = make_batch()
-    loss, terms = method.loss(model, batch, Progress(5, 10))
+    loss, terms = loss_of(method, model, batch, Progress(5, 10))
     assert torch.equal(loss, nn.functional.cross_entropy(model(batch.x_lb), batch.y_lb))
     assert terms["l2u"] == 0 and torch.equal(method.context.generator.get_state(), state)
 
@@ -186,14 +194,14 @@ def test_ablations_are_valid_configs():
     model, batch = make_model(), pinned(make_batch())
     no_mixup = make_method(alpha=0.0)
     state = no_mixup.context.generator.get_state()
-    loss, _ = no_mixup.loss(model, batch, Progress(5, 10))
+    loss, _ = loss_of(no_mixup, model, batch, Progress(5, 10))
     assert torch.isfinite(loss) and torch.equal(no_mixup.context.generator.get_state(), state)
 
     # no unlabeled term but MixUp: the unlabeled samples still reach the labeled loss as partners
     def grad(ulb_seed):
         model.zero_grad()
         method = make_method(lambda_u=0.0)
-        method.loss(model, pinned(make_batch(), ulb_seed=ulb_seed), Progress(5, 10))[0].backward()
+        loss_of(method, model, pinned(make_batch(), ulb_seed=ulb_seed), Progress(5, 10))[0].backward()
         return [p.grad.clone() for p in model.parameters()]
 
     assert any(not torch.equal(a, b) for a, b in zip(grad(2), grad(3)))

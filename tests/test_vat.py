@@ -20,6 +20,7 @@ from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config
 from ssl_bench.method import Batch, MethodContext, Progress, load_method
 from ssl_bench.models import create_model
+from ssl_bench.views import make_views
 
 VAT = load_method("vat")
 PROGRESS = Progress(3, 10)
@@ -42,12 +43,17 @@ def make_batch(dtype=torch.float64) -> Batch:
     return Batch(x_lb.to(dtype), torch.tensor([0, 1, 2, 3, 4, 5]), x_ulb.to(dtype))
 
 
+def loss_of(method, model, batch):
+    """`method.loss` as the loop calls it: with its random tensors (`d`) drawn first, by the harness."""
+    return method.loss(model, make_views(method, batch, "image"), PROGRESS)
+
+
 def run(method, model, batch):
     """`method.loss` plus the inputs of every forward pass it made, and the generator state it started from."""
     seen, state = [], method.context.generator.get_state()
     hook = model.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
     try:
-        loss, terms = method.loss(model, batch, PROGRESS)
+        loss, terms = loss_of(method, model, batch)
     finally:
         hook.remove()
     return loss, terms, seen, state
@@ -175,7 +181,8 @@ def test_power_iteration_puts_no_gradient_on_the_parameters():
     batch, model = make_batch(), make_model()
     with torch.no_grad():
         target = model(batch.x_ulb)
-    r = adversarial_direction(model, batch.x_ulb, target, 1e-6, 2, torch.Generator().manual_seed(0))
+    d = torch.randn(batch.x_ulb.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    r = adversarial_direction(model, batch.x_ulb, target, 1e-6, 2, d)
     assert all(p.grad is None for p in model.parameters())
     assert torch.allclose(per_sample_norm(r), torch.ones(8, dtype=torch.float64))
 
@@ -184,11 +191,11 @@ def test_randomness_comes_from_the_methods_generator_only():
     batch, model = make_batch(), make_model()
     method = make_method()
     rng, gen = torch.get_rng_state(), method.context.generator.get_state()
-    _, terms = method.loss(model, batch, PROGRESS)
+    _, terms = loss_of(method, model, batch)
     assert torch.equal(torch.get_rng_state(), rng)  # the global stream is untouched
     assert not torch.equal(method.context.generator.get_state(), gen)  # d was drawn from the method's own
-    _, same = make_method(seed=5).loss(model, batch, PROGRESS)
-    _, other = make_method(seed=6).loss(model, batch, PROGRESS)
+    _, same = loss_of(make_method(seed=5), model, batch)
+    _, other = loss_of(make_method(seed=6), model, batch)
     assert torch.equal(same["lds"], terms["lds"]) and not torch.equal(other["lds"], terms["lds"])
 
 
@@ -229,7 +236,7 @@ def test_only_the_labeled_pass_updates_batchnorm_running_stats():
     torch.manual_seed(0)
     model, batch = BNNet().double(), make_batch()
     reference = copy.deepcopy(model)
-    make_method().loss(model, batch, PROGRESS)
+    loss_of(make_method(), model, batch)
     reference(batch.x_lb)  # what the labeled pass alone does
     bn, ref_bn = model.body[1], reference.body[1]
     assert bn.track_running_stats  # restored
