@@ -235,7 +235,7 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
         for step in range(loop.step, p.steps if not loop.stopped else loop.step):
             set_lr(optimizer, p, step)
             progress = Progress(step, p.steps)
-            batch = make_views(method, next_batch(dd, streams, world), info.modality)  # the protocol's batch, then the method's declared views
+            batch = make_views(method, next_batch(dd, streams, world), info.modality)  # the protocol's batch, then the method's views and random tensors
             values = train_step(model, optimizer, gradients, batch, progress, p.clip_grad_norm, terms, world)  # (1+T,) global means
             method.after_step(model, progress)  # the method's own state (e.g. its EMA teacher), after the optimizer step
             tracker.add(step, values)

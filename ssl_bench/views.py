@@ -2,10 +2,11 @@
 made by the harness for every step, outside the (compiled) step.
 
 A method names the augmented copies of the batch it needs (e.g. FixMatch: the unlabeled batch weakly and
-strongly augmented; MixMatch: K weak draws; Π-model: two weak draws of the whole batch); `make_views` makes them batched on the device, drawing from
-the method's own generator (so the protocol's streams, and hence every other method's batches, are not
-disturbed), and returns the batch with `views` filled; then `random` with the method's random tensors,
-drawn from the same generator after the views. The loop calls it without knowing the method.
+strongly augmented; MixMatch: K weak draws; Π-model: two weak draws of the whole batch); `make_views`
+makes them batched on the device, drawing from the method's own generator (so the protocol's streams, and
+hence every other method's batches, are not disturbed), and returns the batch with `views` filled; then
+`random` with the method's random tensors, drawn from the same generator after the views. The loop calls
+it without knowing the method.
 """
 
 from __future__ import annotations
