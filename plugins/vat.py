@@ -135,8 +135,10 @@ class VAT(SSLMethod):
 
     def random_tensors(self, batch):
         """The power iteration's start `d` (like x_ulb), a standard normal draw; none without the LDS term."""
+        if self.config.alpha == 0:
+            return {}
         x = batch.x_ulb
-        return {"d": torch.randn(x.shape, generator=self.context.generator, device=x.device, dtype=x.dtype)} if self.config.alpha > 0 else {}
+        return {"d": torch.randn(x.shape, generator=self.context.generator, device=x.device, dtype=x.dtype)}
 
     def loss(self, model, batch, progress):
         cfg, x = self.config, batch.x_ulb

@@ -107,8 +107,8 @@ def reconstruction_by_jvp(
     The first pass leaves no trace: the random state and the buffers are put back after it, so the dual
     pass draws the same dropout masks and a step updates buffers once. Refused (ValueError) for a model
     with layers whose forward-mode derivative PyTorch does not differentiate exactly in reverse
-    (`forward_mode_inexact`). Inside the compiled step's transforms (ssl_bench.functional): `torch.func.vjp` and `torch.func.jvp`;
-    there the random state cannot be put back, so active dropout raises NotImplementedError (a compiled
+    (`forward_mode_inexact`). Inside the compiled step's transforms (ssl_bench.functional): `torch.func.vjp`
+    and `torch.func.jvp`; there the random state cannot be put back, so active dropout raises NotImplementedError (a compiled
     step then runs eager).
     """
     inexact = forward_mode_inexact(model)

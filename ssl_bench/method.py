@@ -4,8 +4,9 @@ A method is its loss and nothing else: it receives the model, one batch and the 
 returns the total loss and its named terms. Everything else (data, devices, optimizer, logging,
 checkpoints) belongs to the harness. A method may declare the augmented views of a batch it needs
 (`views`: the harness makes them, ssl_bench.views), draw the other random tensors of its step outside
-the step (`random_tensors`, so that the step itself draws nothing and compiles) and keep state across steps (`setup`, `after_step`,
-`state_dict`: e.g. an EMA teacher, updated by the loop after each optimizer step).
+the step (`random_tensors`, so that the step itself draws nothing and compiles) and keep state across
+steps (`setup`, `after_step`, `state_dict`: e.g. an EMA teacher, updated by the loop after each
+optimizer step).
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ class Batch:
 class View:
     """An augmented view of one part of the batch that a method asks the harness for (ssl_bench.views).
 
-    `source` is "x_lb", "x_ulb" or "x" (both, labeled first: one draw over the whole batch); `strength` "weak" (the modality's light augmentation: small shifts and
-    noise) or "strong" (images: RandAugment-style ops with Cutout; signals: shift, gain, noise, time
-    masking); `draws` K > 1 gives K independent draws stacked as (K, B, *shape), else (B, *shape).
+    `source` is "x_lb", "x_ulb" or "x" (both, labeled first: one draw over the whole batch); `strength`
+    "weak" (the modality's light augmentation: small shifts and noise) or "strong" (images:
+    RandAugment-style ops with Cutout; signals: shift, gain, noise, time masking); `draws` K > 1 gives K
+    independent draws stacked as (K, B, *shape), else (B, *shape).
     """
 
     source: str
