@@ -31,14 +31,17 @@ from ssl_bench.views import make_views
 CPU = torch.device("cpu")
 
 
-def make_batch() -> Batch:
+TINY = ("tinycnn", (1, 8, 8))  # (model, input shape)
+
+
+def make_batch(shape: tuple[int, ...] = TINY[1]) -> Batch:
     g = torch.Generator().manual_seed(0)
-    return Batch(torch.randn(6, 1, 8, 8, generator=g), torch.arange(6) % 10, torch.randn(10, 1, 8, 8, generator=g))
+    return Batch(torch.randn(6, *shape, generator=g), torch.arange(6) % 10, torch.randn(10, *shape, generator=g))
 
 
-def make(name: str, **params):
+def make(name: str, net: tuple[str, tuple[int, ...]] = TINY, **params):
     torch.manual_seed(0)
-    model = create_model("tinycnn", num_classes=10, input_shape=(1, 8, 8))
+    model = create_model(net[0], num_classes=10, input_shape=net[1])
     cls = load_method(name)
     method = cls(build_config(cls.Config, params, name), MethodContext("image", 10, torch.Generator().manual_seed(5), AUGMENTATIONS["image"]))
     method.setup(model)  # as the loop does
@@ -48,25 +51,25 @@ def make(name: str, **params):
 STEPS = range(3, 8)  # of 20: progress 0.16 … 0.37, inside every default ramp-up (Π-model, Mean Teacher, Pseudo-Label)
 
 
-def steps(step_fn, model, method) -> tuple[list[torch.Tensor], torch.Tensor]:
+def steps(step_fn, model, method, shape: tuple[int, ...] = TINY[1]) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The gradients of the last of five calls at successive steps (a compiled step's first call, then cached
     ones: a weight that specialized on the step would recompile at each), and its loss; each batch with the
     method's views, as the loop makes them."""
     for step in STEPS:
         for p in model.parameters():
             p.grad = None
-        loss, logged = step_fn(make_views(method, make_batch(), "image"), Progress(step, 20))
+        loss, logged = step_fn(make_views(method, make_batch(shape), "image"), Progress(step, 20))
     assert set(logged) >= {"ce"}
     return [p.grad.clone() for p in model.parameters()], loss.detach()
 
 
-def eager_and_compiled(name: str, **params):
-    model, method = make(name, **params)
-    ref = steps(compiled.eager_gradients(model, method, "fp32", CPU), model, method)
-    model, method = make(name, **params)
+def eager_and_compiled(name: str, net: tuple[str, tuple[int, ...]] = TINY, **params):
+    model, method = make(name, net, **params)
+    ref = steps(compiled.eager_gradients(model, method, "fp32", CPU), model, method, net[1])
+    model, method = make(name, net, **params)
     warnings: list[str] = []
-    step = compiled.CompiledGradients(model, method, "fp32", CPU, f"tinycnn/{name}", warnings.append)
-    return ref, steps(step, model, method), step, warnings
+    step = compiled.CompiledGradients(model, method, "fp32", CPU, f"{net[0]}/{name}", warnings.append)
+    return ref, steps(step, model, method, net[1]), step, warnings
 
 
 def assert_close(a: list[torch.Tensor], b: list[torch.Tensor], tol: float = 1e-5) -> None:
@@ -101,6 +104,30 @@ def test_a_step_that_does_not_compile_runs_eager_with_one_warning(monkeypatch):
     assert step.fallback is not None and not step.record()["compiled"]
     assert len(warnings) == 1 and warnings[0].startswith("--compile: tinycnn/dninv runs eager (")
     assert all(torch.equal(a, b) for a, b in zip(g, g_ref))
+
+
+# The paper's models (no BatchNorm; docs/models.md) at their datasets' shapes. In CI: SmallCNN with dninv's two
+# formulations (≈ 5 s); the rest (≈ 2 min on 2 cores) with `make test-heavy`.
+PAPER_NETS = [("smallcnn", (1, 28, 28)), ("largecnn", (3, 32, 32)), ("resnet2_32", (1, 28, 28)), ("resnet3_16", (1, 28, 28)),
+              ("smallucnn", (1, 28, 28)), ("largeucnn", (3, 32, 32)), ("uresnet2_32", (1, 28, 28)), ("uresnet3_16", (1, 28, 28))]  # fmt: skip
+PAPER_METHODS = [("dninv", {}), ("dninv", {"formulation": "jvp"}), ("entmin", {}), ("pimodel", {})]
+PAPER_CASES = [
+    pytest.param(net, name, params, marks=() if net[0] == "smallcnn" and name == "dninv" else pytest.mark.heavy, id=f"{net[0]}-{name}-{'-'.join(params.values()) or 'defaults'}")
+    for net in PAPER_NETS
+    for name, params in PAPER_METHODS
+]
+
+
+@pytest.mark.parametrize("net,name,params", PAPER_CASES)
+def test_compiled_gradients_equal_eager_on_the_paper_models(net, name, params, monkeypatch):
+    """Not only tinycnn: the paper's CNNs, ResNets and U nets compile for a whole run and give eager's
+    gradients (equal bit for bit with aot_eager on CPU, 2026-11-28; the check allows 1e-5)."""
+    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
+    with torch._dynamo.config.patch(recompile_limit=2):
+        (g_ref, loss_ref), (g, loss), step, warnings = eager_and_compiled(name, net, **params)
+    assert step.fallback is None and warnings == [], step.fallback
+    assert torch.allclose(loss, loss_ref, rtol=1e-6)
+    assert_close(g, g_ref)
 
 
 class NoisySupervised(SSLMethod):
