@@ -1,0 +1,82 @@
+"""Compiled against eager training steps on the paper's models: does every step compile, and how far are
+its gradients from eager's?
+
+For each model (at its datasets' shape: LargeCNN/LargeUCNN 3×32×32, the others 1×28×28, bird10net 1×1000
+with its 4 kHz kernel and no dropout, whose masks a compiled graph draws differently) × method, three
+steps (progress 3, 4, 5 of 20; batch 4 + 4, random inputs) eager and compiled (`ssl_bench.compiled`,
+Dynamo's recompile limit 2), and prints one Markdown row each: compiled or the fallback, the largest
+relative gradient difference of the last step, both losses, the compiled side's wall time.
+
+    .venv/bin/python benchmarks/compile_models_check.py [MODELS] [--backend aot_eager|inductor]
+
+aot_eager (default) traces exactly as inductor does, without code generation (minutes per function on
+2 CPU cores). tests/test_compile.py holds the same check for a subset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from ssl_bench import compiled
+from ssl_bench.augment import AUGMENTATIONS
+from ssl_bench.config import build_config
+from ssl_bench.method import Batch, MethodContext, Progress, load_method
+from ssl_bench.models import create_model
+from ssl_bench.views import make_views
+
+CPU = torch.device("cpu")
+MODELS = "smallcnn,largecnn,resnet2_32,resnet3_16,smallucnn,largeucnn,uresnet2_32,uresnet3_16,bird10net"
+CASES = [("supervised", {}), ("entmin", {}), ("pimodel", {}), ("dninv", {}), ("dninv", {"formulation": "jvp"}), ("vat", {}), ("mixmatch", {})]
+
+
+def net(model: str) -> tuple[tuple[int, ...], dict, str]:
+    """(input shape, model options, modality)."""
+    if model == "bird10net":
+        return (1, 1000), {"kernel": 96, "stride": 48, "dropout": 0.0}, "signal"
+    return ((3, 32, 32) if model in ("largecnn", "largeucnn") else (1, 28, 28)), {}, "image"
+
+
+def three_steps(model_name: str, name: str, params: dict, compile: bool):
+    shape, options, modality = net(model_name)
+    torch.manual_seed(0)
+    model = create_model(model_name, num_classes=10, input_shape=shape, **options)
+    cls = load_method(name)
+    method = cls(build_config(cls.Config, params, name), MethodContext(modality, 10, torch.Generator().manual_seed(5), AUGMENTATIONS[modality]))
+    method.setup(model)
+    warnings: list[str] = []
+    step = compiled.CompiledGradients(model, method, "fp32", CPU, f"{model_name}/{name}", warnings.append) if compile else compiled.eager_gradients(model, method, "fp32", CPU)
+    start = time.perf_counter()
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for s in (3, 4, 5):
+            for p in model.parameters():
+                p.grad = None
+            g = torch.Generator().manual_seed(0)
+            batch = Batch(torch.randn(4, *shape, generator=g), torch.arange(4) % 10, torch.randn(4, *shape, generator=g))
+            loss, _ = step(make_views(method, batch, modality), Progress(s, 20))
+    return [p.grad.clone() for p in model.parameters()], loss.item(), time.perf_counter() - start, (step.fallback if compile else None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="?", default=MODELS)
+    ap.add_argument("--backend", default="aot_eager")
+    args = ap.parse_args()
+    compiled.BACKEND = args.backend
+    torch.set_num_threads(2)
+    print(f"torch {torch.__version__}, backend {args.backend}, CPU\n")
+    print("| model | method | compiled | max rel. gradient difference | loss eager / compiled | compiled s |")
+    print("|---|---|---|---:|---|---:|")
+    for model_name in args.models.split(","):
+        for name, params in CASES:
+            ge, le, _, _ = three_steps(model_name, name, params, compile=False)
+            gc, lc, seconds, fallback = three_steps(model_name, name, params, compile=True)
+            rel = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(gc, ge))
+            label = name + "".join(f" {k}={v}" for k, v in params.items())
+            print(f"| {model_name} | {label} | {'yes' if fallback is None else 'no: ' + fallback} | {rel:.1e} | {le:.5f} / {lc:.5f} | {seconds:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
