@@ -6,6 +6,7 @@ optimizer step stays outside it. Derivatives a loss takes itself are then `torch
 (ssl_bench.functional: dninv's x̂ a `torch.func.vjp`, VAT's power iteration a `torch.func.grad`), since
 `autograd.grad` does not compile; random numbers are drawn before the step (views, `random_tensors`). On
 CUDA the function is compiled with `mode="reduce-overhead"` (CUDA graphs: the shapes of a run are static).
+The optimizer step is compiled on its own (`optimizer_step`).
 
 What does not trace raises at its first call (`fullgraph=True`): that step and the rest of the run go
 eager, with one warning line naming the model, the method and the reason. Known cases (docs/speed.md):
@@ -105,6 +106,15 @@ def reason(exc: BaseException) -> str:
     if cause is not None and type(cause).__name__.startswith("Observed"):
         text += f" ({type(cause).__name__.removeprefix('Observed')} raised in the traced code)"
     return text
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool) -> Callable[[], None]:
+    """The run's optimizer step: `optimizer.step`, or with `--compile` that step given to `torch.compile`
+    (PyTorch's compiled-optimizer recipe: Adam's foreach operations fused by inductor). The learning rate,
+    a Python float set every warm-up step, stays symbolic in Dynamo (floats are not specialized): two graphs
+    per run, before and after Adam's state exists. Not CUDA graphs: Adam keeps its step counts on the CPU
+    unless `capturable`. Call it after `gradients` (which resets Dynamo's cache for the run)."""
+    return torch.compile(optimizer.step, backend=BACKEND) if compile else optimizer.step
 
 
 def gradients(model: nn.Module, method: SSLMethod, precision: str, compile: bool, device: torch.device, name: str, warn: Callable[[str], None]) -> Step:

@@ -14,7 +14,7 @@ import sys
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -216,6 +216,7 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
     method.setup(model)  # state that mirrors the model (e.g. an EMA teacher), before a resumed state is restored
     terms = method.term_names()
     gradients = compiled.gradients(model, method, p.precision, p.compile, device, f"{resolved.model}/{resolved.spec.method}", warn=echo)  # method.loss → backward, eager or compiled
+    update = compiled.optimizer_step(optimizer, p.compile)  # optimizer.step, eager or compiled
     reset_peak_memory(device)
     tracker = LossTracker(len(terms), device)
     health = HealthMonitor(p.steps, p.collapse_patience, info.num_classes, grace_steps=p.warmup_steps)
@@ -236,7 +237,7 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
             set_lr(optimizer, p, step)
             progress = Progress(step, p.steps)
             batch = make_views(method, next_batch(dd, streams, world), info.modality)  # the protocol's batch, then the method's views and random tensors
-            values = train_step(model, optimizer, gradients, batch, progress, p.clip_grad_norm, terms, world)  # (1+T,) global means
+            values = train_step(model, optimizer, gradients, update, batch, progress, p.clip_grad_norm, terms, world)  # (1+T,) global means
             method.after_step(model, progress)  # the method's own state (e.g. its EMA teacher), after the optimizer step
             tracker.add(step, values)
             if step == 0:
@@ -354,16 +355,16 @@ def set_lr(optimizer: torch.optim.Optimizer, p: ProtocolConfig, step: int) -> No
         group["lr"] = p.lr * lr_factor(p, step)
 
 
-def train_step(model: nn.Module, optimizer, gradients: compiled.Step, batch: Batch, progress: Progress, clip: float, terms, world: World) -> torch.Tensor:
+def train_step(model: nn.Module, optimizer, gradients: compiled.Step, update: Callable[[], None], batch: Batch, progress: Progress, clip: float, terms, world: World) -> torch.Tensor:
     """One optimizer step on the method's loss; returns the detached (loss, *terms) (1+T,) of the global
     batch (the mean over ranks), no host sync. `gradients` is `method.loss` → backward, in the run's
-    precision, eager or compiled (ssl_bench.compiled)."""
+    precision, and `update` the optimizer's step, each eager or compiled (ssl_bench.compiled)."""
     optimizer.zero_grad(set_to_none=True)
     loss, logged = gradients(batch, progress)  # sets each parameter's .grad
     world.average_gradients(model)  # several ranks: the global batch's gradient (no-op for one process)
     if clip > 0:
         nn.utils.clip_grad_norm_(model.parameters(), clip)
-    optimizer.step()
+    update()
     return world.mean(torch.stack([loss.detach(), *(logged[k].detach().float() for k in terms)]))
 
 
