@@ -3,13 +3,15 @@
 A run folder holds `config.json` (the resolved run), `split.json` (the split indices), `metrics.jsonl`
 (one line per evaluation), `best.pt` / `last.pt` (checkpoints) and, only once the run is complete,
 `result.json`. A run that diverged (non-finite loss) ends with `failed.json` instead; a folder with
-neither is an interrupted run.
+neither is an interrupted run. The JSON files are strict JSON (RFC 8259): a value that is not a finite
+number (a loss term a method skipped, logged as NaN) is written as `null`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -55,8 +57,26 @@ def _atomic_replace(path: Path, write) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
+def finite_or_null(obj: Any) -> Any:
+    """`obj` with every non-finite float (NaN, ±inf) replaced by None, in nested dicts and lists: JSON has no
+    such numbers, and `json.dumps` would write the tokens NaN / Infinity, which strict parsers (jq,
+    JavaScript's JSON.parse, most JSON libraries) refuse."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, **options) -> str:
+    """Strict JSON: non-finite numbers as null (`finite_or_null`)."""
+    return json.dumps(finite_or_null(obj), allow_nan=False, **options)
+
+
 def write_json(path: Path, obj: Any) -> None:
-    _atomic_replace(path, lambda fh: fh.write((json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()))
+    _atomic_replace(path, lambda fh: fh.write((dumps(obj, indent=2, sort_keys=False) + "\n").encode()))
 
 
 def save_checkpoint(path: Path, obj: Any) -> None:
@@ -67,7 +87,7 @@ def append_jsonl(path: Path, obj: Any) -> None:
     """Append one line with a single write; `read_jsonl` ignores a torn last line."""
     try:
         with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(obj) + "\n")
+            fh.write(dumps(obj) + "\n")
             fh.flush()
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from exc
