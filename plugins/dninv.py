@@ -40,7 +40,7 @@ from ssl_bench.inversion import (
     reconstruction_by_jvp,
     squared_error,
 )
-from ssl_bench.losses import entropy
+from ssl_bench.losses import entropy, not_computed
 from ssl_bench.models import layer_names
 from ssl_bench.schedules import Schedule
 
@@ -220,7 +220,7 @@ class DNInv(SSLMethod):
 
     def logged(self, ce, rec, ent, rec_layers) -> dict[str, torch.Tensor]:
         """The declared terms, detached; a term that was not computed (None) is logged as NaN."""
-        nan = torch.full((), math.nan, device=ce.device)
+        nan = not_computed(ce.device)
         values = {"ce": ce, "rec": rec, "ent": ent} | {f"rec_{n}": rec_layers.get(n) for n in self.config.gamma.names()}
         return {k: nan if v is None else v.detach() for k, v in values.items()}
 

@@ -6,7 +6,7 @@ detached and the mean over the whole unlabeled batch.
 Views: the unlabeled batch weakly and strongly augmented (`views`); the labeled batch is used as given —
 the protocol's `--augment weak` augments it alike for every method. As in the paper's code, one forward
 over `[labeled, weak, strong]` (BatchNorm statistics over the whole batch); with λ_u = 0 the step is
-exactly `supervised` (one clean pass over the labeled batch, `unsup` and `mask` logged as 0).
+exactly `supervised` (one clean pass over the labeled batch, `unsup` and `mask` not computed: NaN).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_bench import SSLMethod, View
+from ssl_bench.losses import not_computed
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ class FixMatch(SSLMethod):
         cfg = self.config
         if cfg.lambda_u == 0:  # no unlabeled term: exactly `supervised`
             ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
-            zero = torch.zeros((), device=ce.device)
-            return ce, {"ce": ce.detach(), "unsup": zero, "mask": zero}
+            skipped = not_computed(ce.device)
+            return ce, {"ce": ce.detach(), "unsup": skipped, "mask": skipped}
         weak, strong = batch.views["ulb_weak"], batch.views["ulb_strong"]
         logits = model(torch.cat([batch.x_lb, weak, strong]))  # (B_lb + 2·B_ulb, K)
         logits_lb, logits_weak, logits_strong = logits.split([len(batch.x_lb), len(weak), len(strong)])

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ssl_bench import SSLMethod
+from ssl_bench.losses import not_computed
 from ssl_bench.method import View
 from ssl_bench.schedules import sigmoid_rampup
 
@@ -92,9 +93,9 @@ class MeanTeacher(SSLMethod):
         return self.teacher
 
     def loss(self, model, batch, progress):
-        if self.config.w_max == 0:  # no consistency: exactly `supervised` (one clean pass), cons logged as 0
+        if self.config.w_max == 0:  # no consistency: exactly `supervised` (one clean pass), cons not computed
             ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
-            return ce, {"ce": ce.detach(), "cons": torch.zeros((), device=ce.device)}
+            return ce, {"ce": ce.detach(), "cons": not_computed(ce.device)}
         teacher, n_lb = self._teacher(), len(batch.x_lb)
         logits = model(torch.cat([batch.x_lb, batch.views["student"]]))  # (B_lb + B_ulb, K)
         with torch.no_grad():

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_bench import SSLMethod
-from ssl_bench.losses import sharpen, soft_cross_entropy
+from ssl_bench.losses import not_computed, sharpen, soft_cross_entropy
 from ssl_bench.method import View
 
 
@@ -100,9 +100,9 @@ class MixMatch(SSLMethod):
 
     def loss(self, model, batch, progress):
         cfg = self.config
-        if self._supervised_only():  # exactly `supervised` (one clean pass), l2u logged as 0
+        if self._supervised_only():  # exactly `supervised` (one clean pass), l2u not computed
             ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
-            return ce, {"ce": ce.detach(), "l2u": torch.zeros((), device=ce.device)}
+            return ce, {"ce": ce.detach(), "l2u": not_computed(ce.device)}
         n_lb, n_ulb = len(batch.x_lb), len(batch.x_ulb)
         x = batch.views["lb"]  # (B_lb, ...)
         u = batch.views["ulb"].reshape(cfg.draws * n_ulb, *batch.x_ulb.shape[1:])  # (K·B_ulb, ...), draw-major

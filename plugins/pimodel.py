@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 
 from ssl_bench import SSLMethod, View
+from ssl_bench.losses import not_computed
 from ssl_bench.schedules import sigmoid_rampup
 
 
@@ -38,9 +38,9 @@ class PiModel(SSLMethod):
 
     def loss(self, model, batch, progress):
         n_lb = len(batch.x_lb)
-        if self.config.w_max == 0:  # no consistency: exactly `supervised` (one clean pass), cons logged as 0
+        if self.config.w_max == 0:  # no consistency: exactly `supervised` (one clean pass), cons not computed
             ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
-            return ce, {"ce": ce.detach(), "cons": torch.zeros((), device=ce.device)}
+            return ce, {"ce": ce.detach(), "cons": not_computed(ce.device)}
         x1, x2 = batch.views["x"]  # (B_lb + B_ulb, ...) each
         logits1 = model(x1)  # (B, K)
         logits2 = model(x2)

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_bench import SSLMethod
+from ssl_bench.losses import not_computed
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class PseudoLabel(SSLMethod):
         cfg = self.config
         ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
         if cfg.alpha_f == 0:  # no unlabeled term: exactly `supervised` (one clean pass)
-            return ce, {"ce": ce.detach(), "pl": torch.full((), math.nan, device=ce.device)}
+            return ce, {"ce": ce.detach(), "pl": not_computed(ce.device)}
         logits = model(batch.x_ulb)  # (B_ulb, K)
         with torch.no_grad():  # targets and mask are constants
             pseudo = logits.argmax(1)  # (B_ulb,) on the logits: bf16 probabilities would tie near-equal classes

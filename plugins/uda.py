@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_bench import SSLMethod, View
-from ssl_bench.losses import sharpen
+from ssl_bench.losses import not_computed, sharpen
 
 TSA_SCHEDULES = ("none", "linear", "log", "exp")
 
@@ -88,8 +88,8 @@ class UDA(SSLMethod):
         cfg = self.config
         if cfg.lambda_ == 0:  # no consistency term: one clean labeled pass (exactly `supervised` without TSA)
             ce = self.supervised(model(batch.x_lb), batch.y_lb, progress)
-            zero = torch.zeros((), device=ce.device)
-            return ce, {"ce": ce.detach(), "unsup": zero, "mask": zero}
+            skipped = not_computed(ce.device)
+            return ce, {"ce": ce.detach(), "unsup": skipped, "mask": skipped}
         strong = batch.views["ulb_strong"]
         logits = model(torch.cat([batch.x_lb, batch.x_ulb, strong]))  # (B_lb + 2·B_ulb, K)
         logits_lb, logits_ori, logits_strong = logits.split([len(batch.x_lb), len(batch.x_ulb), len(strong)])

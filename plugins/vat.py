@@ -51,7 +51,7 @@ from torch import nn
 
 from ssl_bench import SSLMethod
 from ssl_bench.functional import inside_transforms
-from ssl_bench.losses import entropy
+from ssl_bench.losses import entropy, not_computed
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ class VAT(SSLMethod):
     def loss(self, model, batch, progress):
         cfg, x = self.config, batch.x_ulb
         ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
-        loss, logged = ce, {"ce": ce.detach(), "lds": torch.full((), math.nan, device=ce.device)}
+        loss, logged = ce, {"ce": ce.detach(), "lds": not_computed(ce.device)}
         if cfg.alpha == 0 and cfg.entmin == 0:  # no unlabeled term: exactly `supervised` (one clean pass)
             return loss, logged
         with frozen_bn_stats(model):

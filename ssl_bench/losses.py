@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+
+
+def not_computed(device: torch.device) -> torch.Tensor:
+    """The logged value of a term a step skipped (its weight is 0): NaN, `null` in metrics.jsonl. Not 0,
+    which would read as a perfect score (no reconstruction error, full consistency, no confident sample)."""
+    return torch.full((), math.nan, device=device)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
