@@ -17,6 +17,7 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
+from torch._dynamo.utils import counters
 
 from ssl_bench import compiled
 from ssl_bench.augment import AUGMENTATIONS
@@ -149,8 +150,10 @@ def test_the_compiled_optimizer_step_follows_the_eager_one(monkeypatch):
         return [p.detach().clone() for p in model.parameters()]
 
     torch._dynamo.reset()
+    counters.clear()
     with torch._dynamo.config.patch(recompile_limit=2, fail_on_recompile_limit_hit=True):
         eager, compiled_ = weights_after_12_steps(False), weights_after_12_steps(True)
+    assert 1 <= counters["stats"]["unique_graphs"] <= 2  # it was traced (not silently eager), and not per step
     assert_close(compiled_, eager, tol=1e-4)  # measured: 1.4e-5 of the largest weight (fused vs foreach rounding, 12 Adam steps)
     assert any(not torch.equal(a, b) for a, b in zip(eager, [p.detach() for p in make("supervised")[0].parameters()]))  # it did train
 
