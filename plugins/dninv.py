@@ -224,8 +224,13 @@ class DNInv(SSLMethod):
         values = {"ce": ce, "rec": rec, "ent": ent} | {f"rec_{n}": rec_layers.get(n) for n in self.config.gamma.names()}
         return {k: nan if v is None else v.detach() for k, v in values.items()}
 
+    def setup(self, model) -> None:
+        """Warns at the start of a run (a compiled step cannot warn: `warnings.warn` does not trace)."""
+        if self.use_rec or self.layers:
+            self.warn_if_coupled(model)
+
     def warn_if_coupled(self, model) -> None:
-        if couples_samples(model) and not self.warned_batchnorm:
+        if not self.warned_batchnorm and couples_samples(model):
             self.warned_batchnorm = True
             warnings.warn(
                 f"dninv: {type(model).__name__} has BatchNorm in training mode, which normalizes with batch "

@@ -2,7 +2,9 @@
 
 A step's gradient is `method.loss` → backward. Compiled, it is one function of the parameters,
 `torch.func.grad_and_value` over `functional_call`, given to `torch.compile(fullgraph=True)`; the
-optimizer step stays outside it. Derivatives a loss takes itself are then `torch.func` transforms
+optimizer step stays outside it. The buffers (the model's and the method's own modules') are inputs of
+that function too: BatchNorm updates its running statistics in place, which `torch.func.grad` refuses
+for a captured tensor. Derivatives a loss takes itself are then `torch.func` transforms
 (ssl_bench.functional: dninv's x̂ a `torch.func.vjp`, VAT's power iteration a `torch.func.grad`), since
 `autograd.grad` does not compile; random numbers are drawn before the step (views, `random_tensors`). On
 CUDA the function is compiled with `mode="reduce-overhead"` (CUDA graphs: the shapes of a run are static).
@@ -10,7 +12,8 @@ The optimizer step is compiled on its own (`optimizer_step`).
 
 What does not trace raises at its first call (`fullgraph=True`): that step and the rest of the run go
 eager, with one warning line naming the model, the method and the reason. Known cases (docs/speed.md):
-dninv's per-layer terms (`gamma`), its JVP form with dropout, a plugin whose loss draws from a `torch.Generator`.
+dninv's per-layer terms (`gamma`), its JVP form with dropout, dninv through BatchNorm in training mode,
+a plugin whose loss draws from a `torch.Generator`.
 The model itself is not wrapped, so its `state_dict` keys (checkpoints, resumable state) do not change.
 """
 
@@ -44,11 +47,14 @@ def eager_gradients(model: nn.Module, method: SSLMethod, precision: str, device:
 
 
 class _Loss(nn.Module):
-    """`method.loss` as a module holding the model, so that `functional_call` can swap its parameters."""
+    """`method.loss` as a module holding the model, so that `functional_call` can swap its parameters and
+    buffers; the method's own modules (e.g. Mean Teacher's EMA teacher, an attribute of the method) are
+    submodules too, so that their buffers are inputs of the step as well."""
 
     def __init__(self, model: nn.Module, method: SSLMethod, precision: str, device: torch.device):
         super().__init__()
         self.model, self.method, self.precision, self.device = model, method, precision, device
+        self.method_modules = nn.ModuleDict({k: v for k, v in vars(method).items() if isinstance(v, nn.Module)})
 
     def forward(self, batch: Batch, progress: Progress):
         with autocast(self.precision, self.device):
@@ -65,8 +71,8 @@ class CompiledGradients:
     def __init__(self, model: nn.Module, method: SSLMethod, precision: str, device: torch.device, name: str, warn: Callable[[str], None]):
         self.model, self.name, self.warn, self.device = model, name, warn, device
         self.eager = eager_gradients(model, method, precision, device)
-        loss = _Loss(model, method, precision, device)
-        grad_fn = torch.func.grad_and_value(lambda params, batch, progress: torch.func.functional_call(loss, params, (batch, progress)), has_aux=True)
+        self.loss = loss = _Loss(model, method, precision, device)  # after method.setup (which creates its modules)
+        grad_fn = torch.func.grad_and_value(lambda params, buffers, batch, progress: torch.func.functional_call(loss, (params, buffers), (batch, progress)), has_aux=True)
         mode = "reduce-overhead" if device.type == "cuda" else None  # CUDA graphs for the static shapes of a run
         torch._dynamo.reset()  # a fresh cache per run: a sweep trains its runs one after another in one process, and Dynamo's recompile limit counts per function
         self.compiled = torch.compile(grad_fn, fullgraph=True, dynamic=False, mode=mode, backend=BACKEND)  # static shapes (but Progress.step, STEP_SOURCE)
@@ -77,12 +83,13 @@ class CompiledGradients:
         if self.fallback is not None:
             return self.eager(batch, progress)
         params = {f"model.{n}": p for n, p in self.model.named_parameters() if p.requires_grad}
+        buffers = dict(self.loss.named_buffers())  # inputs of the step: BatchNorm updates its running statistics in place, which a captured tensor cannot be inside torch.func.grad
         start = time.perf_counter()
         try:
             if self.device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are consumed
             with functional_transforms(), torch.compiler.config.patch(dynamic_sources=STEP_SOURCE):
-                grads, (loss, logged) = self.compiled(params, batch, progress)
+                grads, (loss, logged) = self.compiled(params, buffers, batch, progress)
         except (torch._dynamo.exc.TorchDynamoException, torch._dynamo.exc.FailOnRecompileLimitHit, NotImplementedError) as exc:  # did not trace, compile, or recompiled too often
             self.fallback = reason(exc)
             self.warn(f"--compile: {self.name} runs eager ({self.fallback})")

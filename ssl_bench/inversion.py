@@ -33,6 +33,11 @@ def couples_samples(model: nn.Module) -> bool:
     )
 
 
+def updates_running_stats(model: nn.Module) -> bool:
+    """Whether a forward pass of `model` updates BatchNorm running statistics (training mode, tracked)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.running_mean is not None for m in model.modules())
+
+
 def reconstruct(
     model: nn.Module, x: torch.Tensor, *, create_graph: bool = False, detach_cotangent: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,6 +90,8 @@ def _reconstruct_layers_func(model, x, layers, *, input, detach_cotangent):
     double backward). Per-layer ẑ is not written this way: it raises, and a compiled step runs eager."""
     if layers or not input:
         raise NotImplementedError("per-layer reconstruction (gamma) has no torch.func form here")
+    if updates_running_stats(model):
+        raise NotImplementedError("x̂ through BatchNorm in training mode has no torch.func form here (a forward inside torch.func.vjp cannot update its running statistics)")
     logits, vjp_fn = torch.func.vjp(model, x)
     cotangent = logits.detach() if detach_cotangent else logits  # (B, K)
     (x_hat,) = vjp_fn(cotangent)

@@ -17,6 +17,7 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
+from torch import nn
 from torch._dynamo.utils import counters
 
 from ssl_bench import compiled
@@ -129,6 +130,61 @@ def test_compiled_gradients_equal_eager_on_the_paper_models(net, name, params, m
     assert step.fallback is None and warnings == [], step.fallback
     assert torch.allclose(loss, loss_ref, rtol=1e-6)
     assert_close(g, g_ref)
+
+
+def bn_net() -> nn.Module:
+    """A small CNN with BatchNorm (as timm's ResNets and USB's WRN have): training mode normalizes with the
+    batch's statistics and updates the running ones in place."""
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 10))
+
+
+def buffers_of(model: nn.Module, method: SSLMethod) -> dict[str, torch.Tensor]:
+    """The model's buffers and those of the method's own modules (Mean Teacher's teacher)."""
+    modules = {"model": model} | {k: v for k, v in vars(method).items() if isinstance(v, nn.Module)}
+    return {f"{m}.{n}": b.clone() for m, module in modules.items() for n, b in module.named_buffers()}
+
+
+def bn_steps(name: str, compile: bool):
+    torch.manual_seed(0)
+    model = bn_net()
+    cls = load_method(name)
+    method = cls(cls.Config(), MethodContext("image", 10, torch.Generator().manual_seed(5), AUGMENTATIONS["image"]))
+    method.setup(model)
+    warnings: list[str] = []
+    step = compiled.CompiledGradients(model, method, "fp32", CPU, f"bn/{name}", warnings.append) if compile else compiled.eager_gradients(model, method, "fp32", CPU)
+    grads, _ = steps(step, model, method)
+    return grads, buffers_of(model, method), step, warnings
+
+
+BN_METHODS = [pytest.param(n, marks=() if n in ("supervised", "meanteacher", "vat") else pytest.mark.heavy) for n in method_names() if n != "dninv"]
+
+
+@pytest.mark.parametrize("name", BN_METHODS)
+def test_batchnorm_models_compile_and_update_their_running_statistics_as_eager(name, monkeypatch):
+    """BatchNorm's in-place updates of its running statistics are inputs of the compiled step (a captured
+    tensor cannot be mutated inside torch.func.grad: before 2026-11-28 every BatchNorm model ran eager).
+    After five steps: the same gradients, and the same buffers, the model's and the method's (Mean
+    Teacher's teacher, in training mode, updates its own); VAT's adversarial passes leave them alone."""
+    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
+    g_ref, b_ref, _, _ = bn_steps(name, compile=False)
+    with torch._dynamo.config.patch(recompile_limit=2):
+        g, b, step, warnings = bn_steps(name, compile=True)
+    assert step.fallback is None and warnings == [], step.fallback
+    assert_close(g, g_ref)
+    assert b.keys() == b_ref.keys() and all(torch.equal(b[k], b_ref[k]) for k in b)
+    assert b["model.1.num_batches_tracked"] > 0 and b["model.1.running_mean"].abs().sum() > 0  # they did move
+
+
+def test_dninv_through_batchnorm_in_training_mode_runs_eager_with_one_warning(monkeypatch):
+    """x̂'s forward inside torch.func.vjp cannot update running statistics: dninv on a BatchNorm model
+    falls back (one line), then equals eager; its BatchNorm warning comes at setup, outside the step."""
+    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
+    with pytest.warns(UserWarning, match="BatchNorm in training mode"):
+        g_ref, b_ref, _, _ = bn_steps("dninv", compile=False)
+    with pytest.warns(UserWarning, match="BatchNorm in training mode"):
+        g, b, step, warnings = bn_steps("dninv", compile=True)
+    assert len(warnings) == 1 and "NotImplementedError" in warnings[0]
+    assert all(torch.equal(x, y) for x, y in zip(g, g_ref)) and all(torch.equal(b[k], b_ref[k]) for k in b)
 
 
 def test_the_compiled_optimizer_step_follows_the_eager_one(monkeypatch):
