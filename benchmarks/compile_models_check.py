@@ -5,9 +5,13 @@ For each model (at its datasets' shape: LargeCNN/LargeUCNN 3×32×32, the others
 with its 4 kHz kernel and no dropout, whose masks a compiled graph draws differently) × method, three
 steps (progress 3, 4, 5 of 20; batch 4 + 4, random inputs) eager and compiled (`ssl_bench.compiled`,
 Dynamo's recompile limit 2), and prints one Markdown row each: compiled or the fallback, the largest
-relative gradient difference of the last step, both losses, the compiled side's wall time.
+relative gradient difference of the last step, whether every buffer (BatchNorm's running statistics, the
+model's and those of the method's own modules, e.g. Mean Teacher's teacher) ends equal, both losses, the
+compiled side's wall time.
 
-    .venv/bin/python benchmarks/compile_models_check.py [MODELS] [--backend aot_eager|inductor]
+    .venv/bin/python benchmarks/compile_models_check.py [MODELS] [--methods a,b,…] [--backend aot_eager|inductor]
+
+`timm:<name>` models (BatchNorm) run at 3×32×32.
 
 aot_eager (default) traces exactly as inductor does, without code generation (minutes per function on
 2 CPU cores). tests/test_compile.py holds the same check for a subset.
@@ -36,7 +40,7 @@ def net(model: str) -> tuple[tuple[int, ...], dict, str]:
     """(input shape, model options, modality)."""
     if model == "bird10net":
         return (1, 1000), {"kernel": 96, "stride": 48, "dropout": 0.0}, "signal"
-    return ((3, 32, 32) if model in ("largecnn", "largeucnn") else (1, 28, 28)), {}, "image"
+    return ((3, 32, 32) if model in ("largecnn", "largeucnn") or model.startswith("timm:") else (1, 28, 28)), {}, "image"
 
 
 def three_steps(model_name: str, name: str, params: dict, compile: bool):
@@ -56,26 +60,35 @@ def three_steps(model_name: str, name: str, params: dict, compile: bool):
             g = torch.Generator().manual_seed(0)
             batch = Batch(torch.randn(4, *shape, generator=g), torch.arange(4) % 10, torch.randn(4, *shape, generator=g))
             loss, _ = step(make_views(method, batch, modality), Progress(s, 20))
-    return [p.grad.clone() for p in model.parameters()], loss.item(), time.perf_counter() - start, (step.fallback if compile else None)
+    modules = {"model": model} | {k: v for k, v in vars(method).items() if isinstance(v, torch.nn.Module)}
+    buffers = {f"{m}.{n}": b.clone() for m, module in modules.items() for n, b in module.named_buffers()}
+    return [p.grad.clone() for p in model.parameters()], buffers, loss.item(), time.perf_counter() - start, (step.fallback if compile else None)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="?", default=MODELS)
+    ap.add_argument("--methods", help="comma-separated method names (default: the cases above); dninv_jvp is dninv formulation=jvp")
     ap.add_argument("--backend", default="aot_eager")
     args = ap.parse_args()
     compiled.BACKEND = args.backend
     torch.set_num_threads(2)
     print(f"torch {torch.__version__}, backend {args.backend}, CPU\n")
-    print("| model | method | compiled | max rel. gradient difference | loss eager / compiled | compiled s |")
-    print("|---|---|---|---:|---|---:|")
+    cases = CASES if args.methods is None else [("dninv", {"formulation": "jvp"}) if m == "dninv_jvp" else (m, {}) for m in args.methods.split(",")]
+    print("| model | method | compiled | max rel. gradient difference | buffers equal | loss eager / compiled | compiled s |")
+    print("|---|---|---|---:|---|---|---:|")
     for model_name in args.models.split(","):
-        for name, params in CASES:
-            ge, le, _, _ = three_steps(model_name, name, params, compile=False)
-            gc, lc, seconds, fallback = three_steps(model_name, name, params, compile=True)
-            rel = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(gc, ge))
+        for name, params in cases:
             label = name + "".join(f" {k}={v}" for k, v in params.items())
-            print(f"| {model_name} | {label} | {'yes' if fallback is None else 'no: ' + fallback} | {rel:.1e} | {le:.5f} / {lc:.5f} | {seconds:.1f} |", flush=True)
+            try:
+                ge, be, le, _, _ = three_steps(model_name, name, params, compile=False)
+            except ValueError as exc:  # refused by the method (dninv's JVP form on BatchNorm)
+                print(f"| {model_name} | {label} | refused: {str(exc)[:80]}… | | | | |", flush=True)
+                continue
+            gc, bc, lc, seconds, fallback = three_steps(model_name, name, params, compile=True)
+            rel = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(gc, ge))
+            same = bc.keys() == be.keys() and all(torch.equal(bc[k], be[k]) for k in bc)
+            print(f"| {model_name} | {label} | {'yes' if fallback is None else 'no: ' + fallback} | {rel:.1e} | {'yes' if same else 'NO'} ({len(bc)}) | {le:.5f} / {lc:.5f} | {seconds:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
