@@ -309,3 +309,36 @@ def test_runs_per_gpu_needs_cuda_and_excludes_workers(tmp_path):
     assert res.exit_code == 2 and res.output.strip().endswith("--runs-per-gpu needs CUDA GPUs and torch sees none; use --workers N on CPU")
     res = runner.invoke(cli, base + ["--workers", "2"])
     assert res.exit_code == 2 and "give --workers or --runs-per-gpu, not both" in res.output
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("method", ["meanteacher", "dninv"])
+def test_a_compiled_run_that_crashed_resumes_as_the_uninterrupted_one(method, tmp_path, monkeypatch):
+    """A compiled run (Mean Teacher: the teacher's state; dninv: x̂ in the compiled step) that dies after the
+    metrics row of step 20 resumes from its state of step 10 and ends as the run that never died: the same
+    metrics rows and `last.pt` bit for bit (aot_eager; ≈ 40 s, so `make test-heavy`)."""
+    from ssl_bench import records
+
+    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
+    args = ["run", "--method", method, "--dataset", "digits", "--labels", "50", "--steps", "40", "--eval-every", "10", "--state-every", "10", "--compile", "--quiet"]
+    ok = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "a")])
+    assert ok.exit_code == 0, ok.output
+    append = records.append_jsonl
+
+    def dies_after_step_20(path, row):
+        append(path, row)
+        if row.get("step") == 20:
+            raise RuntimeError("crash after the metrics row of step 20")
+
+    monkeypatch.setattr(records, "append_jsonl", dies_after_step_20)
+    crashed = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "b")])
+    assert crashed.exit_code != 0 and "crash after" in str(crashed.exception)
+    monkeypatch.setattr(records, "append_jsonl", append)
+    again = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "b")])
+    assert again.exit_code == 0 and "resumed from step 10" in again.stderr, again.output
+    (a,), (b,) = (list((tmp_path / d).iterdir()) for d in "ab")
+    rows = [[{k: v for k, v in r.items() if k != "time_s"} for r in records.read_jsonl(d / records.METRICS)] for d in (a, b)]
+    assert [r["step"] for r in rows[1]] == [10, 20, 30, 40] and rows[0] == rows[1]
+    got, want = (torch.load(d / records.LAST_CKPT, weights_only=True)["model"] for d in (b, a))
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert records.read_json(b / records.RESULT)["compiled_step"]["compiled"]
