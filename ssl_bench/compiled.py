@@ -12,8 +12,7 @@ The optimizer step is compiled on its own (`optimizer_step`).
 
 What does not trace raises at its first call (`fullgraph=True`): that step and the rest of the run go
 eager, with one warning line naming the model, the method and the reason. Known cases (docs/speed.md):
-dninv's per-layer terms (`gamma`), its JVP form with dropout, dninv through BatchNorm in training mode,
-a plugin whose loss draws from a `torch.Generator`.
+dninv's per-layer terms (`gamma`), its JVP form with dropout, a plugin whose loss draws from a `torch.Generator`.
 The model itself is not wrapped, so its `state_dict` keys (checkpoints, resumable state) do not change.
 """
 

@@ -33,11 +33,6 @@ def couples_samples(model: nn.Module) -> bool:
     )
 
 
-def updates_running_stats(model: nn.Module) -> bool:
-    """Whether a forward pass of `model` updates BatchNorm running statistics (training mode, tracked)."""
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.running_mean is not None for m in model.modules())
-
-
 def reconstruct(
     model: nn.Module, x: torch.Tensor, *, create_graph: bool = False, detach_cotangent: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,12 +85,29 @@ def _reconstruct_layers_func(model, x, layers, *, input, detach_cotangent):
     double backward). Per-layer ẑ is not written this way: it raises, and a compiled step runs eager."""
     if layers or not input:
         raise NotImplementedError("per-layer reconstruction (gamma) has no torch.func form here")
-    if updates_running_stats(model):
-        raise NotImplementedError("x̂ through BatchNorm in training mode has no torch.func form here (a forward inside torch.func.vjp cannot update its running statistics)")
-    logits, vjp_fn = torch.func.vjp(model, x)
+    logits, vjp_fn = _vjp_updating_buffers(model, x)
     cotangent = logits.detach() if detach_cotangent else logits  # (B, K)
     (x_hat,) = vjp_fn(cotangent)
     return logits, x_hat, {}
+
+
+def _vjp_updating_buffers(model: nn.Module, x: torch.Tensor):
+    """`torch.func.vjp(model, x)` for a forward that may update buffers in place (BatchNorm's running
+    statistics in training mode). Inside a transform a tensor from outside it cannot be mutated, so the
+    forward runs on copies of the buffers, returned beside the logits and copied back: the buffers end
+    as after one eager forward."""
+    buffers = dict(model.named_buffers())
+    if not buffers:
+        return torch.func.vjp(model, x)
+
+    def forward(x):
+        copies = {name: b.clone() for name, b in buffers.items()}
+        return torch.func.functional_call(model, copies, (x,)), copies
+
+    logits, vjp_fn, updated = torch.func.vjp(forward, x, has_aux=True)
+    for name, b in buffers.items():
+        b.copy_(updated[name])
+    return logits, vjp_fn
 
 
 def reconstruction_by_jvp(
