@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from torch import nn
 from torch._dynamo.utils import counters
 
-from ssl_bench import compiled
+from ssl_bench import compiled, records
 from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.cli import cli
 from ssl_bench.config import build_config
@@ -316,8 +316,6 @@ def test_a_compiled_run_that_crashed_resumes_as_the_uninterrupted_one(method, tm
     """A compiled run (Mean Teacher: the teacher's state; dninv: x̂ in the compiled step) that dies after the
     metrics row of step 20 resumes from its state of step 10 and ends as the run that never died: the same
     metrics rows and `last.pt` bit for bit (aot_eager; ≈ 40 s, so `make test-heavy`)."""
-    from ssl_bench import records
-
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
     args = ["run", "--method", method, "--dataset", "digits", "--labels", "50", "--steps", "40", "--eval-every", "10", "--state-every", "10", "--compile", "--quiet"]
     ok = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "a")])
