@@ -176,6 +176,19 @@ def test_batchnorm_models_compile_and_update_their_running_statistics_as_eager(n
     assert b["model.1.num_batches_tracked"] > 0 and b["model.1.running_mean"].abs().sum() > 0  # they did move
 
 
+def test_the_compiled_step_reads_the_buffers_the_model_holds_now(monkeypatch):
+    """The step finds its inputs once (`compiled._slots`) but reads the tensors every step: a buffer that is
+    reassigned during a run (not only updated in place) is the one the next step updates."""
+    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
+    torch.manual_seed(0)
+    model, method = bn_net(), load_method("supervised")(load_method("supervised").Config(), MethodContext("image", 10, torch.Generator(), AUGMENTATIONS["image"]))
+    step = compiled.CompiledGradients(model, method, "fp32", CPU, "bn/supervised", print)
+    step(make_batch(), Progress(0, 2))
+    model[1].running_mean = torch.zeros(8)
+    step(make_batch(), Progress(1, 2))
+    assert step.fallback is None and model[1].running_mean.abs().sum() > 0 and int(model[1].num_batches_tracked) == 2
+
+
 def test_dninv_warns_about_batchnorm_at_setup_once_compiled_or_not(monkeypatch):
     """`warnings.warn` does not trace: dninv says that BatchNorm in training mode couples the samples of a
     batch at setup, before the first (compiled) step, and not again."""
