@@ -53,7 +53,7 @@ class _Loss(nn.Module):
     def __init__(self, model: nn.Module, method: SSLMethod, precision: str, device: torch.device):
         super().__init__()
         self.model, self.method, self.precision, self.device = model, method, precision, device
-        self.method_modules = nn.ModuleDict({k: v for k, v in vars(method).items() if isinstance(v, nn.Module)})
+        self.method_modules = nn.ModuleDict(method_modules(method))
 
     def forward(self, batch: Batch, progress: Progress):
         with autocast(self.precision, self.device):
@@ -68,9 +68,9 @@ class CompiledGradients:
     """
 
     def __init__(self, model: nn.Module, method: SSLMethod, precision: str, device: torch.device, name: str, warn: Callable[[str], None]):
-        self.model, self.name, self.warn, self.device = model, name, warn, device
+        self.name, self.warn, self.device = name, warn, device
         self.eager = eager_gradients(model, method, precision, device)
-        self.loss = loss = _Loss(model, method, precision, device)  # after method.setup (which creates its modules)
+        loss = _Loss(model, method, precision, device)  # after method.setup (which creates its modules)
         grad_fn = torch.func.grad_and_value(lambda params, buffers, batch, progress: torch.func.functional_call(loss, (params, buffers), (batch, progress)), has_aux=True)
         mode = "reduce-overhead" if device.type == "cuda" else None  # CUDA graphs for the static shapes of a run
         torch._dynamo.reset()  # a fresh cache per run: a sweep trains its runs one after another in one process, and Dynamo's recompile limit counts per function
@@ -105,11 +105,15 @@ class CompiledGradients:
         return {"compiled": self.fallback is None, "first_call_s": None if self.first_call_s is None else round(self.first_call_s, 3), "fallback": self.fallback}
 
 
+def method_modules(method: SSLMethod) -> dict[str, nn.Module]:
+    """The method's own modules: its attributes that are `nn.Module`s (e.g. Mean Teacher's EMA teacher, made
+    in `setup`). Their buffers are inputs of the compiled step, as the model's are."""
+    return {k: v for k, v in vars(method).items() if isinstance(v, nn.Module)}
+
+
 def _slots(root: nn.Module, names: list[str]) -> list[tuple[str, nn.Module, str]]:
     """`(name, owning module, attribute)` for dotted tensor names under `root`: a step reads the tensors
-    through them (`_read`) instead of walking the modules again (on this project's CPU the walk cost
-    40–110 µs a step for the paper's nets and 370–550 µs for timm:resnet18, reading the slots 8–15 and
-    100–160 µs)."""
+    through them (`_read`) instead of walking the modules every step (host time: docs/speed.md)."""
     return [(name, root.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2]) for name in names]
 
 

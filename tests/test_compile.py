@@ -139,7 +139,8 @@ def bn_net() -> nn.Module:
 
 
 def buffers_of(model: nn.Module, method: SSLMethod) -> dict[str, torch.Tensor]:
-    """The model's buffers and those of the method's own modules (Mean Teacher's teacher)."""
+    """The model's buffers and those of the method's own modules (Mean Teacher's teacher), found here
+    without `compiled.method_modules`, so that a module it missed would show."""
     modules = {"model": model} | {k: v for k, v in vars(method).items() if isinstance(v, nn.Module)}
     return {f"{m}.{n}": b.clone() for m, module in modules.items() for n, b in module.named_buffers()}
 
@@ -181,8 +182,8 @@ def test_the_compiled_step_reads_the_buffers_the_model_holds_now(monkeypatch):
     reassigned during a run (not only updated in place) is the one the next step updates."""
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
     torch.manual_seed(0)
-    model, method = bn_net(), load_method("supervised")(load_method("supervised").Config(), MethodContext("image", 10, torch.Generator(), AUGMENTATIONS["image"]))
-    step = compiled.CompiledGradients(model, method, "fp32", CPU, "bn/supervised", print)
+    model, cls = bn_net(), load_method("supervised")
+    step = compiled.CompiledGradients(model, cls(cls.Config(), MethodContext("image", 10, torch.Generator(), AUGMENTATIONS["image"])), "fp32", CPU, "bn/supervised", print)
     step(make_batch(), Progress(0, 2))
     model[1].running_mean = torch.zeros(8)
     step(make_batch(), Progress(1, 2))
