@@ -9,7 +9,7 @@ relative gradient difference of the last step, whether every buffer (BatchNorm's
 model's and those of the method's own modules, e.g. Mean Teacher's teacher) ends equal, both losses, the
 compiled side's wall time.
 
-    .venv/bin/python benchmarks/compile_models_check.py [MODELS] [--methods a,b,…] [--backend aot_eager|inductor]
+    .venv/bin/python benchmarks/compile_models_check.py [MODELS] [--methods a,b,…] [--precision fp32|bf16] [--backend aot_eager|inductor]
 
 `timm:<name>` models (BatchNorm) run at 3×32×32.
 
@@ -43,7 +43,7 @@ def net(model: str) -> tuple[tuple[int, ...], dict, str]:
     return ((3, 32, 32) if model in ("largecnn", "largeucnn") or model.startswith("timm:") else (1, 28, 28)), {}, "image"
 
 
-def three_steps(model_name: str, name: str, params: dict, compile: bool):
+def three_steps(model_name: str, name: str, params: dict, compile: bool, precision: str = "fp32"):
     shape, options, modality = net(model_name)
     torch.manual_seed(0)
     model = create_model(model_name, num_classes=10, input_shape=shape, **options)
@@ -51,7 +51,7 @@ def three_steps(model_name: str, name: str, params: dict, compile: bool):
     method = cls(build_config(cls.Config, params, name), MethodContext(modality, 10, torch.Generator().manual_seed(5), AUGMENTATIONS[modality]))
     method.setup(model)
     warnings: list[str] = []
-    step = compiled.CompiledGradients(model, method, "fp32", CPU, f"{model_name}/{name}", warnings.append) if compile else compiled.eager_gradients(model, method, "fp32", CPU)
+    step = compiled.CompiledGradients(model, method, precision, CPU, f"{model_name}/{name}", warnings.append) if compile else compiled.eager_gradients(model, method, precision, CPU)
     start = time.perf_counter()
     with torch._dynamo.config.patch(recompile_limit=2):
         for s in (3, 4, 5):
@@ -60,7 +60,7 @@ def three_steps(model_name: str, name: str, params: dict, compile: bool):
             g = torch.Generator().manual_seed(0)
             batch = Batch(torch.randn(4, *shape, generator=g), torch.arange(4) % 10, torch.randn(4, *shape, generator=g))
             loss, _ = step(make_views(method, batch, modality), Progress(s, 20))
-    modules = {"model": model} | {k: v for k, v in vars(method).items() if isinstance(v, torch.nn.Module)}
+    modules = {"model": model} | compiled.method_modules(method)
     buffers = {f"{m}.{n}": b.clone() for m, module in modules.items() for n, b in module.named_buffers()}
     return [p.grad.clone() for p in model.parameters()], buffers, loss.item(), time.perf_counter() - start, (step.fallback if compile else None)
 
@@ -70,25 +70,27 @@ def main() -> None:
     ap.add_argument("models", nargs="?", default=MODELS)
     ap.add_argument("--methods", help="comma-separated method names (default: the cases above); dninv_jvp is dninv formulation=jvp")
     ap.add_argument("--backend", default="aot_eager")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="the step's autocast, eager and compiled alike")
     args = ap.parse_args()
     compiled.BACKEND = args.backend
     torch.set_num_threads(2)
-    print(f"torch {torch.__version__}, backend {args.backend}, CPU\n")
+    print(f"torch {torch.__version__}, backend {args.backend}, {args.precision}, CPU\n")
     cases = CASES if args.methods is None else [("dninv", {"formulation": "jvp"}) if m == "dninv_jvp" else (m, {}) for m in args.methods.split(",")]
-    print("| model | method | compiled | max rel. gradient difference | buffers equal | loss eager / compiled | compiled s |")
-    print("|---|---|---|---:|---|---|---:|")
+    print("| model | method | compiled | max rel. gradient difference | gradient cosine | buffers equal | loss eager / compiled | compiled s |")
+    print("|---|---|---|---:|---:|---|---|---:|")
     for model_name in args.models.split(","):
         for name, params in cases:
             label = name + "".join(f" {k}={v}" for k, v in params.items())
             try:
-                ge, be, le, _, _ = three_steps(model_name, name, params, compile=False)
+                ge, be, le, _, _ = three_steps(model_name, name, params, compile=False, precision=args.precision)
             except ValueError as exc:  # refused by the method (dninv's JVP form on BatchNorm)
-                print(f"| {model_name} | {label} | refused: {str(exc)[:80]}… | | | | |", flush=True)
+                print(f"| {model_name} | {label} | refused: {str(exc)[:80]}… | | | | | |", flush=True)
                 continue
-            gc, bc, lc, seconds, fallback = three_steps(model_name, name, params, compile=True)
+            gc, bc, lc, seconds, fallback = three_steps(model_name, name, params, compile=True, precision=args.precision)
             rel = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(gc, ge))
+            cos = torch.nn.functional.cosine_similarity(torch.cat([g.flatten() for g in gc]).double(), torch.cat([g.flatten() for g in ge]).double(), dim=0).item()  # float64: a float32 cosine can read 1.00001
             same = bc.keys() == be.keys() and all(torch.equal(bc[k], be[k]) for k in bc)
-            print(f"| {model_name} | {label} | {'yes' if fallback is None else 'no: ' + fallback} | {rel:.1e} | {'yes' if same else 'NO'} ({len(bc)}) | {le:.5f} / {lc:.5f} | {seconds:.1f} |", flush=True)
+            print(f"| {model_name} | {label} | {'yes' if fallback is None else 'no: ' + fallback} | {rel:.1e} | {cos:.6f} | {'yes' if same else 'NO'} ({len(bc)}) | {le:.5f} / {lc:.5f} | {seconds:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
