@@ -194,6 +194,9 @@ def test_dninv_warns_about_batchnorm_at_setup_once_compiled_or_not(monkeypatch):
     """`warnings.warn` does not trace: dninv says that BatchNorm in training mode couples the samples of a
     batch at setup, before the first (compiled) step, and not again."""
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
+    cls = load_method("dninv")
+    with pytest.warns(UserWarning, match="BatchNorm in training mode"):  # from setup itself
+        cls(cls.Config(), MethodContext("image", 10, torch.Generator(), AUGMENTATIONS["image"])).setup(bn_net())
     for compile in (False, True):
         with pytest.warns(UserWarning, match="BatchNorm in training mode") as caught:
             bn_steps("dninv", compile=compile)
