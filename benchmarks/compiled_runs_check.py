@@ -7,6 +7,7 @@ record from result.json: compiled to the end or the fallback, and the first call
 
     .venv/bin/python benchmarks/compiled_runs_check.py [--steps 150] [--methods a,b] [--backend aot_eager|inductor]
         [--model smallcnn --size 28]   (digits upscaled to 1×size×size: the MNIST-shaped stand-in)
+        [-p gamma=conv2:0.1,conv3:linear:0.5:0]   (method parameters, as `ssl-bench run -p`; --eager too: the same runs uncompiled)
 
 aot_eager traces as inductor does without code generation (fast on CPU); inductor is the real backend.
 """
@@ -30,19 +31,27 @@ def main() -> None:
     ap.add_argument("--backend", default="aot_eager")
     ap.add_argument("--model", default=None, help="default: digits' own (tinycnn)")
     ap.add_argument("--size", type=int, default=None, help="digits upscaled to size×size")
+    ap.add_argument("-p", dest="params", action="append", default=[], help="KEY=VALUE method parameter (repeatable)")
+    ap.add_argument("--eager", action="store_true", help="also train each run without --compile, for its test accuracy")
     args = ap.parse_args()
+    params = dict(kv.split("=", 1) for kv in args.params)
     compiled.BACKEND = args.backend
-    print(f"backend {args.backend}, {args.steps} steps, digits{f' {args.size}×{args.size}' if args.size else ''} 50 labels, model {args.model or 'tinycnn'}, CPU\n")
-    print("| method | compiled to the end | first call s | run s | test % |")
-    print("|---|---|---:|---:|---:|")
+    print(f"backend {args.backend}, {args.steps} steps, digits{f' {args.size}×{args.size}' if args.size else ''} 50 labels, model {args.model or 'tinycnn'}, params {params or 'defaults'}, CPU\n")
+    print("| method | compiled to the end | first call s | run s | test % | eager test % |")
+    print("|---|---|---:|---:|---:|---:|")
     for name in args.methods.split(","):
         start = time.perf_counter()
-        spec = RunSpec(method=name, dataset="digits", labels=50, model=args.model, dataset_options={"size": args.size} if args.size else {}, steps=args.steps, protocol={"eval_every": max(args.steps // 3, 1), "compile": True, "warmup_steps": 5}, device="cpu")
+        spec = lambda compile: RunSpec(method=name, dataset="digits", labels=50, model=args.model, dataset_options={"size": args.size} if args.size else {}, params=params, steps=args.steps, protocol={"eval_every": max(args.steps // 3, 1), "compile": compile, "warmup_steps": 5}, device="cpu")
         with tempfile.TemporaryDirectory() as out:
-            result = train(resolve(spec), out, show_progress=False)
+            result = train(resolve(spec(True)), out, show_progress=False)
+        seconds = time.perf_counter() - start
+        eager = "–"
+        if args.eager:
+            with tempfile.TemporaryDirectory() as out:
+                eager = f"{100 * train(resolve(spec(False)), out, show_progress=False)['test_acc']:.2f}"
         record = result["compiled_step"]
         status = "yes" if record["compiled"] else f"no: {record['fallback']}"
-        print(f"| {name} | {status} | {record['first_call_s']} | {time.perf_counter() - start:.0f} | {100 * result['test_acc']:.2f} |", flush=True)
+        print(f"| {name} | {status} | {record['first_call_s']} | {seconds:.0f} | {100 * result['test_acc']:.2f} | {eager} |", flush=True)
 
 
 if __name__ == "__main__":

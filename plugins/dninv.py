@@ -41,7 +41,7 @@ from ssl_bench.inversion import (
     squared_error,
 )
 from ssl_bench.losses import entropy, not_computed
-from ssl_bench.models import layer_names
+from ssl_bench.models import LayerTaps, layer_names
 from ssl_bench.schedules import Schedule
 
 REDUCTIONS = ("mean", "sum")
@@ -164,6 +164,7 @@ class DNInv(SSLMethod):
     def __init__(self, config: DNInvConfig, context):
         super().__init__(config, context)
         self.warned_batchnorm = False
+        self.taps = None  # LayerTaps on the γ layers, made in setup (what a compiled step takes ẑ⁽ˡ⁾ through)
         cfg = self.config
         alpha_one = cfg.alpha.is_constant() and cfg.alpha.start == 1.0
         beta_one = cfg.beta.is_constant() and cfg.beta.start == 1.0
@@ -201,7 +202,7 @@ class DNInv(SSLMethod):
         elif self.use_rec or self.layers:
             self.warn_if_coupled(model)
             logits, x_hat, inner = reconstruct_layers(
-                model, x, self.layers, input=self.use_rec, create_graph=True, detach_cotangent=cfg.detach_cotangent
+                model, x, self.layers, input=self.use_rec, create_graph=True, detach_cotangent=cfg.detach_cotangent, taps=self.taps
             )  # (B, K), like x, {layer: (z, ẑ)}
             rec = squared_error(x_hat, x, cfg.reduction) if self.use_rec else None
         else:
@@ -225,9 +226,13 @@ class DNInv(SSLMethod):
         return {k: nan if v is None else v.detach() for k, v in values.items()}
 
     def setup(self, model) -> None:
-        """Warns at the start of a run (a compiled step cannot warn: `warnings.warn` does not trace)."""
+        """Warns at the start of a run (a compiled step cannot warn: `warnings.warn` does not trace), and taps
+        the γ layers: a compiled step cannot register hooks, so its ẑ⁽ˡ⁾ come through hooks made here
+        (idle in eager steps, which take the layers with temporary hooks as before)."""
         if self.use_rec or self.layers:
             self.warn_if_coupled(model)
+        if self.layers:
+            self.taps = LayerTaps(model, self.layers)
 
     def warn_if_coupled(self, model) -> None:
         if not self.warned_batchnorm and couples_samples(model):

@@ -12,7 +12,8 @@ The optimizer step is compiled on its own (`optimizer_step`).
 
 What does not trace raises at its first call (`fullgraph=True`): that step and the rest of the run go
 eager, with one warning line naming the model, the method and the reason. Known cases (docs/speed.md):
-dninv's per-layer terms (`gamma`), its JVP form with dropout, a plugin whose loss draws from a `torch.Generator`.
+dninv's JVP form with dropout, dninv's per-layer term on a layer that runs twice in a forward, a plugin
+whose loss draws from a `torch.Generator`.
 The model itself is not wrapped, so its `state_dict` keys (checkpoints, resumable state) do not change.
 """
 

@@ -22,7 +22,7 @@ from torch import nn
 from torch.autograd import forward_ad as fwAD
 
 from ssl_bench.functional import inside_transforms
-from ssl_bench.models import forward_intermediates
+from ssl_bench.models import LayerTaps, forward_intermediates
 
 
 def couples_samples(model: nn.Module) -> bool:
@@ -53,15 +53,18 @@ def reconstruct_layers(
     input: bool = True,
     create_graph: bool = False,
     detach_cotangent: bool = False,
+    taps: LayerTaps | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """One forward pass and one VJP: `(logits, x̂ or None, {layer: (z, ẑ)})`.
 
     `layers` are names from `ssl_bench.models.layer_names(model)` (unknown names raise `UserError`);
     `ẑ⁽ˡ⁾ = (∂f/∂z⁽ˡ⁾)ᵀ f`, the derivative taken through every path from `z⁽ˡ⁾` to the logits. `x̂` is
-    computed only when `input` is true. A layer the logits do not depend on gets `ẑ = 0`.
+    computed only when `input` is true. A layer the logits do not depend on gets `ẑ = 0`. Inside the
+    compiled step's transforms the layers must be tapped (`taps`: `LayerTaps` made before compiling, e.g.
+    in a method's `setup`); eager steps take them with temporary hooks and ignore `taps`.
     """
     if inside_transforms():  # the compiled step (ssl_bench.functional): one torch.func.vjp
-        return _reconstruct_layers_func(model, x, tuple(layers), input=input, detach_cotangent=detach_cotangent)
+        return _reconstruct_layers_func(model, x, tuple(layers), input=input, detach_cotangent=detach_cotangent, taps=taps)
     x_in = x if x.requires_grad else x.detach().requires_grad_(input)
     with torch.enable_grad():
         if layers:
@@ -80,34 +83,43 @@ def reconstruct_layers(
     return logits, x_hat, {name: (captured[name], z_hat) for name, z_hat in zip(layers, inner)}
 
 
-def _reconstruct_layers_func(model, x, layers, *, input, detach_cotangent):
-    """`reconstruct_layers` for the input as one `torch.func.vjp` (inside `torch.func.grad`, this is the
-    double backward). Per-layer ẑ is not written this way: it raises, and a compiled step runs eager."""
-    if layers or not input:
-        raise NotImplementedError("per-layer reconstruction (gamma) has no torch.func form here")
-    logits, vjp_fn = _vjp_updating_buffers(model, x)
+def _reconstruct_layers_func(model, x, layers, *, input, detach_cotangent, taps):
+    """`reconstruct_layers` as one `torch.func.vjp` (inside `torch.func.grad`, this is the double backward).
+    Per layer, the VJP is taken with respect to a zero probe added to the layer's output (`LayerTaps.probed`),
+    whose derivative is the output's."""
+    untapped = [n for n in layers if taps is None or n not in taps.names]
+    if untapped:
+        raise NotImplementedError(f"layer {', '.join(untapped)} is not tapped: a compiled step reconstructs inner layers through LayerTaps made before compiling")
+    logits, vjp_fn, captured = _vjp_updating_buffers(model, x, layers, taps)
     cotangent = logits.detach() if detach_cotangent else logits  # (B, K)
-    (x_hat,) = vjp_fn(cotangent)
-    return logits, x_hat, {}
+    x_hat, *inner = vjp_fn(cotangent)
+    return logits, x_hat if input else None, {name: (captured[name], z_hat) for name, z_hat in zip(layers, inner)}
 
 
-def _vjp_updating_buffers(model: nn.Module, x: torch.Tensor):
-    """`torch.func.vjp(model, x)` for a forward that may update buffers in place (BatchNorm's running
+def _vjp_updating_buffers(model: nn.Module, x: torch.Tensor, layers: tuple[str, ...] = (), taps: LayerTaps | None = None):
+    """`(logits, vjp_fn, {layer: z})`: `torch.func.vjp` of the model at `x` and at zero probes on `layers`
+    (`vjp_fn(c)` is `(x̂, *ẑ)`), for a forward that may update buffers in place (BatchNorm's running
     statistics in training mode). Inside a transform a tensor from outside it cannot be mutated, so the
     forward runs on copies of the buffers, returned beside the logits and copied back: the buffers end
     as after one eager forward."""
     buffers = dict(model.named_buffers())
-    if not buffers:
-        return torch.func.vjp(model, x)
+    if not buffers and not layers:
+        logits, vjp_fn = torch.func.vjp(model, x)
+        return logits, vjp_fn, {}
+    copies = lambda: {name: b.clone() for name, b in buffers.items()}
+    probes = taps.zeros(model, x, layers, copies()) if layers else {}
 
-    def forward(x):
-        copies = {name: b.clone() for name, b in buffers.items()}
-        return torch.func.functional_call(model, copies, (x,)), copies
+    def forward(x, *probe_values):
+        updated = copies()
+        if not layers:
+            return torch.func.functional_call(model, updated, (x,)), ({}, updated)
+        logits, captured = taps.probed(model, x, dict(zip(layers, probe_values)), updated)
+        return logits, (captured, updated)
 
-    logits, vjp_fn, updated = torch.func.vjp(forward, x, has_aux=True)
+    logits, vjp_fn, (captured, updated) = torch.func.vjp(forward, x, *probes.values(), has_aux=True)
     for name, b in buffers.items():
         b.copy_(updated[name])
-    return logits, vjp_fn
+    return logits, vjp_fn, captured
 
 
 def reconstruction_by_jvp(

@@ -18,6 +18,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from torch import nn
+from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.utils import counters
 
 from ssl_bench import compiled, records
@@ -79,7 +80,12 @@ def assert_close(a: list[torch.Tensor], b: list[torch.Tensor], tol: float = 1e-5
         assert (x - y).abs().max() <= tol * y.abs().max().clamp_min(1e-12)
 
 
-CASES = [(name, {}) for name in method_names()] + [("dninv", {"detach_cotangent": True}), ("dninv", {"beta": "linear:1:0.2", "alpha": "cosine:0.5:0.9"})]
+CASES = [(name, {}) for name in method_names()] + [
+    ("dninv", {"detach_cotangent": True}),
+    ("dninv", {"beta": "linear:1:0.2", "alpha": "cosine:0.5:0.9"}),
+    ("dninv", {"gamma": "conv1:0.2,conv3:linear:0.5:0"}),  # per-layer terms (eq. 11), through LayerTaps
+    ("dninv", {"beta": "0", "gamma": "conv2:0.3"}),  # per-layer terms without x̂
+]
 
 
 @pytest.mark.parametrize("name,params", CASES, ids=[f"{n}-{'-'.join(p) or 'defaults'}" for n, p in CASES])
@@ -97,14 +103,60 @@ def test_compiled_gradients_equal_eager_for_every_method(name, params, monkeypat
     assert warnings == [] and step.record()["compiled"] and step.record()["first_call_s"] > 0
 
 
+def test_per_layer_terms_add_no_forward_pass_to_the_compiled_graph(monkeypatch):
+    """The probes' shapes come from an extra forward pass (LayerTaps.zeros); its outputs are unused, so the
+    traced graph drops it: dninv with two γ layers has exactly the convolutions of dninv without them."""
+    graphs: list[list[str]] = []
+
+    def record(gm, example_inputs):
+        graphs.append([str(n.target) for n in gm.graph.nodes if n.op == "call_function"])
+        return gm
+
+    monkeypatch.setattr(compiled, "BACKEND", aot_autograd(fw_compiler=record))
+    convolutions = []
+    for params in ({}, {"gamma": "conv2:0.1,conv3:0.05"}):
+        graphs.clear()
+        *_, step, _ = eager_and_compiled("dninv", **params)
+        assert step.fallback is None and len(graphs) == 1
+        convolutions.append(sum("convolution" in op for op in graphs[0]))
+    assert convolutions[0] == convolutions[1] > 0  # 15 on tinycnn (forward, x̂'s VJP, the double backward)
+
+
+class SharedBlock(nn.Module):
+    """One block applied twice: a per-layer term on it has no single output to probe in a compiled step
+    (eager differentiates with respect to its last output)."""
+
+    feature_layers = ("block",)
+
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.head(self.block(self.block(x)).flatten(1))
+
+
 def test_a_step_that_does_not_compile_runs_eager_with_one_warning(monkeypatch):
-    """Every method compiles at its defaults (above); dninv's per-layer terms (gamma: forward hooks, not
-    written with torch.func) fall back — documented in docs/speed.md: one line naming model, method and
-    reason, then exactly eager."""
+    """Every method compiles at its defaults (above), dninv's per-layer terms too (since 2026-11-28); a case
+    the compiled form refuses (a γ layer that runs twice in a forward) falls back — one line naming model,
+    method and reason, then exactly eager."""
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
-    (g_ref, _), (g, _), step, warnings = eager_and_compiled("dninv", gamma="conv2:0.1")
-    assert step.fallback is not None and not step.record()["compiled"]
-    assert len(warnings) == 1 and warnings[0].startswith("--compile: tinycnn/dninv runs eager (")
+    cls = load_method("dninv")
+
+    def run(compile: bool):
+        torch.manual_seed(0)
+        model = SharedBlock()
+        method = cls(build_config(cls.Config, {"gamma": "block:0.1"}, "dninv"), MethodContext("image", 10, torch.Generator().manual_seed(5), AUGMENTATIONS["image"]))
+        method.setup(model)
+        warnings: list[str] = []
+        step = compiled.CompiledGradients(model, method, "fp32", CPU, "shared/dninv", warnings.append) if compile else compiled.eager_gradients(model, method, "fp32", CPU)
+        return steps(step, model, method)[0], step, warnings
+
+    g_ref, _, _ = run(compile=False)
+    g, step, warnings = run(compile=True)
+    assert step.fallback is not None and not step.record()["compiled"] and "NotImplementedError" in step.fallback  # LayerTaps: "runs more than once" (Dynamo keeps the type only)
+    assert warnings == [f"--compile: shared/dninv runs eager ({step.fallback})"]
     assert all(torch.equal(a, b) for a, b in zip(g, g_ref))
 
 
@@ -145,11 +197,11 @@ def buffers_of(model: nn.Module, method: SSLMethod) -> dict[str, torch.Tensor]:
     return {f"{m}.{n}": b.clone() for m, module in modules.items() for n, b in module.named_buffers()}
 
 
-def bn_steps(name: str, compile: bool):
+def bn_steps(name: str, compile: bool, **params):
     torch.manual_seed(0)
     model = bn_net()
     cls = load_method(name)
-    method = cls(cls.Config(), MethodContext("image", 10, torch.Generator().manual_seed(5), AUGMENTATIONS["image"]))
+    method = cls(build_config(cls.Config, params, name), MethodContext("image", 10, torch.Generator().manual_seed(5), AUGMENTATIONS["image"]))
     method.setup(model)
     warnings: list[str] = []
     step = compiled.CompiledGradients(model, method, "fp32", CPU, f"bn/{name}", warnings.append) if compile else compiled.eager_gradients(model, method, "fp32", CPU)
@@ -157,20 +209,21 @@ def bn_steps(name: str, compile: bool):
     return grads, buffers_of(model, method), step, warnings
 
 
-BN_METHODS = [pytest.param(n, marks=() if n in ("supervised", "meanteacher", "vat", "dninv") else pytest.mark.heavy) for n in method_names()]
+BN_METHODS = [pytest.param(n, {}, marks=() if n in ("supervised", "meanteacher", "vat", "dninv") else pytest.mark.heavy, id=n) for n in method_names()]
+BN_METHODS.append(pytest.param("dninv", {"gamma": "1:0.2,3:0.1"}, id="dninv-gamma"))  # per-layer terms on BatchNorm's output and after it
 
 
-@pytest.mark.parametrize("name", BN_METHODS)
-def test_batchnorm_models_compile_and_update_their_running_statistics_as_eager(name, monkeypatch):
+@pytest.mark.parametrize("name,params", BN_METHODS)
+def test_batchnorm_models_compile_and_update_their_running_statistics_as_eager(name, params, monkeypatch):
     """BatchNorm's in-place updates of its running statistics are inputs of the compiled step (a captured
     tensor cannot be mutated inside torch.func.grad: before 2026-11-28 every BatchNorm model ran eager);
     dninv's x̂ forward inside torch.func.vjp updates copies that are copied back. After five steps: the
     same gradients, and the same buffers, the model's and the method's (Mean Teacher's teacher, in
     training mode, updates its own); VAT's adversarial passes leave them alone."""
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
-    g_ref, b_ref, _, _ = bn_steps(name, compile=False)
+    g_ref, b_ref, _, _ = bn_steps(name, compile=False, **params)
     with torch._dynamo.config.patch(recompile_limit=2):
-        g, b, step, warnings = bn_steps(name, compile=True)
+        g, b, step, warnings = bn_steps(name, compile=True, **params)
     assert step.fallback is None and warnings == [], step.fallback
     assert_close(g, g_ref)
     assert b.keys() == b_ref.keys() and all(torch.equal(b[k], b_ref[k]) for k in b)

@@ -19,6 +19,7 @@ from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.cli import cli
 from ssl_bench.config import build_config, to_jsonable
 from ssl_bench.errors import UserError
+from ssl_bench.functional import functional_transforms
 from ssl_bench.inversion import reconstruct, reconstruct_layers
 from ssl_bench.method import Batch, MethodContext, Progress, load_method
 from ssl_bench.models import create_model
@@ -196,18 +197,30 @@ def test_detach_cotangent_keeps_x_hat_and_changes_the_parameter_gradient():
         dict(alpha=0.5, beta=0.5, gamma="l1:0.3,l2:0.1"),
     ],
 )
-def test_loss_terms_and_gradients_equal_the_explicit_formula(params):
+@pytest.mark.parametrize("form", ["autograd", "torch.func"])
+def test_loss_terms_and_gradients_equal_the_explicit_formula(params, form):
+    """Both forms of the loss: eager autograd (`create_graph=True`), and the `torch.func` one the compiled
+    step traces (x̂ and ẑ⁽ˡ⁾ one `torch.func.vjp`, the layers through `LayerTaps` made in `setup`), here run
+    untraced under `torch.func.grad`."""
     model = tiny_net()
     batch = make_batch()
     method = make_method(**params)
-    loss, terms = method.loss(model, batch, Progress(0, 1))
+    method.setup(model)  # as the loop does (taps the γ layers)
+    if form == "autograd":
+        loss, terms = method.loss(model, batch, Progress(0, 1))
+        grads = param_grads(model, loss)
+    else:
+        loss_of, names = LossOf(method, model, batch, logged=True), [f"net.{n}" for n, _ in model.named_parameters()]
+        with functional_transforms():
+            by_name, (loss, terms) = torch.func.grad_and_value(lambda ps: torch.func.functional_call(loss_of, ps, ()), has_aux=True)(dict(zip(names, model.parameters())))
+        grads = [by_name[n] for n in names]
     gamma = {"l1": 0.3, "l2": 0.1} if "gamma" in params else None
     ref, ref_terms = reference_loss(model, batch, params["alpha"], params["beta"], params.get("reduction", "mean"), gamma=gamma)
     assert tuple(terms) == method.term_names() == ("ce", "rec", "ent") + tuple(f"rec_{n}" for n in (gamma or {}))
     for key, value in ref_terms.items():
         assert torch.allclose(terms[key], value.detach(), rtol=1e-10), key
     assert torch.allclose(loss, ref, rtol=1e-10)
-    for g, r in zip(param_grads(model, loss), param_grads(model, ref)):
+    for g, r in zip(grads, param_grads(model, ref)):
         assert torch.allclose(g, r, atol=1e-10)
 
 
@@ -222,12 +235,13 @@ def test_sum_reduction_is_mean_times_elements_per_sample():
 class LossOf(nn.Module):
     """The method's loss as a module, so `functional_call` can swap the network's parameters for gradcheck."""
 
-    def __init__(self, method, net: nn.Module, batch: Batch):
+    def __init__(self, method, net: nn.Module, batch: Batch, logged: bool = False):
         super().__init__()
-        self.method, self.net, self.batch = method, net, batch
+        self.method, self.net, self.batch, self.logged = method, net, batch, logged
 
     def forward(self):
-        return self.method.loss(self.net, self.batch, Progress(0, 1))[0]
+        loss, terms = self.method.loss(self.net, self.batch, Progress(0, 1))
+        return (loss, terms) if self.logged else loss
 
 
 def gradcheck_loss(**params) -> bool:
