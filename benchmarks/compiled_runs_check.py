@@ -7,7 +7,8 @@ record from result.json: compiled to the end or the fallback, and the first call
 
     .venv/bin/python benchmarks/compiled_runs_check.py [--steps 150] [--methods a,b] [--backend aot_eager|inductor]
         [--model smallcnn --size 28]   (digits upscaled to 1×size×size: the MNIST-shaped stand-in)
-        [-p gamma=conv2:0.1,conv3:linear:0.5:0]   (method parameters, as `ssl-bench run -p`; --eager too: the same runs uncompiled)
+        [-p gamma=conv2:0.1,conv3:linear:0.5:0]   (method parameters, as `ssl-bench run -p`)
+        [--eager]   (the same runs uncompiled too)   [--eager-adam]   (only the gradient step compiled)
 
 aot_eager traces as inductor does without code generation (fast on CPU); inductor is the real backend.
 """
@@ -33,10 +34,13 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None, help="digits upscaled to size×size")
     ap.add_argument("-p", dest="params", action="append", default=[], help="KEY=VALUE method parameter (repeatable)")
     ap.add_argument("--eager", action="store_true", help="also train each run without --compile, for its test accuracy")
+    ap.add_argument("--eager-adam", action="store_true", help="compile the gradient step only, Adam's step eager (tells the two apart)")
     args = ap.parse_args()
+    if args.eager_adam:
+        compiled.optimizer_step = lambda optimizer, compile: optimizer.step
     params = dict(kv.split("=", 1) for kv in args.params)
     compiled.BACKEND = args.backend
-    print(f"backend {args.backend}, {args.steps} steps, digits{f' {args.size}×{args.size}' if args.size else ''} 50 labels, model {args.model or 'tinycnn'}, params {params or 'defaults'}, CPU\n")
+    print(f"backend {args.backend}, {args.steps} steps, digits{f' {args.size}×{args.size}' if args.size else ''} 50 labels, model {args.model or 'tinycnn'}, params {params or 'defaults'}{', Adam eager' if args.eager_adam else ''}, CPU\n")
     print("| method | compiled to the end | first call s | run s | test % | eager test % |")
     print("|---|---|---:|---:|---:|---:|")
     for name in args.methods.split(","):

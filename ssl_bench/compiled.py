@@ -136,10 +136,41 @@ def reason(exc: BaseException) -> str:
 def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool) -> Callable[[], None]:
     """The run's optimizer step: `optimizer.step`, or with `--compile` that step given to `torch.compile`
     (PyTorch's compiled-optimizer recipe: Adam's foreach operations fused by inductor). The learning rate,
-    a Python float set every warm-up step, stays symbolic in Dynamo (floats are not specialized): two graphs
-    per run, before and after Adam's state exists. Not CUDA graphs: Adam keeps its step counts on the CPU
-    unless `capturable`. Call it after `gradients` (which resets Dynamo's cache for the run)."""
-    return torch.compile(optimizer.step, backend=BACKEND) if compile else optimizer.step
+    a Python float set every warm-up step, stays symbolic in Dynamo (floats are not specialized). Not CUDA
+    graphs: Adam keeps its step counts on the CPU unless `capturable`. Call it after `gradients` (which
+    resets Dynamo's cache for the run).
+
+    Compiled, Adam computes its bias corrections `1 − βᵗ` from its step-count tensors where eager Adam
+    uses Python floats (float64): with float32 counts, `1 − 0.999ᵗ` is off by up to 6e-5 relative and every
+    early update with it. So the counts are made float64 (`_float64_step_counts`), and the first step,
+    which creates Adam's state (float32 counts), runs eager; from then on one graph serves the run."""
+    if not compile:
+        return optimizer.step
+    compiled_step = torch.compile(optimizer.step, backend=BACKEND)
+
+    def step() -> None:
+        if _float64_step_counts(optimizer):
+            compiled_step()
+        else:  # no state yet: this step creates it
+            optimizer.step()
+
+    return step
+
+
+def _float64_step_counts(optimizer: torch.optim.Optimizer) -> bool:
+    """Make the optimizer's step-count tensors float64 (kept where they are); whether every parameter that
+    has a gradient has its state (else a compiled step would create float32 counts for it)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            if not state:
+                if p.grad is not None:
+                    return False
+                continue
+            step = state.get("step")
+            if isinstance(step, torch.Tensor) and step.dtype != torch.float64:
+                state["step"] = step.to(torch.float64)
+    return True
 
 
 def gradients(model: nn.Module, method: SSLMethod, precision: str, compile: bool, device: torch.device, name: str, warn: Callable[[str], None]) -> Step:
