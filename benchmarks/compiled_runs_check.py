@@ -54,7 +54,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as out:
                 eager = f"{100 * train(resolve(spec(False)), out, show_progress=False)['test_acc']:.2f}"
         record = result["compiled_step"]
-        status = "yes" if record["compiled"] else f"no: {record['fallback']}"
+        status = ("yes" if record["compiled"] else f"no: {record['fallback']}") + (f"; Adam eager: {record['optimizer_fallback']}" if record.get("optimizer_fallback") else "")
         print(f"| {name} | {status} | {record['first_call_s']} | {seconds:.0f} | {100 * result['test_acc']:.2f} | {eager} |", flush=True)
 
 

@@ -125,36 +125,55 @@ def _read(slots: list[tuple[str, nn.Module, str]]) -> dict[str, torch.Tensor]:
 
 def reason(exc: BaseException) -> str:
     """The first line of why a step did not compile. Where the traced code itself raised, Dynamo says only
-    "Observed exception"; the exception's type is then added (e.g. NotImplementedError)."""
-    text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    "Observed exception"; the exception's type is then added (e.g. NotImplementedError). Where the backend
+    (inductor) failed, the first line is "backend='inductor' raised:"; the backend's error is then added."""
+    first_line = lambda e: str(e).strip().splitlines()[0] if str(e).strip() else ""
+    text = f"{type(exc).__name__}: {first_line(exc)}"
     cause = exc.__cause__
     if cause is not None and type(cause).__name__.startswith("Observed"):
         text += f" ({type(cause).__name__.removeprefix('Observed')} raised in the traced code)"
+    elif isinstance(exc, torch._dynamo.exc.BackendCompilerFailed):
+        text += f" {type(exc.inner_exception).__name__}: {first_line(exc.inner_exception)}"
     return text
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool) -> Callable[[], None]:
-    """The run's optimizer step: `optimizer.step`, or with `--compile` that step given to `torch.compile`
-    (PyTorch's compiled-optimizer recipe: Adam's foreach operations fused by inductor). The learning rate,
-    a Python float set every warm-up step, stays symbolic in Dynamo (floats are not specialized). Not CUDA
-    graphs: Adam keeps its step counts on the CPU unless `capturable`. Call it after `gradients` (which
-    resets Dynamo's cache for the run).
+def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool, name: str = "", warn: Callable[[str], None] = print) -> Callable[[], None]:
+    """The run's optimizer step: `optimizer.step`, or with `--compile` a `CompiledOptimizerStep`. Call it
+    after `gradients` (which resets Dynamo's cache for the run)."""
+    return CompiledOptimizerStep(optimizer, name, warn) if compile else optimizer.step
+
+
+class CompiledOptimizerStep:
+    """`optimizer.step` given to `torch.compile` (PyTorch's compiled-optimizer recipe: Adam's foreach
+    operations fused by inductor), falling back to eager with one warning line if it does not compile.
+    The learning rate, a Python float set every warm-up step, stays symbolic in Dynamo (floats are not
+    specialized). Not CUDA graphs: Adam keeps its step counts on the CPU unless `capturable`.
 
     Compiled, Adam computes its bias corrections `1 − βᵗ` from its step-count tensors where eager Adam
     uses Python floats (float64): with float32 counts, `1 − 0.999ᵗ` is off by up to 6e-5 relative and every
     early update with it. So the counts are made float64 (`_float64_step_counts`), and the first step,
-    which creates Adam's state (float32 counts), runs eager; from then on one graph serves the run."""
-    if not compile:
-        return optimizer.step
-    compiled_step = torch.compile(optimizer.step, backend=BACKEND)
+    which creates Adam's state (float32 counts), runs eager."""
 
-    def step() -> None:
-        if _float64_step_counts(optimizer):
-            compiled_step()
-        else:  # no state yet: this step creates it
-            optimizer.step()
+    def __init__(self, optimizer: torch.optim.Optimizer, name: str, warn: Callable[[str], None]):
+        self.optimizer, self.name, self.warn = optimizer, name, warn
+        self.compiled = torch.compile(optimizer.step, backend=BACKEND)
+        self.fallback: str | None = None
 
-    return step
+    def __call__(self) -> None:
+        if self.fallback is not None or not _float64_step_counts(self.optimizer):  # no state yet: this step creates it
+            self.optimizer.step()
+            return
+        try:
+            self.compiled()
+        except (torch._dynamo.exc.TorchDynamoException, torch._dynamo.exc.FailOnRecompileLimitHit) as exc:  # did not trace or compile: nothing ran
+            self.fallback = reason(exc)
+            self.warn(f"--compile: {self.name}'s optimizer step runs eager ({self.fallback})")
+            self.optimizer.step()
+
+
+def record(gradients: CompiledGradients, update: CompiledOptimizerStep) -> dict:
+    """What result.json says about a compiled run's steps (`compiled_step`)."""
+    return gradients.record() | {"optimizer_fallback": update.fallback}
 
 
 def _float64_step_counts(optimizer: torch.optim.Optimizer) -> bool:

@@ -216,7 +216,7 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
     method.setup(model)  # state that mirrors the model (e.g. an EMA teacher), before a resumed state is restored
     terms = method.term_names()
     gradients = compiled.gradients(model, method, p.precision, p.compile, device, f"{resolved.model}/{resolved.spec.method}", warn=echo)  # method.loss → backward, eager or compiled
-    update = compiled.optimizer_step(optimizer, p.compile)  # optimizer.step, eager or compiled
+    update = compiled.optimizer_step(optimizer, p.compile, f"{resolved.model}/{resolved.spec.method}", warn=echo)  # optimizer.step, eager or compiled
     reset_peak_memory(device)
     tracker = LossTracker(len(terms), device)
     health = HealthMonitor(p.steps, p.collapse_patience, info.num_classes, grace_steps=p.warmup_steps)
@@ -263,7 +263,7 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
     bar.close()
     for t in trackers:
         t.close()
-    speed = {"peak_memory_mb": peak_memory_mb(device), **({"compiled_step": gradients.record()} if p.compile else {})}
+    speed = {"peak_memory_mb": peak_memory_mb(device), **({"compiled_step": compiled.record(gradients, update)} if p.compile else {})}
     return finish(resolved, loop, model, dd, split, health, writer, fingerprints, time.perf_counter() - start, world, speed)
 
 

@@ -305,6 +305,30 @@ def test_the_compiled_optimizer_step_resumes_from_float32_step_counts(monkeypatc
     assert all(s["step"].dtype == torch.float64 and s["step"].item() == 3 for s in resumed.state.values())
 
 
+def test_an_optimizer_step_that_does_not_compile_runs_eager_with_one_warning(monkeypatch):
+    """Adam's compiled step has the gradient step's fallback: one warning line, then eager Adam (here a
+    backend that fails); `compiled.record` puts the reason in result.json."""
+
+    def failing_backend(gm, example_inputs):
+        raise RuntimeError("no code generation here")
+
+    monkeypatch.setattr(compiled, "BACKEND", failing_backend)
+    weights = []
+    for compile in (False, True):
+        model, method = make("supervised")
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        warnings: list[str] = []
+        update = compiled.optimizer_step(optimizer, compile, "tinycnn/supervised", warnings.append)
+        for i in range(3):
+            optimizer.zero_grad(set_to_none=True)
+            method.loss(model, make_batch(), Progress(i, 3))[0].backward()
+            update()
+        weights.append([p.detach().clone() for p in model.parameters()])
+    assert update.fallback is not None and "no code generation here" in update.fallback
+    assert warnings == [f"--compile: tinycnn/supervised's optimizer step runs eager ({update.fallback})"]
+    assert all(torch.equal(a, b) for a, b in zip(*weights))  # eager Adam from the failed step on (float64 counts give eager's numbers)
+
+
 class NoisySupervised(SSLMethod):
     """A plugin's loss that draws from its generator itself (instead of in `random_tensors`)."""
 
@@ -348,7 +372,7 @@ def test_a_compiled_run_records_its_step_and_keeps_state_dict_keys(tmp_path, mon
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
     eager = train(resolve(spec()), tmp_path / "eager", show_progress=False)
     result = train(resolve(spec(compile=True)), tmp_path / "compiled", show_progress=False)
-    assert result["compiled_step"]["compiled"] and result["compiled_step"]["fallback"] is None
+    assert result["compiled_step"]["compiled"] and result["compiled_step"]["fallback"] is None and result["compiled_step"]["optimizer_fallback"] is None
     assert result["peak_memory_mb"] is None and eager["peak_memory_mb"] is None  # CPU: no GPU memory to count
     assert "compiled_step" not in eager
     assert abs(result["test_acc"] - eager["test_acc"]) <= 0.02  # same training up to float rounding
