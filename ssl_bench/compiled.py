@@ -8,7 +8,8 @@ for a captured tensor. Derivatives a loss takes itself are then `torch.func` tra
 (ssl_bench.functional: dninv's x̂ a `torch.func.vjp`, VAT's power iteration a `torch.func.grad`), since
 `autograd.grad` does not compile; random numbers are drawn before the step (views, `random_tensors`). On
 CUDA the function is compiled with `mode="reduce-overhead"` (CUDA graphs: the shapes of a run are static).
-The optimizer step is compiled on its own (`optimizer_step`).
+The optimizer step is compiled on its own (`optimizer_step`: Adam with float64 step counts, so that its
+bias corrections are eager's; it falls back to eager with one warning line too).
 
 What does not trace raises at its first call (`fullgraph=True`): that step and the rest of the run go
 eager, with one warning line naming the model, the method and the reason. Known cases (docs/speed.md):
