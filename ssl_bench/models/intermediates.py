@@ -47,9 +47,9 @@ class LayerTaps:
     """Forward hooks on named layers, registered once, for code that runs inside `torch.func` transforms
     and `torch.compile` (the compiled step), where a hook cannot be registered: Dynamo traces hooks that
     exist before compiling, not `register_forward_hook` itself. Idle, a tap changes nothing (the hook
-    returns None); `shapes` and `probed` switch them on for one forward pass.
+    returns None); `zeros` and `probed` switch them on for one forward pass each.
 
-    `probed(model, x, probes)` is the forward pass that makes `∂f/∂z⁽ˡ⁾` a derivative with respect to an
+    `probed(model, x, probes, buffers)` is the forward pass that makes `∂f/∂z⁽ˡ⁾` a derivative with respect to an
     input: each layer's output `z` becomes `z + p` with `p` a zero tensor of its shape, so `∂f/∂p = ∂f/∂z`
     through every path from `z` (a `torch.func.vjp` over `(x, *probes)` gives `(x̂, *ẑ)`).
     """
