@@ -159,9 +159,10 @@ class CompiledOptimizerStep:
         self.optimizer, self.name, self.warn = optimizer, name, warn
         self.compiled = torch.compile(optimizer.step, backend=BACKEND)
         self.fallback: str | None = None
+        self._checked: tuple[dict, int] | None = None  # the state dict (itself, not its id, which a new dict may reuse) and its size, whose counts are float64
 
     def __call__(self) -> None:
-        if self.fallback is not None or not _float64_step_counts(self.optimizer):  # no state yet: this step creates it
+        if self.fallback is not None or not self._float64_counts():  # no state yet: this step creates it
             self.optimizer.step()
             return
         try:
@@ -170,6 +171,19 @@ class CompiledOptimizerStep:
             self.fallback = reason(exc)
             self.warn(f"--compile: {self.name}'s optimizer step runs eager ({self.fallback})")
             self.optimizer.step()
+
+    def _float64_counts(self) -> bool:
+        """`_float64_step_counts`, walked again only when the optimizer's state changed: another state dict
+        (`load_state_dict`) or new entries (a parameter's first step): walking every parameter's state is host
+        time on every step's path. A parameter whose first gradient comes after that has its state made by
+        a compiled step (float32 counts, converted at the next)."""
+        state = self.optimizer.state
+        if self._checked is not None and self._checked[0] is state and self._checked[1] == len(state):
+            return True
+        if not _float64_step_counts(self.optimizer):
+            return False
+        self._checked = (state, len(state))
+        return True
 
 
 def record(gradients: CompiledGradients, update: CompiledOptimizerStep) -> dict:

@@ -290,7 +290,7 @@ def test_the_compiled_optimizer_step_follows_the_eager_one(monkeypatch):
 
 def test_the_compiled_optimizer_step_resumes_from_float32_step_counts(monkeypatch):
     """A run resumed from an eager run's state (float32 step counts) gets float64 counts at its first
-    compiled step, with their values."""
+    compiled step, with their values; so does a state loaded later."""
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
     model, method = make("supervised")
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
@@ -301,7 +301,11 @@ def test_the_compiled_optimizer_step_resumes_from_float32_step_counts(monkeypatc
     assert all(s["step"].dtype == torch.float32 for s in saved["state"].values())
     resumed = torch.optim.Adam(model.parameters(), lr=0.01)
     resumed.load_state_dict(saved)
-    compiled.optimizer_step(resumed, True)()
+    update = compiled.optimizer_step(resumed, True)
+    update()
+    assert all(s["step"].dtype == torch.float64 and s["step"].item() == 3 for s in resumed.state.values())
+    resumed.load_state_dict(saved)  # a state loaded while the step exists (it checks the counts only when the state changed)
+    update()
     assert all(s["step"].dtype == torch.float64 and s["step"].item() == 3 for s in resumed.state.values())
 
 
