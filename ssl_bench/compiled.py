@@ -152,7 +152,7 @@ class CompiledOptimizerStep:
 
     Compiled, Adam computes its bias corrections `1 − βᵗ` from its step-count tensors where eager Adam
     uses Python floats (float64): with float32 counts, `1 − 0.999ᵗ` is off by up to 6e-5 relative and every
-    early update with it. So the counts are made float64 (`_float64_step_counts`), and the first step,
+    early update with it. So the counts are made float64 (`_float64_counts`), and the first step,
     which creates Adam's state (float32 counts), runs eager."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, name: str, warn: Callable[[str], None]):
@@ -173,15 +173,23 @@ class CompiledOptimizerStep:
             self.optimizer.step()
 
     def _float64_counts(self) -> bool:
-        """`_float64_step_counts`, walked again only when the optimizer's state changed: another state dict
-        (`load_state_dict`) or new entries (a parameter's first step): walking every parameter's state is host
-        time on every step's path. A parameter whose first gradient comes after that has its state made by
-        a compiled step (float32 counts, converted at the next)."""
+        """Make the optimizer's step-count tensors float64 (kept where they are); False while a parameter
+        with a gradient has no state yet (a compiled step would create float32 counts for it). Walked again
+        only when the optimizer's state changed, another state dict (`load_state_dict`) or new entries:
+        walking every parameter's state is host time on every step's path. A parameter whose first gradient
+        comes after that has its state made by a compiled step (float32 counts, converted at the next)."""
         state = self.optimizer.state
         if self._checked is not None and self._checked[0] is state and self._checked[1] == len(state):
             return True
-        if not _float64_step_counts(self.optimizer):
-            return False
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                if not state.get(p):
+                    if p.grad is not None:
+                        return False
+                    continue
+                step = state[p].get("step")
+                if isinstance(step, torch.Tensor) and step.dtype != torch.float64:
+                    state[p]["step"] = step.to(torch.float64)
         self._checked = (state, len(state))
         return True
 
@@ -189,22 +197,6 @@ class CompiledOptimizerStep:
 def record(gradients: CompiledGradients, update: CompiledOptimizerStep) -> dict:
     """What result.json says about a compiled run's steps (`compiled_step`)."""
     return gradients.record() | {"optimizer_fallback": update.fallback}
-
-
-def _float64_step_counts(optimizer: torch.optim.Optimizer) -> bool:
-    """Make the optimizer's step-count tensors float64 (kept where they are); whether every parameter that
-    has a gradient has its state (else a compiled step would create float32 counts for it)."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            state = optimizer.state.get(p)
-            if not state:
-                if p.grad is not None:
-                    return False
-                continue
-            step = state.get("step")
-            if isinstance(step, torch.Tensor) and step.dtype != torch.float64:
-                state["step"] = step.to(torch.float64)
-    return True
 
 
 def gradients(model: nn.Module, method: SSLMethod, precision: str, compile: bool, device: torch.device, name: str, warn: Callable[[str], None]) -> Step:

@@ -215,8 +215,9 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
     streams = protocol_streams(dd, p, info.modality, device)
     method.setup(model)  # state that mirrors the model (e.g. an EMA teacher), before a resumed state is restored
     terms = method.term_names()
-    gradients = compiled.gradients(model, method, p.precision, p.compile, device, f"{resolved.model}/{resolved.spec.method}", warn=echo)  # method.loss → backward, eager or compiled
-    update = compiled.optimizer_step(optimizer, p.compile, f"{resolved.model}/{resolved.spec.method}", warn=echo)  # optimizer.step, eager or compiled
+    name = f"{resolved.model}/{resolved.spec.method}"  # in --compile's warning lines
+    gradients = compiled.gradients(model, method, p.precision, p.compile, device, name, warn=echo)  # method.loss → backward, eager or compiled
+    update = compiled.optimizer_step(optimizer, p.compile, name, warn=echo)  # optimizer.step, eager or compiled
     reset_peak_memory(device)
     tracker = LossTracker(len(terms), device)
     health = HealthMonitor(p.steps, p.collapse_patience, info.num_classes, grace_steps=p.warmup_steps)

@@ -22,12 +22,17 @@ def layer_names(model: nn.Module) -> tuple[str, ...]:
     return tuple(names)
 
 
-def forward_intermediates(model: nn.Module, x: torch.Tensor, names: tuple[str, ...] | list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Return `(logits, {name: output of submodule name})` from one forward pass."""
+def check_layers(model: nn.Module, names: tuple[str, ...] | list[str]) -> None:
+    """Raise `UserError` listing the model's layers if a name is not one of them."""
     valid = layer_names(model)
     unknown = [n for n in names if n not in valid]
     if unknown:
         raise UserError(f"unknown layer {', '.join(map(repr, unknown))} for {type(model).__name__}; its layers: {', '.join(valid)}")
+
+
+def forward_intermediates(model: nn.Module, x: torch.Tensor, names: tuple[str, ...] | list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Return `(logits, {name: output of submodule name})` from one forward pass."""
+    check_layers(model, names)
     modules = dict(model.named_modules())
     captured: dict[str, torch.Tensor] = {}
     hooks = []
@@ -55,10 +60,7 @@ class LayerTaps:
     """
 
     def __init__(self, model: nn.Module, names: tuple[str, ...] | list[str]):
-        valid = layer_names(model)
-        unknown = [n for n in names if n not in valid]
-        if unknown:
-            raise UserError(f"unknown layer {', '.join(map(repr, unknown))} for {type(model).__name__}; its layers: {', '.join(valid)}")
+        check_layers(model, names)
         self.names = tuple(names)
         self._mode: str | None = None  # None (idle) | "shape" | "probe"
         self._probes: dict[str, torch.Tensor] = {}
