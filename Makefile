@@ -9,21 +9,35 @@ USB_STAMP := $(VENV)/.installed-usb
 # The paper's comparison: the methods of the audio and paper-model stand-in reports.
 PAPER_METHODS := supervised,entmin,pimodel,dninv
 
-.PHONY: demo test test-heavy bench reports clean
+.PHONY: demo test test-heavy bench reports clean constraints
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstalls when pyproject.toml changes (new dependencies or entry points).
-$(STAMP): pyproject.toml | $(BIN)/python
+# The versions installed are constraints.txt's (tested; `make constraints` renews it), so that a release on PyPI
+# cannot change what CI tests. Reinstalls when pyproject.toml or constraints.txt changes.
+PIP_INSTALL := $(BIN)/python -m pip install --quiet -c constraints.txt
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(PIP_INSTALL) -e ".[dev]"
 	touch $(STAMP)
 
 # The extras the tests cover and the demo does not need: USB (semilearn, +1 min, docs/usb.md), tensorboard, submitit.
 $(USB_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev,usb,tensorboard,slurm]"
+	$(PIP_INSTALL) -e ".[dev,usb,tensorboard,slurm]"
 	touch $(USB_STAMP)
+
+# Renews constraints.txt: pyproject.toml's ranges resolved afresh in a new venv with every extra, then frozen.
+# Run it after changing a dependency, then `make test` on the result before committing both.
+FRESH := .venv-constraints
+constraints:
+	rm -rf $(FRESH)
+	$(PYTHON) -m venv $(FRESH)
+	$(FRESH)/bin/python -m pip install --quiet --upgrade pip
+	$(FRESH)/bin/python -m pip install --quiet -e ".[dev,usb,tensorboard,slurm]"
+	{ sed -n '/^#/p' constraints.txt; $(FRESH)/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(FRESH)
 
 # Runs use one CPU thread each (the protocol's cpu_threads), so --workers 2 fills the 2 cores.
 # The demo: six methods on digits, 50 labels, 3 seeds, the paper's protocol (--augment none): the baseline,
