@@ -30,6 +30,7 @@ import difflib
 import http.client
 import math
 import os
+import pickle
 import random
 import re
 import sys
@@ -324,16 +325,21 @@ def check_config(config: dict, origin: dict[str, str]) -> None:
 DNINV_FIELDS = {f.name for f in dataclasses.fields(DNInvConfig)}
 
 
+# USB arguments whose default is None, by the type USB's parser gives them (`gpu: None` is also taken as text)
+NONE_DEFAULTS = {"load_path": "", "imb_algorithm": "", "gpu": 0, "ulb_num_labels": 0}
+
+
 def check_type(key: str, value, default, where: str) -> None:
-    if key in DNINV_FIELDS or default is None:  # dninv's: build_config; None: USB's default says nothing
-        return
+    if key in DNINV_FIELDS or value is None and default is None or key == "gpu" and value == "None":
+        return  # dninv's: build_config checks them
+    if default is None:
+        default = NONE_DEFAULTS.get(key)
     if isinstance(default, bool):
         ok, expected = isinstance(value, bool), "true or false"
     elif isinstance(default, (int, float)):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        expected = "a number"
-        if ok and isinstance(default, int) and key != "clip_grad":  # clip_grad: a float argument whose default is 0
-            ok, expected = isinstance(value, int), "a whole number"
+        whole = isinstance(default, int) and key != "clip_grad"  # clip_grad: a float argument whose default is 0
+        ok = isinstance(value, int if whole else (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        expected = "a whole number" if whole else "a number"
     elif isinstance(default, str):
         ok, expected = isinstance(value, str), "text"
     else:
@@ -389,6 +395,13 @@ def missing_data_message(args: argparse.Namespace, exc: Exception) -> str:
     return f"{why}: USB's loader reads it from {folder}; put the dataset's files there (USB's docs name them), or set data_dir"
 
 
+def resume_failure(exc: Exception) -> str:
+    if isinstance(exc, pickle.UnpicklingError):  # torch's message goes on to explain how to turn weights_only off
+        return "it holds objects other than tensors and plain values, which torch.load(weights_only=True) refuses"
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def run(config: dict) -> dict:
     """Train one USB config as USB's `train.py` does for one process; returns USB's `results_dict`.
 
@@ -435,7 +448,7 @@ def run(config: dict) -> dict:
                     warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a foreign pickle: refused
                     algorithm.load_model(args.load_path)
             except Exception as exc:  # a truncated, foreign or malicious file, or another network's weights
-                raise UserError(f"cannot resume from load_path {args.load_path} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); delete it or set resume: False") from exc
+                raise UserError(f"cannot resume from load_path {args.load_path} ({resume_failure(exc)}); delete it or set resume: False") from exc
         algorithm.train()
     except OSError as exc:  # a folder that cannot be made, a full disk, a file that cannot be read
         target = f" {exc.filename}" if exc.filename else ""

@@ -171,7 +171,8 @@ def test_config_folder_is_one_line(tmp_path, capsys):
 
 
 BAD_OVERRIDES = [
-    (["--epoch", "abc"], "--epoch: epoch expects a number, got 'abc'"),
+    (["--epoch", "abc"], "--epoch: epoch expects a whole number, got 'abc'"),
+    (["--lr", "fast"], "--lr: lr expects a number, got 'fast'"),
     (["--use_cat", "maybe"], "--use_cat: use_cat expects true or false, got 'maybe'"),
     (["--lr", ".nan"], "--lr: lr expects a number, got nan"),
     (["--save_dir", "[a, b]"], "--save_dir: save_dir expects text, got ['a', 'b']"),
@@ -179,6 +180,8 @@ BAD_OVERRIDES = [
     (["--alpha"], "expected --key value pairs after the config file, got --alpha"),
     (["alpha", "0.5"], "expected --key value pairs after the config file, got alpha 0.5"),
     (["--gamma", "{conv: 1"], "--gamma: not valid YAML: "),
+    (["--load_path", "5"], "--load_path: load_path expects text, got 5"),
+    (["--gpu", "first"], "--gpu: gpu expects a whole number, got 'first'"),
 ]
 
 
@@ -236,7 +239,8 @@ def test_malicious_resume_checkpoint_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(usb.torch.cuda, "is_available", lambda: False)
     argv = ["--c", str(EXAMPLE), "--save_dir", str(tmp_path), "--load_path", str(checkpoint), "--use_tensorboard", "false"]
     line = fails(argv, capsys)
-    assert line.startswith(f"Error: cannot resume from load_path {checkpoint} (UnpicklingError: ")
+    assert line == (f"Error: cannot resume from load_path {checkpoint} (it holds objects other than tensors and plain values, "
+                    "which torch.load(weights_only=True) refuses); delete it or set resume: False")
     assert not marker.exists()
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     assert fails(argv, capsys).startswith("Error: unset TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
