@@ -19,7 +19,9 @@ run): moving a batch (`.cuda()` in `process_batch` and `evaluate`) and timing a 
 `TimerHook`). How dninv maps onto USB's protocol, and what differs from ours: docs/usb.md.
 
 Needs the `usb` extra (`pip install "ssl-bench[usb]"`); `import ssl_bench` does not import this module.
-Run a USB config file: `python -m ssl_bench.usb --c examples/usb/dninv_cifar10_40_0.yaml`.
+Run a USB config file: `python -m ssl_bench.usb --c examples/usb/dninv_cifar10_40_0.yaml`. The runner reads it
+with ruamel's safe loader, never with USB's reader (which runs what a `!!python/…` tag names), checks it, and
+hands USB a plain dict; a mistake is one line `Error: …` with exit code 2 (docs/usb.md, docs/errors.md).
 """
 
 from __future__ import annotations
