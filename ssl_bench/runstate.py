@@ -149,7 +149,7 @@ def read_identity(path: Path) -> dict[str, Any]:
         raise refuse(f"it is not a run state (it holds {held})")
     if type(state["format"]) is not int or state["format"] != FORMAT:
         older = type(state["format"]) is int and state["format"] < FORMAT
-        raise refuse(f"it was saved in state format {state['format']!r} by {'an older' if older else 'another'} ssl-bench; this version resumes format {FORMAT} only")
+        raise refuse(f"it was saved in state format {state['format']!r} by {'an older' if older else 'another'} ssl-bench, and this version resumes format {FORMAT} only")
     saved = state.get("identity")
     if not isinstance(saved, dict) or not all(k in saved for k in (*FINGERPRINTS, "protocol", "method", "params")):
         raise refuse("it does not say which run it belongs to (no complete identity)")
