@@ -221,3 +221,19 @@ def test_its_own_state_resumes(tmp_path, stopped):
     assert f"resumed from step {STOP_AT}" in result.stderr
     recorded = records.read_json(run_dir / records.RESULT)
     assert {k: recorded[k] for k in runstate.FINGERPRINTS} == {k: state["identity"][k] for k in runstate.FINGERPRINTS}
+
+
+def test_a_state_saved_on_a_gpu_is_refused_on_the_cpu(tmp_path, stopped):
+    """The run id does not depend on the device, so a folder synced from a GPU machine has this run's name;
+    its state carries what a CUDA run's does (device_type cuda, no cpu_threads: ssl_bench.protocol)."""
+    run_dir = tmp_path / stopped.name
+    shutil.copytree(stopped, run_dir)
+    state = torch.load(run_dir / runstate.STATE, weights_only=True)
+    protocol = state["identity"]["protocol"]
+    protocol["device_type"] = "cuda"
+    del protocol["protocol"]["cpu_threads"]
+    state["identity"]["protocol_fingerprint"] = records.fingerprint(protocol)
+    torch.save(state, run_dir / runstate.STATE)
+    expected = "it was saved with device_type=cuda, cpu_threads=(not set), this run has device_type=cpu, cpu_threads=1 (protocol fingerprint "
+    refused(BASE, tmp_path, run_dir, expected)
+    restarts(BASE, tmp_path, run_dir)
