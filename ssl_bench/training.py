@@ -151,7 +151,7 @@ def train(
     from before its first write to the end (ssl_bench.runlock: another process gets `RunBusy`, or waits
     with `wait_for_lock`). Under torchrun every rank calls it; rank 0 writes (ssl_bench.distributed).
     `log` names live trackers (ssl_bench.tracking). `on_start(config)` is called once the data and split
-    are ready and the folder is locked; `echo(line)` gets notices (default: stderr).
+    are ready; `echo(line)` gets notices (default: stderr).
     """
     world = world_from_env()
     echo = (echo or (lambda line: print(line, file=sys.stderr))) if world.main else (lambda line: None)
@@ -168,12 +168,9 @@ def train(
         method.check_model(model)  # e.g. layer names in the method's config: refused before anything is written
         identity = run_identity(resolved, split, model, tuple(data.x_train.shape[1:]))  # what a state.pt must match to be resumed
         on_wait = lambda owner: echo(f"{run_dir.name}: waiting for {owner} to finish it")
-        config = {**resolved.as_json(), "device": records.device_name(device), "run_id": run_dir.name}
         with run_lock(run_dir, wait=wait_for_lock, on_wait=on_wait) if world.main else nullcontext():
-            if on_start is not None and world.main:
-                on_start(config)  # before a refusal to resume, which names what differs from it
             resume = world.broadcast(open_folder(run_dir, identity, force=force, restart=restart) if world.main else None)  # rank 0 decides
-            return _train(resolved, run_dir, data, split, model, method, world, identity, config, resume=resume, show_progress=show_progress and world.main, state_every=state_every, log=log if world.main else (), echo=echo)
+            return _train(resolved, run_dir, data, split, model, method, world, identity, resume=resume, show_progress=show_progress and world.main, state_every=state_every, log=log if world.main else (), on_start=on_start if world.main else None, echo=echo)
 
 
 def refuse_complete(run_dir: Path) -> None:
@@ -199,7 +196,7 @@ def open_folder(run_dir: Path, identity: dict[str, Any], *, force: bool, restart
     return False
 
 
-def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, model: nn.Module, method: SSLMethod, world: World, identity: dict[str, Any], config: dict[str, Any], *, resume: bool, show_progress: bool, state_every: int, log: tuple[str, ...], echo) -> dict[str, Any]:
+def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, model: nn.Module, method: SSLMethod, world: World, identity: dict[str, Any], *, resume: bool, show_progress: bool, state_every: int, log: tuple[str, ...], on_start, echo) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     p, info, device = resolved.protocol, resolved.info, resolved.device
@@ -209,7 +206,10 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
     split_fp = identity["split_fingerprint"]
     fingerprints = {k: identity[k] for k in runstate.FINGERPRINTS}
     writer = Writer(run_dir, world)
+    config = {**resolved.as_json(), "device": records.device_name(device), "run_id": run_dir.name}
     writer.json(records.CONFIG, config)
+    if on_start is not None:
+        on_start(config)
     writer.json(records.SPLIT, {"fingerprint": split_fp, **split.as_json()})
 
     optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
