@@ -58,9 +58,9 @@ def stopped(tmp_path_factory) -> Path:
     return run_dir
 
 
-def snapshot(run_dir: Path) -> dict[str, bytes | None]:
-    """Every entry of the folder (but its lock): a file's bytes, None for a folder."""
-    return {str(p.relative_to(run_dir)): (None if p.is_dir() else p.read_bytes()) for p in sorted(run_dir.rglob("*")) if p.name != ".lock"}
+def snapshot(run_dir: Path) -> dict[str, tuple[bytes | None, int]]:
+    """Every entry of the folder (but its lock): a file's bytes (None for a folder) and its mtime (not rewritten)."""
+    return {str(p.relative_to(run_dir)): (None if p.is_dir() else p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(run_dir.rglob("*")) if p.name != ".lock"}
 
 
 def refused(args: list[str], out: Path, run_dir: Path, expected: str) -> str:
