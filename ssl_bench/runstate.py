@@ -7,12 +7,19 @@ the global RNG state (dropout), the running loss sums, the health monitor, the b
 weights and bookkeeping, and the length of `metrics.jsonl` at that point (rows past it are from steps
 the resumed run will redo, and are cut off). Resuming on CPU gives bit-for-bit the run that was never
 interrupted (tests/test_resume.py); on CUDA, kernels are not deterministic, so only to float tolerance.
+
+It also holds the run it belongs to (`identity`: the split, init and protocol fingerprints, the protocol
+they cover, the method and its config). `check` compares that with the run about to resume, before
+anything is loaded or written, and refuses another run's state (or an unreadable one) in one line that
+names what differs (tests/test_resume_guard.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +28,12 @@ import torch
 
 from ssl_bench import records
 from ssl_bench.errors import UserError
+from ssl_bench.protocol import LATER_FIELDS
 
 STATE = "state.pt"
-FORMAT = 2  # bump when the layout changes: an older state is then refused with --restart as the way out
+FORMAT = 3  # bump when the layout changes: an older state is then refused with --restart as the way out
+RESTART = "use --restart to start the run over"
+FINGERPRINTS = ("split_fingerprint", "init_fingerprint", "protocol_fingerprint")  # in `identity`, as result.json records them
 
 
 @dataclass
@@ -43,7 +53,9 @@ class LoopState:
 
 
 def exists(run_dir: Path) -> bool:
-    return (Path(run_dir) / STATE).is_file()
+    """Whether the run folder has anything named `state.pt` (a directory or a broken link too: `check`
+    refuses those, rather than the run silently starting over)."""
+    return os.path.lexists(Path(run_dir) / STATE)
 
 
 def rank_state(model, method) -> dict[str, Any]:
@@ -57,14 +69,15 @@ def rank_state(model, method) -> dict[str, Any]:
     }
 
 
-def save(run_dir: Path, loop: LoopState, *, model, optimizer, streams: dict, method, world) -> None:
+def save(run_dir: Path, loop: LoopState, *, identity: dict[str, Any], model, optimizer, streams: dict, method, world) -> None:
     """Write `state.pt` (atomically: a kill during the write leaves the previous state whole). Every
-    rank calls it (their random streams are gathered); rank 0 writes."""
+    rank calls it (their random streams are gathered); rank 0 writes. `identity` is the run's (`check`)."""
     ranks = world.gather(rank_state(model, method))
     if not world.main:
         return
     state = {
         "format": FORMAT,
+        "identity": identity,
         "loop": vars(loop),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -105,6 +118,103 @@ def restore(run_dir: Path, *, model, optimizer, streams: dict, method, world) ->
     return loop
 
 
+def check(run_dir: Path, identity: dict[str, Any]) -> None:
+    """Refuse to resume from `state.pt` unless it is a state of this very run: same format, method, method
+    config, protocol, split and initial weights. One line naming what differs (or why it cannot be read),
+    with `--restart` as the way out. Reads only the state's small `identity` (tensors are memory-mapped,
+    not read) and writes nothing, so a refusal loses nothing."""
+    path = Path(run_dir) / STATE
+    saved = read_identity(path)
+    problem = differences(saved, identity)
+    if problem:
+        raise UserError(f"cannot resume from {path}: {problem}; {RESTART}")
+
+
+def read_identity(path: Path) -> dict[str, Any]:
+    """The `identity` that `state.pt` was saved with; a one-line `UserError` if it has none that can be read."""
+    refuse = lambda why: UserError(f"cannot resume from {path}: {why}; {RESTART}")
+    if path.is_dir():
+        raise refuse("it is a directory, not a saved state")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # never unpickles code
+    except OSError as exc:
+        raise refuse(f"cannot read it ({exc.strerror or exc})") from None
+    except pickle.UnpicklingError as exc:  # weights_only refused an object: the file is never run
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        raise refuse(f"it holds objects other than tensors and plain values ({found.group(1) if found else first_sentence(exc)}), which are never loaded") from None
+    except Exception as exc:  # truncated or not a torch.save file at all
+        raise refuse(f"it is damaged or not a saved state ({first_sentence(exc)})") from None
+    if not isinstance(state, dict) or "format" not in state:
+        held = f"a dict with keys {', '.join(map(str, state))}" if isinstance(state, dict) else f"a {type(state).__name__}"
+        raise refuse(f"it is not a run state (it holds {held})")
+    if type(state["format"]) is not int or state["format"] != FORMAT:
+        older = type(state["format"]) is int and state["format"] < FORMAT
+        raise refuse(f"it was saved in state format {state['format']!r} by {'an older' if older else 'another'} ssl-bench, and this version resumes format {FORMAT} only")
+    saved = state.get("identity")
+    if not isinstance(saved, dict) or not all(k in saved for k in (*FINGERPRINTS, "protocol", "method", "params")):
+        raise refuse("it does not say which run it belongs to (no complete identity)")
+    return saved
+
+
+def differences(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """What differs between the run a state was saved by and this one, in words (None: nothing).
+    Settings are named key by key (`lr=0.001`); the fingerprints that differ follow in parentheses."""
+    same_method = saved["method"] == current["method"]  # else only the method is named, not its config
+    was, now = settings(saved, same_method), settings(current, same_method)
+    keys = [k for k in {**was, **now} if was.get(k, MISSING) != now.get(k, MISSING)]
+    fingerprints = [f"{k.split('_')[0]} fingerprint {short(saved[k])} ≠ {short(current[k])}" for k in FINGERPRINTS if saved[k] != current[k]]
+    shown = f" ({', '.join(fingerprints)})" if fingerprints else ""
+    if keys:
+        side = lambda values: ", ".join(f"{k}={show(values.get(k, MISSING))}" for k in keys)
+        return f"it was saved with {side(was)}, this run has {side(now)}{shown}"
+    if fingerprints:  # same settings, yet another split (the data changed) or init (the model's code changed)
+        what = [w for k, w in (("split_fingerprint", "a different split of the data"), ("init_fingerprint", "different initial weights")) if saved[k] != current[k]]
+        return f"it was saved with {' and '.join(what) or 'another protocol'}{shown}"
+    return None
+
+
+MISSING = object()  # a setting one side does not record (e.g. a later protocol field at its default)
+
+
+def settings(identity: dict[str, Any], params: bool = True) -> dict[str, Any]:
+    """The run's settings as flat `key: value` pairs: the method, its config as `<method>.<field>`, the
+    protocol's fields by name (`lr`, `seed`), and the rest of what the protocol fingerprint covers
+    (`model`, `dataset`, `model_options.width`, `device_type`); not the split and init fingerprints."""
+    flat = {"method": identity["method"]}
+    if params:
+        flat.update(flatten(identity["params"], f"{identity['method']}."))
+    for key, value in identity["protocol"].items():
+        if key == "protocol":
+            flat.update(flatten({**LATER_FIELDS, **value}))  # recorded only when not at their defaults
+        elif key not in ("split", "init"):
+            flat.update(flatten({key: value}))
+    return {"world_size": 1, **flat}  # recorded only for several processes
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys: `{"model_options": {"width": 8}}` -> `{"model_options.width": 8}`."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def show(value: Any) -> str:
+    if value is MISSING:
+        return "(not set)"
+    return value if isinstance(value, str) else repr(list(value) if isinstance(value, tuple) else value)
+
+
+def short(fp: Any) -> str:
+    return f"{str(fp)[:8]}…"
+
+
+def first_sentence(exc: Exception) -> str:
+    """The start of an exception's message (torch's are paragraphs), as one line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text.split(". ")[0].rstrip(".")
+
+
 def cut_metrics(path: Path, length: int) -> None:
     """Drop rows written after the state was saved (the resumed run writes them again)."""
     if path.exists() and path.stat().st_size > length:
@@ -112,7 +222,9 @@ def cut_metrics(path: Path, length: int) -> None:
 
 
 def remove(run_dir: Path) -> None:
-    (Path(run_dir) / STATE).unlink(missing_ok=True)
+    path = Path(run_dir) / STATE
+    if not path.is_dir() or path.is_symlink():  # a directory of that name is not ours to delete (`check` refuses it)
+        path.unlink(missing_ok=True)
 
 
 def remove_temporaries(run_dir: Path) -> None:

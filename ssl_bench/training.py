@@ -166,10 +166,11 @@ def train(
         generator = make_generator(resolved.protocol.seed, world.stream_purpose("method"), device)
         method = resolved.method_cls(resolved.method_config, MethodContext(resolved.info.modality, resolved.info.num_classes, generator, AUGMENTATIONS[resolved.info.modality]))
         method.check_model(model)  # e.g. layer names in the method's config: refused before anything is written
+        identity = run_identity(resolved, split, model, tuple(data.x_train.shape[1:]))  # what a state.pt must match to be resumed
         on_wait = lambda owner: echo(f"{run_dir.name}: waiting for {owner} to finish it")
         with run_lock(run_dir, wait=wait_for_lock, on_wait=on_wait) if world.main else nullcontext():
-            resume = world.broadcast(open_folder(run_dir, force=force, restart=restart) if world.main else None)  # rank 0 decides
-            return _train(resolved, run_dir, data, split, model, method, world, resume=resume, show_progress=show_progress and world.main, state_every=state_every, log=log if world.main else (), on_start=on_start if world.main else None, echo=echo)
+            resume = world.broadcast(open_folder(run_dir, identity, force=force, restart=restart) if world.main else None)  # rank 0 decides
+            return _train(resolved, run_dir, data, split, model, method, world, identity, resume=resume, show_progress=show_progress and world.main, state_every=state_every, log=log if world.main else (), on_start=on_start if world.main else None, echo=echo)
 
 
 def refuse_complete(run_dir: Path) -> None:
@@ -179,12 +180,14 @@ def refuse_complete(run_dir: Path) -> None:
         raise AlreadyComplete(f"{run_dir} already holds a complete run; use --force to run it again", records.read_json(run_dir / records.RESULT))
 
 
-def open_folder(run_dir: Path, *, force: bool, restart: bool) -> bool:
-    """With the lock held: whether the run resumes. Resuming, drop temporaries of writes cut short;
-    starting (over), empty the folder but its lock. A run completed while we waited is refused."""
+def open_folder(run_dir: Path, identity: dict[str, Any], *, force: bool, restart: bool) -> bool:
+    """With the lock held: whether the run resumes. Resuming, refuse another run's state (or a damaged
+    one) before anything is loaded or written, then drop temporaries of writes cut short; starting
+    (over), empty the folder but its lock. A run completed while we waited is refused."""
     if not force:
         refuse_complete(run_dir)  # finished by the process we waited for
     if runstate.exists(run_dir) and not (restart or force):
+        runstate.check(run_dir, identity)  # one line naming what differs, e.g. lr; --restart starts over
         runstate.remove_temporaries(run_dir)
         return True
     for entry in run_dir.iterdir():
@@ -193,17 +196,15 @@ def open_folder(run_dir: Path, *, force: bool, restart: bool) -> bool:
     return False
 
 
-def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, model: nn.Module, method: SSLMethod, world: World, *, resume: bool, show_progress: bool, state_every: int, log: tuple[str, ...], on_start, echo) -> dict[str, Any]:
+def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, model: nn.Module, method: SSLMethod, world: World, identity: dict[str, Any], *, resume: bool, show_progress: bool, state_every: int, log: tuple[str, ...], on_start, echo) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     p, info, device = resolved.protocol, resolved.info, resolved.device
-    input_shape = tuple(data.x_train.shape[1:])
-    init_fp = records.state_fingerprint(model.state_dict())
     dd = to_device(data, split, device)
     model.to(device).train()
     torch.manual_seed(derive_seed(p.seed, world.stream_purpose("global")))  # dropout and other in-model randomness
-    split_fp = split.fingerprint(info.name)
-    fingerprints = {"split_fingerprint": split_fp, "init_fingerprint": init_fp, "protocol_fingerprint": protocol_fingerprint(resolved, input_shape, split_fp, init_fp)}
+    split_fp = identity["split_fingerprint"]
+    fingerprints = {k: identity[k] for k in runstate.FINGERPRINTS}
     writer = Writer(run_dir, world)
     config = {**resolved.as_json(), "device": records.device_name(device), "run_id": run_dir.name}
     writer.json(records.CONFIG, config)
@@ -231,7 +232,7 @@ def _train(resolved: Resolved, run_dir: Path, data: DataArrays, split: Split, mo
     trackers = open_trackers(log, run_dir, resumed_step=loop.step + 1 if resume else None, last_row=loop.last_row)
 
     start = time.perf_counter() - loop.elapsed_s
-    save_state = lambda: runstate.save(run_dir, _with(loop, tracker, health, start), **owners)
+    save_state = lambda: runstate.save(run_dir, _with(loop, tracker, health, start), identity=identity, **owners)
     bar = tqdm(total=p.steps, initial=loop.step, desc=f"{resolved.spec.method} s{p.seed}", disable=not show_progress, leave=False, dynamic_ncols=True)
     with stop_requests() as stop:
         for step in range(loop.step, p.steps if not loop.stopped else loop.step):
@@ -308,23 +309,31 @@ def _with(loop: LoopState, tracker: LossTracker, health: HealthMonitor, start: f
     return loop
 
 
-def protocol_fingerprint(resolved: Resolved, input_shape: tuple[int, ...], split_fp: str, init_fp: str) -> str:
-    """What every method of a comparison shares for this seed (not the method)."""
-    return records.fingerprint(
-        {
-            "dataset": resolved.info.name,
-            "dataset_options": resolved.spec.dataset_options,
-            "input_shape": input_shape,
-            "split": split_fp,
-            "model": resolved.model,
-            "model_options": resolved.spec.model_options,
-            "init": init_fp,
-            "optimizer": "adam",
-            "device_type": resolved.device.type,  # batch permutations are drawn on the device: CPU and CUDA streams differ
-            "protocol": protocol_fields(resolved.protocol, resolved.device),
-            **({"world_size": resolved.world_size} if resolved.world_size > 1 else {}),  # one process: as before processes counted
-        }
-    )
+def run_identity(resolved: Resolved, split: Split, model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The run's fingerprints (recorded in result.json), the protocol they cover, the method and its
+    config: a state.pt must have been saved with the same to be resumed (ssl_bench.runstate.check).
+    `model` is the initial model."""
+    split_fp, init_fp = split.fingerprint(resolved.info.name), records.state_fingerprint(model.state_dict())
+    protocol = protocol_components(resolved, input_shape, split_fp, init_fp)
+    fingerprints = {"split_fingerprint": split_fp, "init_fingerprint": init_fp, "protocol_fingerprint": records.fingerprint(protocol)}
+    return {**fingerprints, "protocol": protocol, "method": resolved.spec.method, "params": to_jsonable(resolved.method_config)}
+
+
+def protocol_components(resolved: Resolved, input_shape: tuple[int, ...], split_fp: str, init_fp: str) -> dict[str, Any]:
+    """What every method of a comparison shares for this seed (not the method): the protocol fingerprint's input."""
+    return {
+        "dataset": resolved.info.name,
+        "dataset_options": resolved.spec.dataset_options,
+        "input_shape": input_shape,
+        "split": split_fp,
+        "model": resolved.model,
+        "model_options": resolved.spec.model_options,
+        "init": init_fp,
+        "optimizer": "adam",
+        "device_type": resolved.device.type,  # batch permutations are drawn on the device: CPU and CUDA streams differ
+        "protocol": protocol_fields(resolved.protocol, resolved.device),
+        **({"world_size": resolved.world_size} if resolved.world_size > 1 else {}),  # one process: as before processes counted
+    }
 
 
 def protocol_streams(dd: DeviceData, p: ProtocolConfig, modality: str, device: torch.device) -> dict:
