@@ -27,7 +27,7 @@ def group_figures(group: Group, out: Path) -> list[tuple]:
     blocks = [("img", os.path.relpath(path, out), f"{group.name}: validation accuracy against step, mean ± std over seeds")]
     for i, grid in enumerate(heatmap_grids(group)):
         path = heatmap(grid, out / "figures" / f"heatmap-{group.name}-{i + 1}.png")
-        caption = f"{group.name} {grid['title']} ({grid['model']}): test accuracy at best validation (%) over α × β, mean over seeds (n per cell)"
+        caption = f"{group.name} {grid['title']} ({grid['model']}): test accuracy at best validation (%) over α × β, mean over seeds as in the table (n per cell)"
         blocks.append(("img", os.path.relpath(path, out), caption))
     return blocks
 
