@@ -202,6 +202,7 @@ def test_collapsed_and_diverged_runs_count_against_their_method(tmp_path):
     assert f"{diverged.name} diverged at step 50: diverged for the test (no test_acc or test_acc_last recorded: counted as 0 %)" in warning
     assert f"`{damaged}`: damaged record: result.json: test_acc" in md
     assert "| P1 | entmin | tinycnn | 2 of 3 · 1 collapsed | 64.00 ±" in result.stdout
+    assert "*P1: validation accuracy against step, mean ± std over seeds (healthy runs only: a collapsed or diverged run may have stopped early)*" in md
 
     # report.html shows the same table
     md_rows, html_rows = results_tables(md, page)
