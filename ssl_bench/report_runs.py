@@ -116,7 +116,7 @@ def collect(dirs: Iterable[Path]) -> tuple[list[Run], list[Skipped]]:
                     skipped.append(Skipped(run_dir, f"failed: {error}" if error else "incomplete: no result.json (interrupted or still running)"))
                     continue
                 run = Run(run_dir, read_record(config_path), read_record(run_dir / records.RESULT))
-                flagged = flag_of(run.result) is not None  # a flagged run may have no accuracy
+                flagged = isinstance(run.result.get("health"), dict) and flag_of(run.result) is not None  # then it may have no accuracy
                 missing = [k for k in REQUIRED if k not in run.result and not (flagged and k in MEASURED)]
                 missing += [k for k in ("dataset", "protocol") if k not in run.config]
                 if missing:
