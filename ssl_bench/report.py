@@ -156,6 +156,8 @@ def provenance_blocks(runs: list[Run], groups: list[Group], skipped: list[Skippe
     def counted(values) -> str:
         return ", ".join(f"{v} ({n} runs)" for v, n in sorted(Counter(map(str, values)).items()))
 
+    failed = [r for r in runs if r.failed]
+    runs = [r for r in runs if not r.failed]  # the runs with result.json: what made them
     blocks: list[tuple] = [("h", 2, "Provenance")]
     blocks.append(("ul", [
         f"ssl-bench: {counted(r.result.get('versions', {}).get('ssl_bench') for r in runs)}",
@@ -169,11 +171,14 @@ def provenance_blocks(runs: list[Run], groups: list[Group], skipped: list[Skippe
     blocks.append(("code", command))
     table = []
     for g in groups:
-        for seed in sorted({r.seed for r in g.runs}):
-            of_seed = [r for r in g.runs if r.seed == seed]
+        for seed in sorted({r.seed for r in g.runs if not r.failed}):
+            of_seed = [r for r in g.runs if r.seed == seed and not r.failed]
             table.append([g.name, str(seed), counted(r.fingerprint for r in of_seed), counted(r.result.get("split_fingerprint") for r in of_seed)])
     blocks.append(("p", "Protocol fingerprints per group and seed (one per seed: every method of a seed saw the same split, initial weights and batches):"))
     blocks.append(("table", ["group", "seed", "protocol fingerprint", "split fingerprint"], table))
+    if failed:
+        blocks.append(("p", f"Runs stopped by a non-finite loss (failed.json, no result.json; in the tables as diverged, at 0 %): {len(failed)}"))
+        blocks.append(("ul", [f"`{r.path}`: {r.result['health']['detail']}" for r in failed]))
     if skipped:
         blocks.append(("p", f"Skipped run folders (not averaged): {len(skipped)}"))
         blocks.append(("ul", [f"`{s.path}`: {s.reason}" for s in skipped]))
@@ -201,7 +206,7 @@ def build_report(dirs: list[Path], out: Path, *, baseline: str = "supervised", r
     if flagged:
         warnings.insert(0, f"{len(flagged)} run(s) collapsed or diverged; they count in the tables' means and Δ at their "
                         "measured test accuracy (a run without one as 0 %), and only the column “healthy seeds only” leaves them out: "
-                        + "; ".join(f"{r.path.name} {r.flag}" + (f" (no {' or '.join(r.unmeasured)} recorded: counted as 0 %)" if r.unmeasured else "")
+                        + "; ".join(f"{r.path.name} {r.flag}" + (" (no result.json: counted as 0 %)" if r.failed else f" (no {' or '.join(r.unmeasured)} recorded: counted as 0 %)" if r.unmeasured else "")
                                     for r in flagged))
     if not any(row.method == baseline for g in groups for row in g.rows):
         warnings.append(f"no runs of the baseline {baseline!r}, so no paired differences; choose another with --baseline")
@@ -234,7 +239,7 @@ def counted_columns(groups: list[Group]) -> dict[Path, dict[str, Any]]:
             counted = {k: row.counted(k) for k, _ in ACCURACIES}
             for run in [*row.runs.values(), *row.duplicates]:
                 used = row.runs.get(run.seed) is run
-                out[run.path] = {"group": group.name, "row": row.label, "status": run.status, "in_means": used, "in_healthy_means": used and not run.flag}
+                out[run.path] = {"group": group.name, "row": row.label, "status": run.status, "failed": run.failed, "in_means": used, "in_healthy_means": used and not run.flag}
                 out[run.path] |= {f"{k}_in_means": v[run.seed] if used and run.seed in v else None for k, v in counted.items() if v}
     return out
 
@@ -264,10 +269,11 @@ def report_blocks(runs: list[Run], groups: list[Group], warnings: list[str], ski
     (out / "figures").mkdir(parents=True, exist_ok=True)
 
     blocks: list[tuple] = [("h", 1, "ssl-bench report")]
-    flagged = sum(1 for r in runs if r.flag)
+    flagged, failed = sum(1 for r in runs if r.flag), sum(1 for r in runs if r.failed)
+    failed_note = f" and {failed} run(s) stopped by a non-finite loss" if failed else ""
     flagged_note = f", {flagged} of them collapsed or diverged (see Warnings)" if flagged else ""
-    skipped_note = f"; {len(skipped)} run folder(s) skipped as incomplete, failed or damaged (listed under Provenance)" if skipped else ""
-    blocks.append(("p", f"{len(runs)} complete run(s) in {len(groups)} protocol group(s){flagged_note}{skipped_note}."))
+    skipped_note = f"; {len(skipped)} run folder(s) skipped as incomplete or damaged (listed under Provenance)" if skipped else ""
+    blocks.append(("p", f"{len(runs) - failed} complete run(s){failed_note} in {len(groups)} protocol group(s){flagged_note}{skipped_note}."))
     if warnings:
         blocks += [("h", 2, "Warnings"), ("ul", warnings)]
     blocks += [("h", 2, "Results"), ("p", STATS_NOTE.format(baseline=baseline))]

@@ -133,7 +133,7 @@ def heatmap(grid: dict[str, Any], path: Path) -> Path:
 
 
 def reconstruction_blocks(groups: list[Group], out: Path, data_dir: str | None, enabled: bool) -> list[tuple]:
-    """A reconstruction figure per row of a reconstruction method (its lowest seed), or a note saying why not.
+    """A reconstruction figure per row of a reconstruction method (its lowest healthy seed), or a note saying why not.
 
     Drawn by `ssl_bench.reconstruct.save_reconstruction_figure`, which is optional: if it is missing or
     fails, the report says so and is written anyway.
@@ -149,7 +149,11 @@ def reconstruction_blocks(groups: list[Group], out: Path, data_dir: str | None, 
     except Exception as exc:  # ImportError, or an error inside the optional module
         return blocks + [("p", f"Reconstruction figures are unavailable: cannot import `ssl_bench.reconstruct` ({type(exc).__name__}: {exc}).")]
     for group, row in rows:
-        run = row.runs[min(row.runs)]
+        healthy = [r for _, r in sorted(row.runs.items()) if not r.flag]
+        if not healthy:
+            blocks.append(("p", f"{group.name} {row.label}: no reconstruction figure (every run collapsed or diverged)."))
+            continue
+        run = healthy[0]
         try:
             path = Path(save_reconstruction_figure(run.path, out / "figures" / f"reconstruction-{run.path.name}.png", data_dir=data_dir))
         except Exception as exc:  # one failing run does not stop the report

@@ -90,10 +90,12 @@ def split_by_fingerprint(runs: list[Run]) -> list[list[Run]]:
 
     Runs with one fingerprint stay together; across seeds, runs are linked by the code that made them
     (ssl-bench version, torch version, git commit), since fingerprints of different seeds always differ.
+    A failed run has no fingerprint: it joins the first part that has its seed (else the first part).
     """
     cells: dict[tuple[int, str], list[Run]] = defaultdict(list)
     for run in runs:
-        cells[run.seed, run.fingerprint].append(run)
+        if run.fingerprint is not None:
+            cells[run.seed, run.fingerprint].append(run)
     if len(cells) == len({seed for seed, _ in cells}):
         return [runs]
     parts: list[dict[str, Any]] = []  # {"seeds": set, "codes": set, "runs": list}
@@ -106,6 +108,9 @@ def split_by_fingerprint(runs: list[Run]) -> list[list[Run]]:
         part["seeds"].add(seed)
         part["codes"] |= codes
         part["runs"] += cell
+    for run in runs:
+        if run.fingerprint is None:
+            next((p for p in parts if run.seed in p["seeds"]), parts[0])["runs"].append(run)
     return [p["runs"] for p in parts]
 
 
@@ -133,7 +138,7 @@ def make_groups(runs: list[Run], baseline: str) -> tuple[list[Group], list[str]]
             warnings += [f"{group.name}: {w}" for w in dup]
             groups.append(group)
         if len(parts) > 1:
-            seeds = sorted({r.seed for r in members if len({m.fingerprint for m in members if m.seed == r.seed}) > 1})
+            seeds = sorted({r.seed for r in members if len({m.fingerprint for m in members if m.seed == r.seed} - {None}) > 1})
             warnings.append(
                 f"{describe_section(key)}, {key['model']}: runs of seed {', '.join(map(str, seeds))} carry different protocol "
                 f"fingerprints (different split, initial weights or batches, e.g. made by different code); they are shown "

@@ -4,7 +4,9 @@ Every record a report reads is checked before it is used (JSON objects, field ty
 [0, 1], params); a damaged record skips its run with the file and the problem named. A run flagged by the
 health check (collapsed or diverged) is a complete run like any other, and counts in the report's means
 at its measured accuracy; it may lack a test accuracy (missing, null or NaN in result.json), which only
-a flagged run may: `measured` says which it has. Used by ssl_bench.report.
+a flagged run may: `measured` says which it has. A run that failed with a non-finite loss (`failed.json`,
+no result.json) diverged too: it is read from its config.json as a diverged run without accuracy
+(`Run.failed`), so that it counts against its method as well. Used by ssl_bench.report.
 """
 
 from __future__ import annotations
@@ -40,14 +42,16 @@ METRICS_TYPES = {"step": int, "val_acc": Accuracy}  # what it reads from each me
 class Run:
     path: Path
     config: dict[str, Any]
-    result: dict[str, Any]
+    result: dict[str, Any]  # result.json; for a failed run, what its config.json and failed.json say (`failed_result`)
+    failed: bool = False  # no result.json: a non-finite loss stopped it (failed.json)
 
     @property
     def seed(self) -> int:
         return self.result["seed"]
 
     @property
-    def fingerprint(self) -> str:
+    def fingerprint(self) -> str | None:
+        """The protocol fingerprint; None for a failed run (it is computed with the result)."""
         return self.result["protocol_fingerprint"]
 
     @property
@@ -113,7 +117,11 @@ def collect(dirs: Iterable[Path]) -> tuple[list[Run], list[Skipped]]:
             try:
                 if not records.is_complete(run_dir):
                     error = failure_of(run_dir)
-                    skipped.append(Skipped(run_dir, f"failed: {error}" if error else "incomplete: no result.json (interrupted or still running)"))
+                    run = failed_run(run_dir, error) if error else None
+                    if run is None:
+                        skipped.append(Skipped(run_dir, f"failed: {error}" if error else "incomplete: no result.json (interrupted or still running)"))
+                    else:
+                        runs.append(run)
                     continue
                 run = Run(run_dir, read_record(config_path), read_record(run_dir / records.RESULT))
                 flagged = isinstance(run.result.get("health"), dict) and flag_of(run.result) is not None  # then it may have no accuracy
@@ -133,6 +141,23 @@ def collect(dirs: Iterable[Path]) -> tuple[list[Run], list[Skipped]]:
                 continue
             runs.append(run)
     return runs, skipped
+
+
+def failed_run(run_dir: Path, error: str) -> Run | None:
+    """A run stopped by a non-finite loss as a diverged run without accuracy, from its config.json (None
+    when that lacks what a table row needs: then it is only listed as skipped)."""
+    config = read_record(run_dir / records.CONFIG)
+    check_fields(config, CONFIG_TYPES, run_dir / records.CONFIG)
+    seed = config.get("protocol", {}).get("seed")
+    if not (isinstance(config.get("method"), str) and isinstance(config.get("model"), str) and isinstance(seed, int) and "dataset" in config):
+        return None
+    step = read_record(run_dir / records.FAILED).get("step")
+    result = {
+        "method": config["method"], "params": config.get("params") or {}, "model": config["model"], "seed": seed,
+        "health": {"status": "diverged", "step": step, "detail": error}, "protocol_fingerprint": None,
+    }
+    check_params(result["params"], run_dir / records.CONFIG)
+    return Run(run_dir, config, result, failed=True)
 
 
 def read_record(path: Path) -> dict[str, Any]:

@@ -154,9 +154,10 @@ def mean_std(xs: list[float]) -> str:
     return f"{m:.2f} ± " + (f"{math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)):.2f}" if len(xs) > 1 else "–")
 
 
-def test_collapsed_and_diverged_runs_count_against_their_method(tmp_path):
-    """A flagged run is in the means and Δ at its measured accuracy (0 % when it recorded none), and out of
-    the "healthy seeds only" column; report.md, report.html and results.csv say the same."""
+def test_collapsed_and_diverged_runs_count_against_their_method(tmp_path, monkeypatch):
+    """A flagged run is in the means and Δ at its measured accuracy (0 % when it recorded none, or failed
+    with a non-finite loss), and out of the "healthy seeds only" column; report.md, report.html and
+    results.csv say the same."""
     root = tmp_path / "runs"
     for seed, best, last in [(0, 0.80, 0.79), (1, 0.84, 0.83), (2, 0.88, 0.90)]:
         write_run(root, "supervised", seed, best, last)
@@ -169,6 +170,8 @@ def test_collapsed_and_diverged_runs_count_against_their_method(tmp_path):
     write_run(root, "pimodel", 2, 0.94, 0.95)
     flag(write_run(root, "dninv", 0, 0.11), "collapsed")
     flag(write_run(root, "dninv", 1, 0.10), "diverged")
+    failed = write_run(root, "dninv", 2, None)  # a non-finite loss: failed.json, no result.json
+    (failed / "failed.json").write_text(json.dumps({"error": "non-finite loss at step 3 of dninv: loss=nan", "step": 3}))
     out = tmp_path / "report"
     result = report(root, "--out", out, "--no-reconstructions")
     assert result.exit_code == 0, result.output
@@ -192,14 +195,17 @@ def test_collapsed_and_diverged_runs_count_against_their_method(tmp_path):
     assert pi[d_best] == ci(-24.0, T975[2] * math.sqrt(2700) / math.sqrt(3), 3) == "-24.00 [-153.08, +105.08] (n=3)"  # 6, -84, 6
     assert pi[d_last] == ci(-24.0, T975[2] * math.sqrt(2611) / math.sqrt(3), 3)  # 6, -83, 5
     dn = table_cells(md, "P1", "dninv")
-    assert (dn["seeds"], dn[best], dn[healthy]) == ("0 of 2 · 1 collapsed · 1 diverged", f"10.50 ± {math.sqrt(0.5):.2f}", "– (none healthy)")
-    assert dn[d_best] == ci(-71.5, T975[1] * math.sqrt(12.5) / math.sqrt(2), 2)  # -69, -74
+    assert dn["seeds"] == "0 of 3 · 1 collapsed · 2 diverged (1 without accuracy: 0 %)"
+    assert (dn[best], dn[healthy]) == (f"7.00 ± {math.sqrt(37):.2f}", "– (none healthy)")  # 11, 10, 0: deviations 4, 3, -7
+    assert dn[d_best] == ci(-77.0, T975[2] * math.sqrt(97) / math.sqrt(3), 3)  # -69, -74, -88
 
     # said above the tables, never silently dropped; the healthy run without accuracy is damaged, not 0 %
-    assert "11 complete run(s) in 1 protocol group(s), 4 of them collapsed or diverged (see Warnings)" in md
+    assert "11 complete run(s) and 1 run(s) stopped by a non-finite loss in 1 protocol group(s), 5 of them collapsed or diverged (see Warnings)" in md
     warning = md.split("## Warnings")[1].split("##")[0]
-    assert "4 run(s) collapsed or diverged" in warning and f"{collapsed.name} collapsed at step 50" in warning
+    assert "5 run(s) collapsed or diverged" in warning and f"{collapsed.name} collapsed at step 50" in warning
     assert f"{diverged.name} diverged at step 50: diverged for the test (no test_acc or test_acc_last recorded: counted as 0 %)" in warning
+    assert f"{failed.name} diverged at step 3: non-finite loss at step 3 of dninv: loss=nan (no result.json: counted as 0 %)" in warning
+    assert f"`{failed}`: non-finite loss at step 3 of dninv: loss=nan" in md.split("## Provenance")[1]
     assert f"`{damaged}`: damaged record: result.json: test_acc" in md
     assert "| P1 | entmin | tinycnn | 2 of 3 · 1 collapsed | 64.00 ±" in result.stdout
     assert "*P1: validation accuracy against step, mean ± std over seeds (healthy runs only: a collapsed or diverged run may have stopped early)*" in md
@@ -213,7 +219,7 @@ def test_collapsed_and_diverged_runs_count_against_their_method(tmp_path):
 
     with open(out / "results.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 11 and all(r["in_means"] == "True" for r in rows)
+    assert len(rows) == 12 and all(r["in_means"] == "True" for r in rows)
     by_row: dict[str, list[dict]] = {}
     for r in rows:
         by_row.setdefault(r["row"], []).append(r)
@@ -236,6 +242,14 @@ def test_collapsed_and_diverged_runs_count_against_their_method(tmp_path):
             assert cell[d_best] == ci(m, half, len(diffs))
     diverged_row = next(r for r in rows if r["run_folder"] == str(diverged))
     assert (diverged_row["status"], diverged_row["test_acc"], diverged_row["test_acc_last"], diverged_row["test_acc_in_means"]) == ("diverged", "nan", "", "0.0")
+    failed_row = next(r for r in rows if r["run_folder"] == str(failed))
+    assert (failed_row["status"], failed_row["failed"], failed_row["seed"], failed_row["test_acc"], failed_row["test_acc_in_means"]) == ("diverged", "True", "2", "", "0.0")
+
+    # no reconstruction is drawn from a collapsed or diverged run
+    calls = []
+    monkeypatch.setitem(sys.modules, "ssl_bench.reconstruct", types.SimpleNamespace(save_reconstruction_figure=lambda *a, **k: calls.append(a)))
+    assert report(root, "--out", tmp_path / "with-figures").exit_code == 0
+    assert calls == [] and "P1 dninv: no reconstruction figure (every run collapsed or diverged)." in (tmp_path / "with-figures" / "report.md").read_text()
 
 
 def test_heatmap_grid_and_learning_curve_numbers(runs):
@@ -261,6 +275,8 @@ def test_mismatched_fingerprints_are_separate_groups_with_a_warning(tmp_path):
             for method, shift in [("supervised", 0.0), ("entmin", 0.02)]:
                 write_run(root, method, seed, acc + shift, commit=commit, fingerprint=f"fp-{commit}-s{seed}")
     write_run(root, "pimodel", 0, 0.99, commit="ccc", fingerprint="fp-aaa-s0")  # other code, same protocol as aaa's seed 0
+    failed = write_run(root, "pseudolabel", 1, None)  # stopped by a non-finite loss: no fingerprint, joins the first part with seed 1
+    (failed / "failed.json").write_text(json.dumps({"error": "non-finite loss at step 3", "step": 3}))
     out = tmp_path / "report"
     result = report(root, "--out", out, "--no-reconstructions")
     assert result.exit_code == 0, result.output
@@ -273,6 +289,8 @@ def test_mismatched_fingerprints_are_separate_groups_with_a_warning(tmp_path):
     assert table_cells(md, "P2", "entmin")["Δ vs supervised @ best val (pp)"] == "+2.00 [+2.00, +2.00] (n=2)"
     assert table_cells(md, "P1", "pimodel")["Δ vs supervised @ best val (pp)"] == "+9.00 (n=1, no CI)"
     assert "P2 | pimodel" not in md
+    assert table_cells(md, "P1", "pseudolabel")["seeds"] == "0 of 1 · 1 diverged (1 without accuracy: 0 %)" and "P2 | pseudolabel" not in md
+    assert "runs of seed 0, 1 carry different protocol fingerprints" in md  # the failed run's missing fingerprint is no conflict
 
 
 def test_empty_and_incomplete_folders_give_a_clear_error(tmp_path):
