@@ -1,4 +1,4 @@
-"""Run folders as a report reads them: complete runs, and the skipped ones with the reason.
+"""Run folders as a report reads them: complete (and failed) runs, and the skipped ones with the reason.
 
 Every record a report reads is checked before it is used (JSON objects, field types, finite accuracies in
 [0, 1], params); a damaged record skips its run with the file and the problem named. A run flagged by the
@@ -42,7 +42,7 @@ METRICS_TYPES = {"step": int, "val_acc": Accuracy}  # what it reads from each me
 class Run:
     path: Path
     config: dict[str, Any]
-    result: dict[str, Any]  # result.json; for a failed run, what its config.json and failed.json say (`failed_result`)
+    result: dict[str, Any]  # result.json; for a failed run, what its config.json and failed.json say (`failed_run`)
     failed: bool = False  # no result.json: a non-finite loss stopped it (failed.json)
 
     @property
