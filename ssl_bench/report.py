@@ -26,7 +26,7 @@ from ssl_bench.config import check_output_folder
 from ssl_bench.errors import UserError
 from ssl_bench.protocol import LATER_FIELDS
 from ssl_bench.report_csv import write_results_csv
-from ssl_bench.report_groups import Group, describe_section, is_u_model, make_groups
+from ssl_bench.report_groups import Group, Row, describe_section, is_u_model, make_groups
 from ssl_bench.report_render import markdown, to_html
 from ssl_bench.report_runs import Run, Skipped, collect
 from ssl_bench.stats import paired_difference, summarize
@@ -38,13 +38,18 @@ ACCURACIES = (  # result key, column title; the per-recording ones only where ru
     ("test_acc_recording_last", "per recording @ last step (%)"),
 )
 DELTAS = (("test_acc", "best val"), ("test_acc_last", "last step"))  # paired differences to the baseline
+HEALTHY = "healthy seeds only: best val / last step (%)"  # a column of sections with a collapsed or diverged run
 U_MODEL_NOTE = "† our interpretation of the paper's inhibitor (\"U\") networks, which the paper does not define (SPEC §3)"
 STATS_NOTE = (
-    "Accuracies in percent: mean ± sample standard deviation (n − 1 denominator; – for one seed) over n seeds. "
-    "Δ: paired difference to the baseline `{baseline}` of the same protocol group on the seeds both have, in "
-    "percentage points, mean [95 % confidence interval] = mean ± t₀.₉₇₅,ₙ₋₁ · sd / √n (Student t, n − 1 degrees "
-    "of freedom; no interval for n < 2). Test accuracy is read at the best validation checkpoint and at the last "
-    "step; the test set never selects a checkpoint."
+    "Accuracies in percent: mean ± sample standard deviation (n − 1 denominator; – for one seed) over all seeds "
+    "of a row, runs that collapsed or diverged included at their measured test accuracy (usually near chance; "
+    "one that recorded no accuracy counts as 0 %). seeds: the healthy runs of all, then how many collapsed or "
+    "diverged (`2 of 3 · 1 collapsed`). Where a run of the section is flagged, the column “healthy seeds only” "
+    "gives the means without the flagged runs. Δ: paired difference to the baseline `{baseline}` of the same "
+    "protocol group on every seed both have, flagged runs of either included as in the means, so both methods "
+    "are compared on the same seeds; in percentage points, mean [95 % confidence interval] = mean ± "
+    "t₀.₉₇₅,ₙ₋₁ · sd / √n (Student t, n − 1 degrees of freedom; no interval for n < 2). Test accuracy is read "
+    "at the best validation checkpoint and at the last step; the test set never selects a checkpoint."
 )
 
 # SPEC §6: the paper's numbers (accuracy %, test set), shown beside ours and never mixed with them.
@@ -91,18 +96,37 @@ def describe_protocol(key: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def seeds_cell(row: Row) -> str:
+    """`3 of 3`, `2 of 3 · 1 collapsed`: healthy runs of all, then the flagged ones by status."""
+    parts = [f"{len(row.runs) - len(row.flagged)} of {len(row.runs)}"]
+    for status, n in sorted(Counter(r.status for r in row.flagged).items()):
+        unmeasured = sum(1 for r in row.flagged if r.status == status and r.unmeasured)
+        parts.append(f"{n} {status}" + (f" ({unmeasured} without accuracy: 0 %)" if unmeasured else ""))
+    return " · ".join(parts)
+
+
+def healthy_cell(row: Row) -> str:
+    """Mean ± std at best val / at the last step over the healthy runs of `row` (the column HEALTHY)."""
+    if not row.flagged:
+        return "all healthy"
+    stats = [summarize(row.values(k, healthy_only=True).values()) for k, _ in DELTAS]
+    return " / ".join(map(str, stats)) if all(stats) else "– (none healthy)"
+
+
 def results_table(groups: list[Group], baseline: str) -> tuple[list[str], list[list[str]]]:
     """The main table of one dataset × labels section: a row per (group, method + params, model)."""
     accs = [(k, t) for k, t in ACCURACIES if any(r.result.get(k) is not None for g in groups for r in g.runs)]
-    headers = ["protocol", "method", "model", "n"] + [t for _, t in accs]
+    flagged = any(row.flagged for g in groups for row in g.rows)
+    headers = ["protocol", "method", "model", "seeds"] + [t for _, t in accs] + ([HEALTHY] if flagged else [])
     headers += [f"Δ vs {baseline} @ {when} (pp)" for _, when in DELTAS]
     rows = []
     for group in groups:
         base = next((r for r in group.rows if r.method == baseline), None)
         for row in group.rows:
             model = row.model + (" †" if is_u_model(row.model) else "")
-            cells = [group.name, row.label, model, str(len(row.runs))]
+            cells = [group.name, row.label, model, seeds_cell(row)]
             cells += [str(summarize(row.values(k).values()) or "–") for k, _ in accs]
+            cells += [healthy_cell(row)] if flagged else []
             for k, _ in DELTAS:
                 if row is base:
                     cells.append("(baseline)")
@@ -132,6 +156,8 @@ def provenance_blocks(runs: list[Run], groups: list[Group], skipped: list[Skippe
     def counted(values) -> str:
         return ", ".join(f"{v} ({n} runs)" for v, n in sorted(Counter(map(str, values)).items()))
 
+    failed = [r for r in runs if r.failed]
+    runs = [r for r in runs if not r.failed]  # the runs with result.json: what made them
     blocks: list[tuple] = [("h", 2, "Provenance")]
     blocks.append(("ul", [
         f"ssl-bench: {counted(r.result.get('versions', {}).get('ssl_bench') for r in runs)}",
@@ -145,11 +171,14 @@ def provenance_blocks(runs: list[Run], groups: list[Group], skipped: list[Skippe
     blocks.append(("code", command))
     table = []
     for g in groups:
-        for seed in sorted({r.seed for r in g.runs}):
-            of_seed = [r for r in g.runs if r.seed == seed]
+        for seed in sorted({r.seed for r in g.runs if not r.failed}):
+            of_seed = [r for r in g.runs if r.seed == seed and not r.failed]
             table.append([g.name, str(seed), counted(r.fingerprint for r in of_seed), counted(r.result.get("split_fingerprint") for r in of_seed)])
     blocks.append(("p", "Protocol fingerprints per group and seed (one per seed: every method of a seed saw the same split, initial weights and batches):"))
     blocks.append(("table", ["group", "seed", "protocol fingerprint", "split fingerprint"], table))
+    if failed:
+        blocks.append(("p", f"Runs stopped by a non-finite loss (failed.json, no result.json; in the tables as diverged, at 0 %): {len(failed)}"))
+        blocks.append(("ul", [f"`{r.path}`: {r.result['health']['detail']}" for r in failed]))
     if skipped:
         blocks.append(("p", f"Skipped run folders (not averaged): {len(skipped)}"))
         blocks.append(("ul", [f"`{s.path}`: {s.reason}" for s in skipped]))
@@ -173,10 +202,12 @@ def build_report(dirs: list[Path], out: Path, *, baseline: str = "supervised", r
             found = f"found {len(skipped)} run folders, none complete and readable ({shown})"
         raise UserError(f"nothing to report under {where}: {found}; make runs with `ssl-bench run …` or `ssl-bench sweep …` (a sweep resumes unfinished runs) and pass their --out folder")
     groups, warnings = make_groups(runs, baseline)
-    flagged = [s for s in skipped if s.flagged]
+    flagged = [r for r in runs if r.flag]
     if flagged:
-        warnings.insert(0, f"{len(flagged)} run(s) collapsed or diverged and are left out of every table and mean: "
-                        + "; ".join(f"{s.path.name} {s.reason.removeprefix('flagged, ')}" for s in flagged))
+        warnings.insert(0, f"{len(flagged)} run(s) collapsed or diverged; they count in the tables' means and Δ at their "
+                        "measured test accuracy (a run without one as 0 %), and only the column “healthy seeds only” leaves them out: "
+                        + "; ".join(f"{r.path.name} {r.flag}" + (" (no result.json: counted as 0 %)" if r.failed else f" (no {' or '.join(r.unmeasured)} recorded: counted as 0 %)" if r.unmeasured else "")
+                                    for r in flagged))
     if not any(row.method == baseline for g in groups for row in g.rows):
         warnings.append(f"no runs of the baseline {baseline!r}, so no paired differences; choose another with --baseline")
     command = command or shlex.join(["ssl-bench", "report", *map(str, dirs), "--out", str(out)])
@@ -190,13 +221,27 @@ def build_report(dirs: list[Path], out: Path, *, baseline: str = "supervised", r
         blocks = report_blocks(runs, groups, warnings, skipped, baseline, tmp, data_dir, reconstructions, command)
         (tmp / "report.md").write_text(markdown(blocks), encoding="utf-8")
         (tmp / "report.html").write_text(to_html(blocks, tmp, "ssl-bench report"), encoding="utf-8")
-        write_results_csv(tmp / "results.csv", [(r.path, r.result, True) for r in runs] + [(s.path, s.result, False) for s in flagged])
+        counted = counted_columns(groups)
+        write_results_csv(tmp / "results.csv", [(r.path, counted[r.path], r.result) for r in runs])
         move_into(tmp, out)
     except OSError as exc:  # disk full, no permission: nothing of this report is left in `out`
         raise UserError(f"cannot write the report in {out}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Report(groups, warnings, skipped, "\n".join(markdown(t) for t in section_tables(groups, baseline)), out / "report.md", out / "report.html")
+
+
+def counted_columns(groups: list[Group]) -> dict[Path, dict[str, Any]]:
+    """Per run folder, how the tables count the run: results.csv's columns before the result's own."""
+    out: dict[Path, dict[str, Any]] = {}
+    for group in groups:
+        for row in group.rows:
+            counted = {k: row.counted(k) for k, _ in ACCURACIES}
+            for run in [*row.runs.values(), *row.duplicates]:
+                used = row.runs.get(run.seed) is run
+                out[run.path] = {"group": group.name, "row": row.label, "status": run.status, "failed": run.failed, "in_means": used, "in_healthy_means": used and not run.flag}
+                out[run.path] |= {f"{k}_in_means": v[run.seed] if used and run.seed in v else None for k, v in counted.items() if v}
+    return out
 
 
 def move_into(tmp: Path, out: Path) -> None:
@@ -224,8 +269,11 @@ def report_blocks(runs: list[Run], groups: list[Group], warnings: list[str], ski
     (out / "figures").mkdir(parents=True, exist_ok=True)
 
     blocks: list[tuple] = [("h", 1, "ssl-bench report")]
-    skipped_note = f"; {len(skipped)} run folder(s) skipped as incomplete, damaged or flagged (listed under Provenance)" if skipped else ""
-    blocks.append(("p", f"{len(runs)} complete run(s) in {len(groups)} protocol group(s){skipped_note}."))
+    flagged, failed = sum(1 for r in runs if r.flag), sum(1 for r in runs if r.failed)
+    failed_note = f" and {failed} run(s) stopped by a non-finite loss" if failed else ""
+    flagged_note = f", {flagged} of them collapsed or diverged (see Warnings)" if flagged else ""
+    skipped_note = f"; {len(skipped)} run folder(s) skipped as incomplete or damaged (listed under Provenance)" if skipped else ""
+    blocks.append(("p", f"{len(runs) - failed} complete run(s){failed_note} in {len(groups)} protocol group(s){flagged_note}{skipped_note}."))
     if warnings:
         blocks += [("h", 2, "Warnings"), ("ul", warnings)]
     blocks += [("h", 2, "Results"), ("p", STATS_NOTE.format(baseline=baseline))]

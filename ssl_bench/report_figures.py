@@ -24,10 +24,13 @@ LINESTYLES = ("-", "--", ":", "-.")
 def group_figures(group: Group, out: Path) -> list[tuple]:
     """The learning curves of `group` and its heat maps, written under `out`/figures/."""
     path = learning_curves(group, out / "figures" / f"curves-{group.name}.png")
-    blocks = [("img", os.path.relpath(path, out), f"{group.name}: validation accuracy against step, mean ± std over seeds")]
+    caption = f"{group.name}: validation accuracy against step, mean ± std over seeds"
+    if any(row.flagged for row in group.rows):
+        caption += " (healthy runs only: a collapsed or diverged run may have stopped early)"
+    blocks = [("img", os.path.relpath(path, out), caption)]
     for i, grid in enumerate(heatmap_grids(group)):
         path = heatmap(grid, out / "figures" / f"heatmap-{group.name}-{i + 1}.png")
-        caption = f"{group.name} {grid['title']} ({grid['model']}): test accuracy at best validation (%) over α × β, mean over seeds (n per cell)"
+        caption = f"{group.name} {grid['title']} ({grid['model']}): test accuracy at best validation (%) over α × β, mean over seeds as in the table (n per cell)"
         blocks.append(("img", os.path.relpath(path, out), caption))
     return blocks
 
@@ -85,15 +88,18 @@ def _figure(width: float, height: float):
 
 
 def learning_curves(group: Group, path: Path) -> Path:
-    """Validation accuracy (%) against step for each row of `group`: mean over seeds, ± std shaded."""
+    """Validation accuracy (%) against step for each row of `group`: mean over its healthy seeds, ± std
+    shaded. (A collapsed or diverged run may have stopped early, and a curve is drawn only at the steps
+    every run logged.)"""
     fig = _figure(7, 4.2)
     ax = fig.add_subplot()
     for i, row in enumerate(group.rows):
-        steps, mean, std = mean_curve(row.runs.values())
+        healthy = [r for r in row.runs.values() if not r.flag]
+        steps, mean, std = mean_curve(healthy)
         if not steps:
             continue
-        (line,) = ax.plot(steps, mean, LINESTYLES[(i // 10) % len(LINESTYLES)], label=f"{row.label} (n={len(row.runs)})")
-        if len(row.runs) > 1:
+        (line,) = ax.plot(steps, mean, LINESTYLES[(i // 10) % len(LINESTYLES)], label=f"{row.label} (n={len(healthy)})")
+        if len(healthy) > 1:
             ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=line.get_color(), alpha=0.15, linewidth=0)
     labels = "all" if group.key["labels"] is None else group.key["labels"]
     ax.set(xlabel="step", ylabel="validation accuracy (%)", title=f"{group.name}: {group.key['dataset']}, {labels} labels, {group.key['model']}")
@@ -127,7 +133,7 @@ def heatmap(grid: dict[str, Any], path: Path) -> Path:
 
 
 def reconstruction_blocks(groups: list[Group], out: Path, data_dir: str | None, enabled: bool) -> list[tuple]:
-    """A reconstruction figure per row of a reconstruction method (its lowest seed), or a note saying why not.
+    """A reconstruction figure per row of a reconstruction method (its lowest healthy seed), or a note saying why not.
 
     Drawn by `ssl_bench.reconstruct.save_reconstruction_figure`, which is optional: if it is missing or
     fails, the report says so and is written anyway.
@@ -143,7 +149,11 @@ def reconstruction_blocks(groups: list[Group], out: Path, data_dir: str | None, 
     except Exception as exc:  # ImportError, or an error inside the optional module
         return blocks + [("p", f"Reconstruction figures are unavailable: cannot import `ssl_bench.reconstruct` ({type(exc).__name__}: {exc}).")]
     for group, row in rows:
-        run = row.runs[min(row.runs)]
+        healthy = [r for _, r in sorted(row.runs.items()) if not r.flag]
+        if not healthy:
+            blocks.append(("p", f"{group.name} {row.label}: no reconstruction figure (every run collapsed or diverged)."))
+            continue
+        run = healthy[0]
         try:
             path = Path(save_reconstruction_figure(run.path, out / "figures" / f"reconstruction-{run.path.name}.png", data_dir=data_dir))
         except Exception as exc:  # one failing run does not stop the report

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ssl_bench import records
-from ssl_bench.report_runs import Run
+from ssl_bench.report_runs import MEASURED, Run, measured
 
 KEY_FIELDS = ("dataset", "dataset_options", "labels", "val_size", "exclude_labeled", "model", "model_options")
 SYMBOLS = {"alpha": "α", "beta": "β", "gamma": "γ", "lambda_": "λ"}
@@ -31,10 +31,34 @@ class Row:
     params: dict[str, Any]
     model: str
     runs: dict[int, Run]  # seed -> run
+    duplicates: list[Run] = field(default_factory=list)  # further runs of a seed in `runs`: not used
 
-    def values(self, key: str) -> dict[int, float]:
-        """Accuracy `key` in percent by seed (seeds whose result lacks the key left out)."""
-        return {s: 100 * r.result[key] for s, r in sorted(self.runs.items()) if r.result.get(key) is not None}
+    def counted(self, key: str, *, healthy_only: bool = False) -> dict[int, float]:
+        """Accuracy `key` (a fraction) by seed, as the report's means count it.
+
+        Every seed, runs flagged as collapsed or diverged included at their measured accuracy; a flagged
+        run that has none (missing, null or NaN) counts as 0, the worst case, if the key is one every run
+        records (MEASURED) or another run of the row has it. `healthy_only`: flagged runs left out. Seeds
+        of healthy runs without the key (no per-recording accuracy) are left out."""
+        applies = key in MEASURED or any(measured(r.result.get(key)) is not None for r in self.runs.values())
+        out = {}
+        for seed, run in sorted(self.runs.items()):
+            value = measured(run.result.get(key))
+            if run.flag and (healthy_only or (value is None and not applies)):
+                continue
+            if value is None and run.flag:
+                value = 0.0  # no accuracy recorded: the worst case, never left out
+            if value is not None:
+                out[seed] = value
+        return out
+
+    def values(self, key: str, *, healthy_only: bool = False) -> dict[int, float]:
+        """`counted` in percent."""
+        return {seed: 100 * v for seed, v in self.counted(key, healthy_only=healthy_only).items()}
+
+    @property
+    def flagged(self) -> list[Run]:
+        return [r for r in self.runs.values() if r.flag]
 
 
 @dataclass
@@ -66,10 +90,12 @@ def split_by_fingerprint(runs: list[Run]) -> list[list[Run]]:
 
     Runs with one fingerprint stay together; across seeds, runs are linked by the code that made them
     (ssl-bench version, torch version, git commit), since fingerprints of different seeds always differ.
+    A failed run has no fingerprint: it joins the first part that has its seed (else the first part).
     """
     cells: dict[tuple[int, str], list[Run]] = defaultdict(list)
     for run in runs:
-        cells[run.seed, run.fingerprint].append(run)
+        if run.fingerprint is not None:
+            cells[run.seed, run.fingerprint].append(run)
     if len(cells) == len({seed for seed, _ in cells}):
         return [runs]
     parts: list[dict[str, Any]] = []  # {"seeds": set, "codes": set, "runs": list}
@@ -82,6 +108,9 @@ def split_by_fingerprint(runs: list[Run]) -> list[list[Run]]:
         part["seeds"].add(seed)
         part["codes"] |= codes
         part["runs"] += cell
+    for run in runs:
+        if run.fingerprint is None:
+            next((p for p in parts if run.seed in p["seeds"]), parts[0])["runs"].append(run)
     return [p["runs"] for p in parts]
 
 
@@ -109,7 +138,7 @@ def make_groups(runs: list[Run], baseline: str) -> tuple[list[Group], list[str]]
             warnings += [f"{group.name}: {w}" for w in dup]
             groups.append(group)
         if len(parts) > 1:
-            seeds = sorted({r.seed for r in members if len({m.fingerprint for m in members if m.seed == r.seed}) > 1})
+            seeds = sorted({r.seed for r in members if len({m.fingerprint for m in members if m.seed == r.seed} - {None}) > 1})
             warnings.append(
                 f"{describe_section(key)}, {key['model']}: runs of seed {', '.join(map(str, seeds))} carry different protocol "
                 f"fingerprints (different split, initial weights or batches, e.g. made by different code); they are shown "
@@ -128,6 +157,7 @@ def make_rows(runs: list[Run], baseline: str, shown: dict[str, set[str]]) -> tup
         row = rows.setdefault(row_id, Row(row_label(method, params, shown.get(method, set())), method, params, model, {}))
         if run.seed in row.runs:
             warnings.append(f"{row.label}: seed {run.seed} appears twice ({row.runs[run.seed].path} and {run.path}); using the first")
+            row.duplicates.append(run)
             continue
         row.runs[run.seed] = run
     ordered = sorted(rows.items(), key=lambda kv: (kv[1].method != baseline, kv[1].method, kv[0]))

@@ -1,13 +1,18 @@
-"""Run folders as a report reads them: complete runs, and the skipped ones with the reason.
+"""Run folders as a report reads them: complete (and failed) runs, and the skipped ones with the reason.
 
 Every record a report reads is checked before it is used (JSON objects, field types, finite accuracies in
-[0, 1], params); a damaged record skips its run with the file and the problem named, and a run flagged by
-the health check (collapsed or diverged) is skipped and never averaged. Used by ssl_bench.report.
+[0, 1], params); a damaged record skips its run with the file and the problem named. A run flagged by the
+health check (collapsed or diverged) is a complete run like any other, and counts in the report's means
+at its measured accuracy; it may lack a test accuracy (missing, null or NaN in result.json), which only
+a flagged run may: `measured` says which it has. A run that failed with a non-finite loss (`failed.json`,
+no result.json) diverged too: it is read from its config.json as a diverged run without accuracy
+(`Run.failed`), so that it counts against its method as well. Used by ssl_bench.report.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +24,7 @@ from ssl_bench.errors import UserError
 from ssl_bench.health import flag_of
 
 REQUIRED = ("method", "model", "seed", "test_acc", "test_acc_last", "protocol_fingerprint")  # in result.json
+MEASURED = ("test_acc", "test_acc_last")  # required of a healthy run; a flagged run may lack them (missing, null or NaN)
 Accuracy = Annotated[float, Range(0.0, 1.0)]  # a fraction of samples
 RESULT_TYPES = {  # what the report reads from result.json (REQUIRED, and the others where present)
     "method": str, "model": str, "seed": int, "test_acc": Accuracy, "test_acc_last": Accuracy, "protocol_fingerprint": str,
@@ -36,14 +42,16 @@ METRICS_TYPES = {"step": int, "val_acc": Accuracy}  # what it reads from each me
 class Run:
     path: Path
     config: dict[str, Any]
-    result: dict[str, Any]
+    result: dict[str, Any]  # result.json; for a failed run, what its config.json and failed.json say (`failed_run`)
+    failed: bool = False  # no result.json: a non-finite loss stopped it (failed.json)
 
     @property
     def seed(self) -> int:
         return self.result["seed"]
 
     @property
-    def fingerprint(self) -> str:
+    def fingerprint(self) -> str | None:
+        """The protocol fingerprint; None for a failed run (it is computed with the result)."""
         return self.result["protocol_fingerprint"]
 
     @property
@@ -52,15 +60,36 @@ class Run:
         v = self.result.get("versions", {})
         return (v.get("ssl_bench"), v.get("torch"), self.result.get("git_commit"))
 
+    @property
+    def status(self) -> str:
+        """`ok`, or the health check's flag: `collapsed` or `diverged` (ssl_bench.health)."""
+        return (self.result.get("health") or {}).get("status", "ok")
 
+    @property
+    def flag(self) -> str | None:
+        """`"collapsed at step N: …"` for a flagged run, None for a healthy one."""
+        return flag_of(self.result)
+
+    @property
+    def unmeasured(self) -> list[str]:
+        """The keys of MEASURED this (flagged) run has no accuracy for."""
+        return [k for k in MEASURED if measured(self.result.get(k)) is None]
+
+
+def is_unmeasured(value: Any) -> bool:
+    """An accuracy recorded as null or NaN (a missing one is None here too)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def measured(value: Any) -> float | None:
+    """A checked record's accuracy, or None when it has none (missing, null or NaN)."""
+    return None if is_unmeasured(value) else float(value)
 
 
 @dataclass
 class Skipped:
     path: Path
     reason: str
-    flagged: bool = False  # complete, but collapsed or diverged (ssl_bench.health): never averaged
-    result: dict[str, Any] | None = None  # a flagged run's result.json (it goes to results.csv)
     damaged: bool = False  # a record that cannot be read or has fields of the wrong type (also told on the terminal)
 
 
@@ -73,10 +102,11 @@ class UnreadableRecord(DamagedRecord):
 
 
 def collect(dirs: Iterable[Path]) -> tuple[list[Run], list[Skipped]]:
-    """Every run folder (a folder with config.json) under `dirs`: complete runs and skipped ones.
+    """Every run folder (a folder with config.json) under `dirs`: complete runs (flagged ones included)
+    and skipped ones.
 
-    Every record is checked (JSON, field types, finite accuracies in [0, 1]); a damaged one skips its run
-    with the file and the problem named."""
+    Every record is checked (JSON, field types, finite accuracies in [0, 1]; a flagged run's test
+    accuracies may be missing, null or NaN); a damaged one skips its run with the file and the problem named."""
     runs, skipped, seen = [], [], set()
     for d in dirs:
         for config_path in sorted(Path(d).rglob(records.CONFIG)):
@@ -87,14 +117,21 @@ def collect(dirs: Iterable[Path]) -> tuple[list[Run], list[Skipped]]:
             try:
                 if not records.is_complete(run_dir):
                     error = failure_of(run_dir)
-                    skipped.append(Skipped(run_dir, f"failed: {error}" if error else "incomplete: no result.json (interrupted or still running)"))
+                    run = failed_run(run_dir, error) if error else None
+                    if run is None:
+                        skipped.append(Skipped(run_dir, f"failed: {error}" if error else "incomplete: no result.json (interrupted or still running)"))
+                    else:
+                        runs.append(run)
                     continue
                 run = Run(run_dir, read_record(config_path), read_record(run_dir / records.RESULT))
-                missing = [k for k in REQUIRED if k not in run.result] + [k for k in ("dataset", "protocol") if k not in run.config]
+                flagged = isinstance(run.result.get("health"), dict) and flag_of(run.result) is not None  # then it may have no accuracy
+                missing = [k for k in REQUIRED if k not in run.result and not (flagged and k in MEASURED)]
+                missing += [k for k in ("dataset", "protocol") if k not in run.config]
                 if missing:
                     skipped.append(Skipped(run_dir, f"record without {', '.join(missing)} (made by another version?)"))
                     continue
-                check_fields(run.result, RESULT_TYPES, run_dir / records.RESULT)
+                checked = {k: v for k, v in run.result.items() if not (flagged and k.startswith("test_acc") and is_unmeasured(v))}
+                check_fields(checked, RESULT_TYPES, run_dir / records.RESULT)
                 check_fields(run.config, CONFIG_TYPES, config_path)
                 check_params(run.result.get("params", {}), run_dir / records.RESULT)
                 check_metrics(run_dir / records.METRICS)
@@ -102,11 +139,25 @@ def collect(dirs: Iterable[Path]) -> tuple[list[Run], list[Skipped]]:
                 kind = "damaged" if type(exc) is DamagedRecord else "unreadable"
                 skipped.append(Skipped(run_dir, f"{kind} record: {exc}", damaged=True))
                 continue
-            if flag_of(run.result):
-                skipped.append(Skipped(run_dir, f"flagged, {flag_of(run.result)}", flagged=True, result=run.result))
-                continue
             runs.append(run)
     return runs, skipped
+
+
+def failed_run(run_dir: Path, error: str) -> Run | None:
+    """A run stopped by a non-finite loss as a diverged run without accuracy, from its config.json (None
+    when that lacks what a table row needs: then it is only listed as skipped)."""
+    config = read_record(run_dir / records.CONFIG)
+    check_fields(config, CONFIG_TYPES, run_dir / records.CONFIG)
+    seed = config.get("protocol", {}).get("seed")
+    if not (isinstance(config.get("method"), str) and isinstance(config.get("model"), str) and isinstance(seed, int) and "dataset" in config):
+        return None
+    step = read_record(run_dir / records.FAILED).get("step")
+    result = {
+        "method": config["method"], "params": config.get("params") or {}, "model": config["model"], "seed": seed,
+        "health": {"status": "diverged", "step": step, "detail": error}, "protocol_fingerprint": None,
+    }
+    check_params(result["params"], run_dir / records.CONFIG)
+    return Run(run_dir, config, result, failed=True)
 
 
 def read_record(path: Path) -> dict[str, Any]:

@@ -118,7 +118,7 @@ def test_a_short_patience_stops_the_same_slow_learner(tmp_path, slow_start):
     assert saved["health"]["status"] == "collapsed" and saved["steps_done"] < 100
 
 
-def test_sweep_lists_flagged_runs_and_report_leaves_them_out(tmp_path):
+def test_sweep_lists_flagged_runs_and_report_counts_them(tmp_path):
     from ssl_bench.report import build_report
 
     base = ["sweep", "--methods", "supervised", "--dataset", "digits", "--labels", "50", "--steps", "200", "--quiet", "--out", str(tmp_path)]
@@ -127,7 +127,7 @@ def test_sweep_lists_flagged_runs_and_report_leaves_them_out(tmp_path):
     dead = CliRunner().invoke(cli, [*base, "--seeds", "0", "--lr", "0.3", "--warmup-steps", "0", "--eval-every", "20"])
     assert dead.exit_code == 2 and "flagged: digits-50-tinycnn-supervised-s0" in dead.stderr and "1 collapsed or diverged" in dead.stderr
     report = build_report([tmp_path], tmp_path / "report", reconstructions=False)
-    assert report.warnings[0].startswith("1 run(s) collapsed or diverged and are left out")
-    assert sum(len(g.runs) for g in report.groups) == 2  # only the healthy runs are averaged
+    assert report.warnings[0].startswith("1 run(s) collapsed or diverged; they count in the tables' means")
+    assert sum(len(g.runs) for g in report.groups) == 3  # the collapsed run counts against its method
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "collapsed at step 20" in text
+    assert "collapsed at step 20" in text and "| 0 of 1 · 1 collapsed |" in text

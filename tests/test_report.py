@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import math
 import re
@@ -91,7 +92,7 @@ def test_tables_hold_hand_computed_means_stds_and_paired_intervals(runs, tmp_pat
     md = (out / "report.md").read_text()
 
     sup = table_cells(md, "P1", "supervised")
-    assert sup["n"] == "3"
+    assert sup["seeds"] == "3 of 3"
     assert sup["test acc @ best val (%)"] == "92.00 ± 2.00"  # 90, 92, 94
     assert sup["test acc @ last step (%)"] == f"92.00 ± {math.sqrt(26 / 2):.2f}"  # 89, 91, 96: squares 9 + 1 + 16
     assert sup["Δ vs supervised @ best val (pp)"] == "(baseline)"
@@ -103,14 +104,14 @@ def test_tables_hold_hand_computed_means_stds_and_paired_intervals(runs, tmp_pat
     assert ent["Δ vs supervised @ last step (pp)"] == ci(0.0, T975[2] * 1.0 / math.sqrt(3), 3)  # diffs 1, 0, -1
 
     pi = table_cells(md, "P1", "pimodel")
-    assert pi["n"] == "2" and pi["test acc @ best val (%)"] == f"93.00 ± {math.sqrt(8):.2f}"
+    assert pi["seeds"] == "2 of 2" and pi["test acc @ best val (%)"] == f"93.00 ± {math.sqrt(8):.2f}"
     assert pi["Δ vs supervised @ best val (pp)"] == ci(2.0, T975[1] * math.sqrt(18) / math.sqrt(2), 2)  # diffs 5, -1 on seeds 0, 1
 
     single = table_cells(md, "P1", "dninv α=0.5 β=0.5")
-    assert single["n"] == "1" and single["test acc @ best val (%)"] == "97.00 ± –"
+    assert single["seeds"] == "1 of 1" and single["test acc @ best val (%)"] == "97.00 ± –"
     assert single["Δ vs supervised @ best val (pp)"] == "+7.00 (n=1, no CI)"
     assert table_cells(md, "P1", "dninv α=0.7 β=0.2")["test acc @ best val (%)"] == f"94.00 ± {math.sqrt(8):.2f}"  # 0.7 and constant:0.7 are one row
-    assert table_cells(md, "P1", "dninv α=linear:1:0.5 β=0.2")["n"] == "1"
+    assert table_cells(md, "P1", "dninv α=linear:1:0.5 β=0.2")["seeds"] == "1 of 1"
 
     # one group (different commits with equal fingerprints are not split), statistics method stated, plots embedded
     assert "| P2 |" not in md and "Warning" not in result.stderr
@@ -118,13 +119,137 @@ def test_tables_hold_hand_computed_means_stds_and_paired_intervals(runs, tmp_pat
     assert (out / "figures" / "curves-P1.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "figures" / "heatmap-P1-1.png").is_file()
     # the CLI prints the main table and where the report is
-    assert "| P1 | entmin λ=0.1 | tinycnn | 3 | 95.00 ± 1.73 |" in result.stdout
+    assert "| P1 | entmin λ=0.1 | tinycnn | 3 of 3 | 95.00 ± 1.73 |" in result.stdout
     assert str(out / "report.html") in result.stdout
     # provenance: both commits, the regenerating command, fingerprints per seed, no paper table for digits
     assert "aaa (11 runs)" in md and "bbb (3 runs)" in md
     assert f"ssl-bench report {runs} --out {out} --no-reconstructions" in md
     assert "| P1 | 2 | fp-digits-50-tinycnn-s2 (2 runs) |" in md
     assert "Reported in the paper" not in md
+
+
+def flag(run_dir: Path, status: str, **changes) -> Path:
+    """Mark a run of `write_run` collapsed or diverged as the health check does; `changes` replace fields of
+    its result.json (a value `...` removes the field; NaN is written as JSON's `NaN`, as `json.dump` does)."""
+    result = json.loads((run_dir / "result.json").read_text())
+    result |= {"health": {"status": status, "step": 50, "detail": f"{status} for the test"}, **changes}
+    (run_dir / "result.json").write_text(json.dumps({k: v for k, v in result.items() if v is not ...}))
+    return run_dir
+
+
+def results_tables(md: str, page: str) -> tuple[list[list[str]], list[list[str]]]:
+    """The first results table (header row first) of report.md and of report.html, as lists of cells."""
+    lines = md.split("| protocol |", 1)[1].split("\n\n", 1)[0].splitlines()
+    md_rows = [["protocol", *[c.strip() for c in lines[0].strip().strip("|").split(" | ")]]]
+    md_rows += [[c.strip().replace("\\|", "|") for c in line.strip().strip("|").split(" | ")] for line in lines[2:]]
+    table = page.split("<th>protocol</th>", 1)[1].split("</table>", 1)[0]
+    html_rows = [["protocol", *map(html.unescape, re.findall(r"<th>(.*?)</th>", table.split("</thead>")[0]))]]
+    html_rows += [[html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", row)] for row in re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>")[1])]
+    return md_rows, html_rows
+
+
+def mean_std(xs: list[float]) -> str:
+    """`mean ± sample std` as the tables print it, computed here by hand."""
+    m = sum(xs) / len(xs)
+    return f"{m:.2f} ± " + (f"{math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)):.2f}" if len(xs) > 1 else "–")
+
+
+def test_collapsed_and_diverged_runs_count_against_their_method(tmp_path, monkeypatch):
+    """A flagged run is in the means and Δ at its measured accuracy (0 % when it recorded none, or failed
+    with a non-finite loss), and out of the "healthy seeds only" column; report.md, report.html and
+    results.csv say the same."""
+    root = tmp_path / "runs"
+    for seed, best, last in [(0, 0.80, 0.79), (1, 0.84, 0.83), (2, 0.88, 0.90)]:
+        write_run(root, "supervised", seed, best, last)
+    damaged = flag(write_run(root, "supervised", 3, 0.5), "ok", health={"status": "ok"}, test_acc=None)  # healthy without accuracy: damaged
+    for seed, best, last in [(0, 0.90, 0.89), (1, 0.92, 0.91), (2, 0.10, 0.12)]:
+        run = write_run(root, "entmin", seed, best, last)
+    collapsed = flag(run, "collapsed")  # seed 2, at its measured 10 % / 12 %
+    write_run(root, "pimodel", 0, 0.86, 0.85)
+    diverged = flag(write_run(root, "pimodel", 1, 0.5), "diverged", test_acc=float("nan"), test_acc_last=...)  # no accuracy
+    write_run(root, "pimodel", 2, 0.94, 0.95)
+    flag(write_run(root, "dninv", 0, 0.11), "collapsed")
+    flag(write_run(root, "dninv", 1, 0.10), "diverged")
+    failed = write_run(root, "dninv", 2, None)  # a non-finite loss: failed.json, no result.json
+    (failed / "failed.json").write_text(json.dumps({"error": "non-finite loss at step 3 of dninv: loss=nan", "step": 3}))
+    out = tmp_path / "report"
+    result = report(root, "--out", out, "--no-reconstructions")
+    assert result.exit_code == 0, result.output
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    best, last, healthy = "test acc @ best val (%)", "test acc @ last step (%)", "healthy seeds only: best val / last step (%)"
+    d_best, d_last = "Δ vs supervised @ best val (pp)", "Δ vs supervised @ last step (pp)"
+
+    sup = table_cells(md, "P1", "supervised")
+    assert (sup["seeds"], sup[best], sup[last], sup[healthy]) == ("3 of 3", "84.00 ± 4.00", f"84.00 ± {math.sqrt(31):.2f}", "all healthy")  # last: 79, 83, 90
+    ent = table_cells(md, "P1", "entmin")
+    assert ent["seeds"] == "2 of 3 · 1 collapsed"
+    assert ent[best] == f"64.00 ± {math.sqrt(2188):.2f}"  # 90, 92, 10: deviations 26, 28, -54
+    assert ent[last] == f"64.00 ± {math.sqrt(2029):.2f}"  # 89, 91, 12: deviations 25, 27, -52
+    assert ent[healthy] == f"91.00 ± {math.sqrt(2):.2f} / 90.00 ± {math.sqrt(2):.2f}"  # 90, 92 / 89, 91
+    assert ent[d_best] == ent[d_last] == ci(-20.0, T975[2] * math.sqrt(2524) / math.sqrt(3), 3)  # 10, 8, -78 (both)
+    pi = table_cells(md, "P1", "pimodel")
+    assert pi["seeds"] == "2 of 3 · 1 diverged (1 without accuracy: 0 %)"
+    assert pi[best] == f"60.00 ± {math.sqrt(2716):.2f}"  # 86, 0, 94: deviations 26, -60, 34
+    assert pi[last] == f"60.00 ± {math.sqrt(2725):.2f}"  # 85, 0, 95: deviations 25, -60, 35
+    assert pi[healthy] == f"90.00 ± {math.sqrt(32):.2f} / 90.00 ± {math.sqrt(50):.2f}"
+    assert pi[d_best] == ci(-24.0, T975[2] * math.sqrt(2700) / math.sqrt(3), 3) == "-24.00 [-153.08, +105.08] (n=3)"  # 6, -84, 6
+    assert pi[d_last] == ci(-24.0, T975[2] * math.sqrt(2611) / math.sqrt(3), 3)  # 6, -83, 5
+    dn = table_cells(md, "P1", "dninv")
+    assert dn["seeds"] == "0 of 3 · 1 collapsed · 2 diverged (1 without accuracy: 0 %)"
+    assert (dn[best], dn[healthy]) == (f"7.00 ± {math.sqrt(37):.2f}", "– (none healthy)")  # 11, 10, 0: deviations 4, 3, -7
+    assert dn[d_best] == ci(-77.0, T975[2] * math.sqrt(97) / math.sqrt(3), 3)  # -69, -74, -88
+
+    # said above the tables, never silently dropped; the healthy run without accuracy is damaged, not 0 %
+    assert "11 complete run(s) and 1 run(s) stopped by a non-finite loss in 1 protocol group(s), 5 of them collapsed or diverged (see Warnings)" in md
+    warning = md.split("## Warnings")[1].split("##")[0]
+    assert "5 run(s) collapsed or diverged" in warning and f"{collapsed.name} collapsed at step 50" in warning
+    assert f"{diverged.name} diverged at step 50: diverged for the test (no test_acc or test_acc_last recorded: counted as 0 %)" in warning
+    assert f"{failed.name} diverged at step 3: non-finite loss at step 3 of dninv: loss=nan (no result.json: counted as 0 %)" in warning
+    assert f"`{failed}`: non-finite loss at step 3 of dninv: loss=nan" in md.split("## Provenance")[1]
+    assert f"`{damaged}`: damaged record: result.json: test_acc" in md
+    assert "| P1 | entmin | tinycnn | 2 of 3 · 1 collapsed | 64.00 ±" in result.stdout
+    assert "*P1: validation accuracy against step, mean ± std over seeds (healthy runs only: a collapsed or diverged run may have stopped early)*" in md
+
+    # report.html shows the same table
+    md_rows, html_rows = results_tables(md, page)
+    assert md_rows == html_rows and len(md_rows) == 5 and healthy in md_rows[0]
+
+    # results.csv: every cell recomputed from its columns
+    import csv
+
+    with open(out / "results.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 12 and all(r["in_means"] == "True" for r in rows)
+    by_row: dict[str, list[dict]] = {}
+    for r in rows:
+        by_row.setdefault(r["row"], []).append(r)
+    for cells in md_rows[1:]:
+        label, of_row = cells[1], by_row[cells[1]]
+        cell = dict(zip(md_rows[0], cells))
+        ok = [r for r in of_row if r["in_healthy_means"] == "True"]
+        flags = sorted({r["status"] for r in of_row} - {"ok"})
+        no_acc = {s: sum(1 for r in of_row if r["status"] == s and r["test_acc"] in ("", "nan")) for s in flags}
+        assert cell["seeds"] == " · ".join([f"{len(ok)} of {len(of_row)}"] + [f"{sum(r['status'] == s for r in of_row)} {s}" + (f" ({no_acc[s]} without accuracy: 0 %)" if no_acc[s] else "") for s in flags])
+        for key, column in [("test_acc", best), ("test_acc_last", last)]:
+            assert cell[column] == mean_std([100 * float(r[f"{key}_in_means"]) for r in of_row])
+        if ok and len(ok) < len(of_row):
+            assert cell[healthy] == " / ".join(mean_std([100 * float(r[f"{k}_in_means"]) for r in ok]) for k in ("test_acc", "test_acc_last"))
+        if label != "supervised":
+            base = {r["seed"]: float(r["test_acc_in_means"]) for r in by_row["supervised"]}
+            diffs = [100 * (float(r["test_acc_in_means"]) - base[r["seed"]]) for r in of_row]
+            m = sum(diffs) / len(diffs)
+            half = T975[len(diffs) - 1] * math.sqrt(sum((d - m) ** 2 for d in diffs) / (len(diffs) - 1)) / math.sqrt(len(diffs))
+            assert cell[d_best] == ci(m, half, len(diffs))
+    diverged_row = next(r for r in rows if r["run_folder"] == str(diverged))
+    assert (diverged_row["status"], diverged_row["test_acc"], diverged_row["test_acc_last"], diverged_row["test_acc_in_means"]) == ("diverged", "nan", "", "0.0")
+    failed_row = next(r for r in rows if r["run_folder"] == str(failed))
+    assert (failed_row["status"], failed_row["failed"], failed_row["seed"], failed_row["test_acc"], failed_row["test_acc_in_means"]) == ("diverged", "True", "2", "", "0.0")
+
+    # no reconstruction is drawn from a collapsed or diverged run
+    calls = []
+    monkeypatch.setitem(sys.modules, "ssl_bench.reconstruct", types.SimpleNamespace(save_reconstruction_figure=lambda *a, **k: calls.append(a)))
+    assert report(root, "--out", tmp_path / "with-figures").exit_code == 0
+    assert calls == [] and "P1 dninv: no reconstruction figure (every run collapsed or diverged)." in (tmp_path / "with-figures" / "report.md").read_text()
 
 
 def test_heatmap_grid_and_learning_curve_numbers(runs):
@@ -150,6 +275,8 @@ def test_mismatched_fingerprints_are_separate_groups_with_a_warning(tmp_path):
             for method, shift in [("supervised", 0.0), ("entmin", 0.02)]:
                 write_run(root, method, seed, acc + shift, commit=commit, fingerprint=f"fp-{commit}-s{seed}")
     write_run(root, "pimodel", 0, 0.99, commit="ccc", fingerprint="fp-aaa-s0")  # other code, same protocol as aaa's seed 0
+    failed = write_run(root, "pseudolabel", 1, None)  # stopped by a non-finite loss: no fingerprint, joins the first part with seed 1
+    (failed / "failed.json").write_text(json.dumps({"error": "non-finite loss at step 3", "step": 3}))
     out = tmp_path / "report"
     result = report(root, "--out", out, "--no-reconstructions")
     assert result.exit_code == 0, result.output
@@ -157,11 +284,13 @@ def test_mismatched_fingerprints_are_separate_groups_with_a_warning(tmp_path):
     assert "Warning:" in result.stderr and "never averaged together" in result.stderr and "P1, P2" in result.stderr
     assert "## Warnings" in md and "never averaged together" in md
     a, b = table_cells(md, "P1", "supervised"), table_cells(md, "P2", "supervised")
-    assert (a["n"], a["test acc @ best val (%)"]) == ("2", f"91.00 ± {math.sqrt(2):.2f}")  # 90, 92
-    assert (b["n"], b["test acc @ best val (%)"]) == ("2", f"82.00 ± {math.sqrt(8):.2f}")  # 80, 84: not 86.50 mixed
+    assert (a["seeds"], a["test acc @ best val (%)"]) == ("2 of 2", f"91.00 ± {math.sqrt(2):.2f}")  # 90, 92
+    assert (b["seeds"], b["test acc @ best val (%)"]) == ("2 of 2", f"82.00 ± {math.sqrt(8):.2f}")  # 80, 84: not 86.50 mixed
     assert table_cells(md, "P2", "entmin")["Δ vs supervised @ best val (pp)"] == "+2.00 [+2.00, +2.00] (n=2)"
     assert table_cells(md, "P1", "pimodel")["Δ vs supervised @ best val (pp)"] == "+9.00 (n=1, no CI)"
     assert "P2 | pimodel" not in md
+    assert table_cells(md, "P1", "pseudolabel")["seeds"] == "0 of 1 · 1 diverged (1 without accuracy: 0 %)" and "P2 | pseudolabel" not in md
+    assert "runs of seed 0, 1 carry different protocol fingerprints" in md  # the failed run's missing fingerprint is no conflict
 
 
 def test_empty_and_incomplete_folders_give_a_clear_error(tmp_path):
@@ -251,7 +380,7 @@ def test_paper_numbers_and_u_models_are_labelled(tmp_path):
     out = tmp_path / "report"
     assert report(root, "--out", out, "--no-reconstructions").exit_code == 0
     md = (out / "report.md").read_text()
-    assert "| P1 | supervised | smallucnn † | 2 | 95.00 ± 0.00 |" in md
+    assert "| P1 | supervised | smallucnn † | 2 of 2 | 95.00 ± 0.00 |" in md
     assert "our interpretation of the paper's inhibitor" in md
     paper = md.split("## Reported in the paper (not reproduced here)")[1].split("## Provenance")[0]
     assert "99.14" in paper and "95.3" in paper and "svhn" not in paper and "89.75" not in paper
@@ -270,7 +399,7 @@ def test_end_to_end_report_of_two_real_runs(tmp_path):
     assert result.exit_code == 0, result.output
     accs = [100 * r["test_acc"] for r in results]
     mean, std = sum(accs) / 2, abs(accs[0] - accs[1]) / math.sqrt(2)
-    assert f"| P1 | supervised | tinycnn | 2 | {mean:.2f} ± {std:.2f} |" in result.stdout
+    assert f"| P1 | supervised | tinycnn | 2 of 2 | {mean:.2f} ± {std:.2f} |" in result.stdout
     md = (out / "report.md").read_text()
     assert results[0]["protocol_fingerprint"] in md and results[1]["protocol_fingerprint"] in md
     assert (out / "report.html").is_file() and (out / "figures" / "curves-P1.png").is_file()
@@ -307,8 +436,10 @@ def test_results_csv_has_one_flattened_row_per_complete_run(runs, tmp_path):
         row = by_folder[str(folder)]
         assert float(row["test_acc"]) == record["test_acc"] and int(row["seed"]) == record["seed"]
         assert row["versions.torch"] == record["versions"]["torch"]  # nested fields are flattened with dots
-    assert by_folder[str(flagged)]["in_tables"] == "False" and by_folder[str(flagged)]["health.status"] == "collapsed"
-    assert {r["in_tables"] for r in rows if r["run_folder"] != str(flagged)} == {"True"}
+    flagged_row = by_folder[str(flagged)]  # in the means at its accuracy, out of the healthy ones
+    assert (flagged_row["status"], flagged_row["in_means"], flagged_row["in_healthy_means"], flagged_row["test_acc_in_means"]) == ("collapsed", "True", "False", "0.1")
+    assert flagged_row["health.status"] == "collapsed"
+    assert {(r["status"], r["in_means"], r["in_healthy_means"]) for r in rows if r["run_folder"] != str(flagged)} == {("ok", "True", "True")}
     dninv = next(r for r in rows if r["params.alpha.kind"] == "linear")  # a schedule, flattened
     assert (dninv["params.alpha.start"], dninv["params.alpha.end"]) == ("1.0", "0.5")
 

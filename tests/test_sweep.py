@@ -139,13 +139,15 @@ def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch
     retried = CliRunner().invoke(cli, [*args, "--retry-failed"])
     assert retried.exit_code == 0, retried.output
     assert all(records.is_complete(p) and records.failure(p) is None for p in failed)
-    # the report lists a failed run as skipped with its error
+    # the report counts a failed run as diverged (without accuracy), with its error
     from ssl_bench.report_runs import collect
 
     (failed[0] / "result.json").unlink()
     records.write_json(failed[0] / "failed.json", {"error": "non-finite loss at step 3 of entmin: x", "step": 3})
     runs, skipped = collect([tmp_path])
-    assert len(runs) == 3 and skipped[0].reason.startswith("failed: non-finite loss at step 3")
+    (diverged,) = [r for r in runs if r.failed]
+    assert len(runs) == 4 and not skipped and diverged.flag.startswith("diverged at step 3: non-finite loss at step 3")
+    assert (diverged.result["method"], diverged.seed, diverged.unmeasured) == ("entmin", 0, ["test_acc", "test_acc_last"])
 
 
 def run_records(out) -> dict[str, tuple]:

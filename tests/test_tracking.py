@@ -3,6 +3,9 @@ across a kill and resume (the killed session's events past the resumed step are 
 
 from __future__ import annotations
 
+import itertools
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -16,8 +19,10 @@ pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 
-def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    acc = EventAccumulator(str(run_dir / "tensorboard"))
+def scalars(run_dir: Path, purge: bool = True) -> dict[str, list[tuple[int, float]]]:
+    """The scalars TensorBoard shows; `purge=False`: as the event files hold them, for readers that do not
+    purge a killed session's events past a resume (SessionLog.START)."""
+    acc = EventAccumulator(str(run_dir / "tensorboard"), purge_orphaned_data=purge)
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
@@ -40,3 +45,31 @@ def test_a_resumed_run_keeps_one_event_per_step(tmp_path):
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0 and "resumed from step 25" in again.stderr
     assert_scalars_are_the_metrics(run_dir)
+
+
+def test_a_session_resumed_in_the_same_second_shows_each_step_once(tmp_path, monkeypatch):
+    """TensorBoard reads a folder's event files in name order, and SummaryWriter names a file by the second
+    it was opened, then host and pid: a session resumed in the same second as the killed one, by a process
+    whose pid sorts first, got a name that sorted first, and TensorBoard showed [30, 45, 60, 15, 30]. Here
+    every session opens its file in one second, each with a pid that sorts before the previous one's."""
+    from ssl_bench.tracking import TensorBoardTracker
+
+    clock = itertools.count()
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000 + next(clock) * 1e-6)  # all in one second
+    row = lambda step, session: {"step": step, "val_acc": step / 100 + session / 1000, "loss": 1.0, "time_s": step / 10}
+
+    def session(pid: int, purge_step: int | None, steps: list[int], number: int) -> None:
+        monkeypatch.setattr(os, "getpid", lambda: pid)
+        tracker = TensorBoardTracker(tmp_path, purge_step=purge_step, last_row=None if purge_step is None else row(purge_step - 10, 0))
+        for step in steps:
+            tracker.log(row(step, number))  # flushed: what a kill leaves on disk
+        tracker.close()
+
+    session(300, None, [15, 30], 0)  # killed after row 30, its state of step 25 saved
+    session(200, 25, [30, 45], 1)  # resumed from step 25, killed after row 45 (state of step 40)
+    session(1000, 40, [45, 60], 2)  # resumed from step 40, to the end ("1000" sorts before "200")
+    want = [(15, 0.15), (30, 0.301), (45, 0.452), (60, 0.602)]  # each step once, from the last session that wrote it
+    for purge in (True, False):
+        got = scalars(tmp_path, purge=purge)["val_acc"]
+        assert [s for s, _ in got] == [s for s, _ in want], purge
+        assert [v for _, v in got] == pytest.approx([v for _, v in want]), purge
