@@ -130,7 +130,15 @@ RUN_CASES = [
     ("unknown method", lambda t: [*RUN, "--method", "nope", *out(t)], "unknown method 'nope'; known methods:"),
     ("unknown dataset", lambda t: [*RUN, "--dataset", "nope", *out(t)], "unknown dataset 'nope'"),
     ("unknown model", lambda t: [*RUN, "--model", "nope", *out(t)], "unknown model 'nope'"),
-    ("--labels fifty", lambda t: [*RUN, "--labels", "fifty", *out(t)], "--labels expects a whole number or 'all'"),
+    ("--labels fifty", lambda t: [*RUN, "--labels", "fifty", *out(t)], "--labels expects a whole number (ASCII digits 0-9) or 'all'"),
+    ("--labels ５０", lambda t: [*RUN, "--labels", "５０", *out(t)], "--labels expects a whole number (ASCII digits 0-9) or 'all', got '５０'"),
+    ("--labels 1_0", lambda t: [*RUN, "--labels", "1_0", *out(t)], "--labels expects a whole number (ASCII digits 0-9) or 'all', got '1_0'"),
+    ("-p lambda_=1_0", lambda t: [*RUN, "--method", "entmin", "-p", "lambda_=1_0", *out(t)], "method 'entmin': lambda_ expects float (a number), got '1_0'"),
+    ("-p lambda_=０.５", lambda t: [*RUN, "--method", "entmin", "-p", "lambda_=０.５", *out(t)], "lambda_ expects float (a number), got '０.５'"),
+    ("-p alpha=linear:1_0:0", lambda t: [*RUN, "--method", "dninv", "-p", "alpha=linear:1_0:0", *out(t)], "bad value for alpha: expected a number or KIND:START:END"),
+    ("-p draws=２", lambda t: [*RUN, "--method", "mixmatch", "-p", "draws=２", *out(t)], "draws expects int (a whole number), got '２'"),
+    ("-m width=３２", lambda t: [*RUN, "-m", "width=３２", *out(t)], "model 'tinycnn': width expects int (a whole number), got '３２'"),
+    ("-d size=1_0", lambda t: [*RUN, "-d", "size=1_0", *out(t)], "dataset 'digits': size expects int (a whole number), got '1_0'"),
     ("--labels 55", lambda t: [*RUN, "--labels", "55", *out(t)], "not a positive multiple of the 10 classes"),
     ("-d size=nan", lambda t: [*RUN, "-d", "size=nan", *out(t)], "size expects int (a whole number)"),
     ("-d channels=true", lambda t: [*RUN, "-d", "channels=true", *out(t)], "channels expects int (a whole number)"),
@@ -150,7 +158,9 @@ OUT_CASES = [
 ]
 
 SWEEP_CASES = [
-    ("--seeds a,b", lambda t: [*SWEEP, "--seeds", "a,b", *out(t)], "--seeds expects comma-separated whole numbers, got 'a'"),
+    ("--seeds a,b", lambda t: [*SWEEP, "--seeds", "a,b", *out(t)], "--seeds expects comma-separated whole numbers (ASCII digits 0-9), got 'a'"),
+    ("--seeds 0,１", lambda t: [*SWEEP, "--seeds", "0,１", *out(t)], "--seeds expects comma-separated whole numbers (ASCII digits 0-9), got '１'"),
+    ("--seeds 1_0", lambda t: [*SWEEP, "--seeds", "1_0", *out(t)], "got '1_0'"),
     ("--seeds ,", lambda t: [*SWEEP, "--seeds", ",", *out(t)], "--seeds is empty"),
     ("--methods ,", lambda t: [*SWEEP, "--methods", ",", *out(t)], "--methods is empty"),
     ("--methods nope", lambda t: [*SWEEP, "--methods", "supervised,nope", *out(t)], "unknown method 'nope'"),
@@ -187,6 +197,12 @@ GRIDS = [  # file content, words of the error
     ("unknown key", GRID_HEAD + "labels = [50]\nstepz = 10", "unknown key in [sweep]: stepz"),
     ("unknown section", GRID_HEAD + "labels = [50]\n[sweeps]\nx = 1", "unknown section sweeps"),
     ("not TOML", "[sweep\nmethods = ", "cannot read grid file"),
+    ("protocol cpu_threads text", GRID_HEAD + 'labels = [50]\nprotocol = { cpu_threads = "2" }', "grid.toml: [sweep]: protocol.cpu_threads expects int (a whole number), got '2'"),
+    ("protocol lr text", GRID_HEAD + 'labels = [50]\nprotocol = { lr = "0.001" }', "grid.toml: [sweep]: protocol.lr expects float (a number), got '0.001'"),
+    ("protocol unknown key", GRID_HEAD + "labels = [50]\nprotocol = { stepz = 10 }", "grid.toml: [sweep] protocol: unknown key stepz; valid keys: steps, lr,"),
+    ("param text for a float", GRID_HEAD.replace("supervised", "entmin") + 'labels = [50]\n[params.entmin]\nlambda_ = ["0.5"]', "grid.toml: [params.entmin]: lambda_ expects float (a number), got '0.5'"),
+    ("steps 10^12", GRID_HEAD + "labels = [50]\nsteps = 1_000_000_000_000", "grid.toml: [sweep] steps must be at most 100000000 (10^8"),
+    ("protocol steps 10^9", GRID_HEAD + "labels = [50]\nprotocol = { steps = 1_000_000_000 }", "grid.toml: [sweep] protocol.steps must be at most 100000000"),
 ]
 
 
@@ -473,6 +489,47 @@ def test_click_usage_errors_keep_clicks_format(args, tmp_path, monkeypatch):
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.stderr.startswith("Usage: ") and result.stderr.splitlines()[-1].startswith("Error: ")
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["run", *RUN[1:], "--steps", "５０"], "Invalid value for '--steps': '５０' is not a whole number (ASCII digits 0-9 only, no '_')"),
+    (["run", *RUN[1:], "--steps", "1_0"], "Invalid value for '--steps': '1_0' is not a whole number"),
+    (["run", *RUN[1:], "--steps", "1000000000000"], "Invalid value for '--steps': 1000000000000 is above 100000000, the largest step budget ssl-bench takes (10^8"),
+    (["run", *RUN[1:], "--steps", "100000001"], "100000001 is above 100000000"),
+    (["run", *RUN[1:], "--lr", "1_0.5"], "Invalid value for '--lr': '1_0.5' is not a number (ASCII digits 0-9 only, no '_')"),
+    (["run", *RUN[1:], "--lr", "０.１"], "'０.１' is not a number"),
+    (["run", *RUN[1:], "--seed", "٣"], "Invalid value for '--seed': '٣' is not a whole number"),
+    (["run", *RUN[1:], "--batch-lb", "3_2"], "Invalid value for '--batch-lb': '3_2' is not a whole number"),
+    (["run", *RUN[1:], "--cpu-threads", "２"], "Invalid value for '--cpu-threads': '２' is not a whole number"),
+    (["sweep", "--workers", "1_0"], "Invalid value for '--workers': '1_0' is not a whole number"),
+    (["sweep", "--executor", "slurm", "--time-min", "６０"], "Invalid value for '--time-min': '６０' is not a whole number"),
+    (["reconstruct", ".", "--n", "１６"], "Invalid value for '--n': '１６' is not a whole number"),
+], ids=lambda a: " ".join(a[-2:]) if isinstance(a, list) else None)
+def test_numbers_are_ascii_digits_in_click_options(args, words, tmp_path, monkeypatch):
+    """click's INT and FLOAT are Python's int() and float(), which read `1_0` as 10 and fullwidth `５０` as 50:
+    every numeric option reads ASCII digits only (config.WholeNumber, config.Number); --steps has a bound."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.stderr.startswith("Usage: ") and result.stderr.splitlines()[-1].startswith("Error: ")
+    assert words in result.stderr.splitlines()[-1], result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ascii_numbers_are_still_read():
+    """The strict readers take what the harness always took: signs, decimals, exponents; nan and inf reach
+    the finite checks (which refuse them with their own message)."""
+    from ssl_bench.config import parse_float, parse_int
+
+    assert [parse_int(t) for t in ("0", "50", "+3", "-2", " 7 ", "010")] == [0, 50, 3, -2, 7, 10]
+    assert [parse_float(t) for t in ("0.5", ".5", "1.", "-1e-3", "3E2", "2")] == [0.5, 0.5, 1.0, -0.001, 300.0, 2.0]
+    assert all(map(lambda t: parse_float(t) != parse_float(t) or abs(parse_float(t)) == float("inf"), ("nan", "inf", "-Infinity")))
+    for text in ("1_0", "５０", "٣", "", "1e3", "0x10", "½"):
+        with pytest.raises(ValueError):
+            parse_int(text)
+    for text in ("1_0.5", "０.５", "1e", ".", "0x1p3", "e5", "1.5.2"):
+        with pytest.raises(ValueError):
+            parse_float(text)
 
 
 # --------------------------------------------------------------------------------------------------
