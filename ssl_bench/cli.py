@@ -383,7 +383,7 @@ def list_(what: str, dataset: str, data_dir: str | None) -> None:
 @functools.partial(run_options, required=False)
 @click.option("-p", "params", multiple=True, metavar="METHOD.KEY=VALUE", help="A method's config field, as in sweep (repeatable).")
 def status(runs_dir: str, grid: str | None, methods: str | None, seeds: str | None, params: tuple[str, ...], **kw) -> None:
-    """How far the runs in RUNS_FOLDER are, per group: complete, flagged, running, interrupted, failed.
+    """How far the runs in RUNS_FOLDER are, per group: complete, flagged, damaged, running, interrupted, failed.
 
     Read from the run folders alone (a cluster sweep's jobs are not asked). With the sweep's grid file or
     its options (as given to `sweep`, without --out), only that sweep's runs are counted, and those
@@ -408,6 +408,8 @@ def status(runs_dir: str, grid: str | None, methods: str | None, seeds: str | No
     result = run_status(Path(runs_dir), resolved)
     for name in result.unreadable:
         click.echo(f"Warning: {name}: no readable config.json; not counted", err=True)
+    for name, why in result.damaged.items():
+        click.echo(f"Warning: {name}: damaged record, {why}; counted as damaged, not complete (report skips it; `run --force` runs it again)", err=True)
     if not result.rows:
         click.echo(f"no runs in {runs_dir}")
         return
