@@ -447,6 +447,42 @@ def assert_refused_after_start(args: list[str]) -> str:
     return lines[0]
 
 
+def test_full_disk_inside_torch_save(tmp_path, monkeypatch):
+    """A write that fails inside torch.save (its C++ zip writer turns the OSError into a RuntimeError) is the
+    same `cannot write` line as any other write (a UserError: one line from the CLI), and the checkpoint's
+    temporary file is removed. Called directly: a run would train a step to get there."""
+    from ssl_bench import records
+    from ssl_bench.errors import UserError
+
+    real_fdopen = os.fdopen
+
+    class FullAfter:  # the disk fills after 4 KiB: the first bytes are written, then ENOSPC
+        def __init__(self, fh):
+            self.fh, self.written = fh, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 4096:
+                no_space()
+            return self.fh.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: FullAfter(real_fdopen(fd, *a, **k)))
+    path = tmp_path / "run" / "best.pt"
+    with pytest.raises(UserError) as caught:
+        records.save_checkpoint(path, {"step": 5, "model": {"w": torch.zeros(64, 64)}})  # 16 KiB of weights
+    assert str(caught.value) == f"cannot write {path}: No space left on device"
+    assert list(path.parent.iterdir()) == []  # no checkpoint, whole or partial, no temporary file
+
+
 def test_full_disk_while_writing_a_report(real_run, tmp_path, monkeypatch):
     copy_run(real_run, tmp_path)
     real_write = Path.write_text
