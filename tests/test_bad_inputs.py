@@ -14,6 +14,8 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -500,6 +502,29 @@ def test_full_disk_while_writing_a_figure(real_run, tmp_path, monkeypatch):
     line = assert_refused_after_start(["reconstruct", str(run_dir), "--n", "2", "--out", str(tmp_path / "fig" / "rec.png")])
     assert f"cannot write {tmp_path / 'fig' / 'rec.png'}: No space left on device" in line
     assert list((tmp_path / "fig").iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Under torchrun: each rank refuses in one line and exits 2; torchrun then adds its own summary
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="torchrun not installed")
+def test_a_refusal_under_torchrun(tmp_path):
+    """torchrun reports any rank's nonzero exit with its ChildFailedError traceback and exits 1 itself
+    (torch/distributed/launcher/api.py), whatever the rank does: docs/multi-gpu.md shows what the user
+    sees. What is ours: every rank's one `Error:` line, exit code 2, no traceback of ssl-bench, no folder."""
+    from tests.conftest import ROOT
+
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    args = [*RUN[:-1], "--batch-lb", "7", "--device", "cpu", "--out", str(tmp_path / "runs")]
+    done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "ssl_bench.cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr  # torchrun's own code for a failed child
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert errors == ["Error: 2 processes need batch sizes that divide by 2; got --batch-lb 7 and --batch-ulb 128"] * 2, done.stderr
+    assert done.stderr.count("Traceback (most recent call last)") == 1 and "ChildFailedError" in done.stderr  # torchrun's, not a rank's
+    assert "ssl_bench/" not in done.stderr.split("Traceback (most recent call last)")[1].split("ChildFailedError")[0]
+    assert done.stderr.count("exitcode  : 2") == 2 and not (tmp_path / "runs").exists()
 
 
 # --------------------------------------------------------------------------------------------------
