@@ -148,7 +148,7 @@ def parse_labels(value: str | None) -> int | None:
     try:
         return parse_int(value)
     except ValueError:
-        raise UserError(f"--labels expects a whole number (ASCII digits 0-9) or 'all', got {value!r}") from None
+        raise UserError(f"--labels expects a whole number or 'all' (ASCII digits 0-9), got {value!r}") from None
 
 
 def not_empty(value: str | None, option: str) -> str | None:

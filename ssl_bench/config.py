@@ -86,6 +86,10 @@ class WholeNumber(click.IntRange):
             self.fail(f"{value} is above {self.max}, {self.why}", param, ctx)
         return super().convert(value, param, ctx)
 
+    def _describe_range(self) -> str:
+        """No `[x<=None]` in --help for an unbounded number (click's IntRange assumes a bound)."""
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
 
 class Number(click.FloatRange):
     """click's `FloatRange` reading ASCII digits only (click's FLOAT is Python's float(): `1_0`, `５`)."""
