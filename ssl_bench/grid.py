@@ -172,7 +172,10 @@ def check_method_params(method: str, params: dict[str, Any], path: Path) -> None
     take text (names, choices, schedules such as `"linear:1:0.2"`): `lambda_ = ["0.5"]` is refused."""
     from ssl_bench.method import load_method
 
-    config = load_method(method).Config
+    try:
+        config = load_method(method).Config
+    except UserError:
+        return  # an unknown method: refused with the sweep's methods (Grid.specs) or the known ones
     hints = typing.get_type_hints(config, include_extras=True)
     for key, value in params.items():
         if key not in hints:
