@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 import ssl_bench
-from ssl_bench.config import check_output_folder, parse_assignments, parse_option_values
+from ssl_bench.config import MAX_STEPS, Number, WholeNumber, check_output_folder, parse_assignments, parse_int, parse_option_values
 from ssl_bench.distributed import world_from_env
 from ssl_bench.errors import UserError
 from ssl_bench.health import HINT, flag_of
@@ -56,23 +56,26 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.ensure_object(dict)["debug"] = debug
 
 
+STEPS_WHY = "the largest step budget ssl-bench takes (10^8: ~95x FixMatch's 2^20, the longest schedule in SSL papers; a larger one is almost surely a typo, docs/errors.md)"
+
+
 def run_options(f, required: bool = True):
     """Options shared by `run` and `sweep`: the protocol, the data and the model."""
     options = [
         click.option("--dataset", required=required, help="Dataset name (see `ssl-bench list datasets`)."),
         click.option("--labels", required=required, help="Labeled training samples (recordings for audio), or 'all'."),
         click.option("--model", default=None, help="Model name (default: the dataset's; see `ssl-bench list models`)."),
-        click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps (default: the dataset's)."),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate (default: the model's paper value)."),
-        click.option("--batch-lb", type=click.IntRange(min=1), default=None, help="Labeled samples per step [32]."),
-        click.option("--batch-ulb", type=click.IntRange(min=1), default=None, help="Unlabeled samples per step [128]."),
-        click.option("--eval-every", type=click.IntRange(min=1), default=None, help="Steps between validation evaluations [100]."),
-        click.option("--warmup-steps", type=click.IntRange(min=0), default=None, help="Linear learning-rate warm-up steps, 0 = none [100]."),
-        click.option("--cpu-threads", type=click.IntRange(min=1), default=None, help="Torch threads of a CPU run (part of the protocol) [1]."),
+        click.option("--steps", type=WholeNumber(min=1, max=MAX_STEPS, why=STEPS_WHY), default=None, help="Optimizer steps (default: the dataset's)."),
+        click.option("--lr", type=Number(min=0, min_open=True), default=None, help="Adam learning rate (default: the model's paper value)."),
+        click.option("--batch-lb", type=WholeNumber(min=1), default=None, help="Labeled samples per step [32]."),
+        click.option("--batch-ulb", type=WholeNumber(min=1), default=None, help="Unlabeled samples per step [128]."),
+        click.option("--eval-every", type=WholeNumber(min=1), default=None, help="Steps between validation evaluations [100]."),
+        click.option("--warmup-steps", type=WholeNumber(min=0), default=None, help="Linear learning-rate warm-up steps, 0 = none [100]."),
+        click.option("--cpu-threads", type=WholeNumber(min=1), default=None, help="Torch threads of a CPU run (part of the protocol) [1]."),
         click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None, help="Training precision: bf16 autocasts the step (part of the protocol) [fp32]."),
         click.option("--augment", type=click.Choice(["none", "weak"]), default=None, help="Input augmentation of every method's labeled and unlabeled batches, from a protocol stream (part of the protocol) [none]."),
         click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the training step; eager with one warning where it cannot (part of the protocol) [no-compile]."),
-        click.option("--val-size", type=click.IntRange(min=1), default=None, help="Validation samples carved from train (default: the dataset's)."),
+        click.option("--val-size", type=WholeNumber(min=1), default=None, help="Validation samples carved from train (default: the dataset's)."),
         click.option("--exclude-labeled", is_flag=True, help="Keep the labeled samples out of the unlabeled set."),
         click.option("-m", "model_options", multiple=True, metavar="KEY=VALUE", help="Model option, e.g. -m pool=max (repeatable)."),
         click.option("-d", "dataset_options", multiple=True, metavar="KEY=VALUE", help="Dataset option, e.g. -d sample_rate=16000 (repeatable)."),
@@ -80,7 +83,7 @@ def run_options(f, required: bool = True):
         click.option("--download/--no-download", default=True, help="Download missing dataset files [download]."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Training device [auto]."),
         click.option("--out", type=click.Path(file_okay=False), default="runs", help="Folder for run records [runs]."),
-        click.option("--state-every", type=click.IntRange(min=1), default=500, show_default=True, help="Steps between saves of the resumable state (also saved at every evaluation and on Ctrl-C / SIGTERM)."),
+        click.option("--state-every", type=WholeNumber(min=1), default=500, show_default=True, help="Steps between saves of the resumable state (also saved at every evaluation and on Ctrl-C / SIGTERM)."),
         click.option("--log", "log", multiple=True, type=click.Choice(["tensorboard"]), help="Live tracking while runs train: tensorboard (the tensorboard extra), under each run folder (repeatable)."),
     ]
     for option in reversed(options):
@@ -95,11 +98,11 @@ def cluster_options(f):
     options = [
         click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True, help="Where runs train: local (processes here, --workers), slurm (one SLURM job array through submitit: the slurm extra), submitit-local (the slurm path as processes here, to try it without a cluster)."),
         click.option("--partition", default=None, help="slurm: the partition [the cluster's default]."),
-        click.option("--time-min", type=click.IntRange(min=1), default=None, help="slurm: time limit of each job (one run), minutes; a longer run is requeued and resumes [60]."),
-        click.option("--gpus-per-job", type=click.IntRange(min=0), default=None, help="slurm: GPUs per job (one run); 0 for CPU runs [1]."),
-        click.option("--cpus-per-job", type=click.IntRange(min=1), default=None, help="slurm: CPU cores per job [the cluster's default]."),
-        click.option("--array-parallelism", type=click.IntRange(min=1), default=None, help="slurm: jobs of the array running at once [256]."),
-        click.option("--max-timeouts", type=click.IntRange(min=0), default=None, help="slurm: times a run may hit the time limit and be requeued (preemptions requeue without limit) [3]."),
+        click.option("--time-min", type=WholeNumber(min=1), default=None, help="slurm: time limit of each job (one run), minutes; a longer run is requeued and resumes [60]."),
+        click.option("--gpus-per-job", type=WholeNumber(min=0), default=None, help="slurm: GPUs per job (one run); 0 for CPU runs [1]."),
+        click.option("--cpus-per-job", type=WholeNumber(min=1), default=None, help="slurm: CPU cores per job [the cluster's default]."),
+        click.option("--array-parallelism", type=WholeNumber(min=1), default=None, help="slurm: jobs of the array running at once [256]."),
+        click.option("--max-timeouts", type=WholeNumber(min=0), default=None, help="slurm: times a run may hit the time limit and be requeued (preemptions requeue without limit) [3]."),
         click.option("--sbatch", "sbatch", multiple=True, metavar="KEY=VALUE", help="slurm: an extra sbatch option, e.g. --sbatch account=myproj --sbatch mem=16G (repeatable)."),
         click.option("--wait/--no-wait", default=True, help="slurm: follow the jobs to the end and print the table, or return once they are submitted [wait]."),
     ]
@@ -143,9 +146,9 @@ def parse_labels(value: str | None) -> int | None:
     if value is None or value == "all":
         return None
     try:
-        return int(value)
+        return parse_int(value)
     except ValueError:
-        raise UserError(f"--labels expects a whole number or 'all', got {value!r}") from None
+        raise UserError(f"--labels expects a whole number or 'all' (ASCII digits 0-9), got {value!r}") from None
 
 
 def not_empty(value: str | None, option: str) -> str | None:
@@ -178,7 +181,7 @@ def model_dataset_kwargs(kw: dict) -> dict:
 @cli.command()
 @click.option("--method", required=True, help="Method name (see `ssl-bench list methods`).")
 @run_options
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, init, batch order and the method's randomness.")
+@click.option("--seed", type=WholeNumber(), default=0, show_default=True, help="Seeds the split, init, batch order and the method's randomness.")
 @click.option("-p", "params", multiple=True, metavar="KEY=VALUE", help="Method config field, e.g. -p alpha=0.6 (repeatable).")
 @click.option("--force", is_flag=True, help="Run again from step 0 even if this exact run is complete in --out.")
 @click.option("--restart", is_flag=True, help="Start an interrupted run over from step 0 instead of resuming it.")
@@ -217,8 +220,8 @@ def run(method: str, seed: int, params: tuple[str, ...], force: bool, restart: b
 @click.option("--seeds", default=None, help="Comma-separated seeds [0,1,2].")
 @functools.partial(run_options, required=False)
 @click.option("-p", "params", multiple=True, metavar="METHOD.KEY=VALUE", help="A method's config field, e.g. -p dninv.alpha=0.6 (repeatable).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel: a pool of N worker processes, each training runs one after another (spread over the visible GPUs, or CPU processes).")
-@click.option("--runs-per-gpu", type=click.IntRange(min=1), default=None, help="Runs side by side on each visible GPU (workers = K × GPUs), each pinned to its GPU.")
+@click.option("--workers", type=WholeNumber(min=1), default=1, show_default=True, help="Runs in parallel: a pool of N worker processes, each training runs one after another (spread over the visible GPUs, or CPU processes).")
+@click.option("--runs-per-gpu", type=WholeNumber(min=1), default=None, help="Runs side by side on each visible GPU (workers = K × GPUs), each pinned to its GPU.")
 @click.option("--retry-failed", is_flag=True, help="Run again the runs that failed (diverged) before; by default they are skipped.")
 @click.option("--quiet", is_flag=True, help="Only the overall progress bar.")
 @cluster_options
@@ -321,9 +324,9 @@ def parse_seeds(text: str) -> list[int]:
     seeds = []
     for part in split_list(text, "--seeds"):
         try:
-            seeds.append(int(part))
+            seeds.append(parse_int(part))
         except ValueError:
-            raise UserError(f"--seeds expects comma-separated whole numbers, got {part!r}") from None
+            raise UserError(f"--seeds expects comma-separated whole numbers (ASCII digits 0-9), got {part!r}") from None
     return seeds
 
 
@@ -380,7 +383,7 @@ def list_(what: str, dataset: str, data_dir: str | None) -> None:
 @functools.partial(run_options, required=False)
 @click.option("-p", "params", multiple=True, metavar="METHOD.KEY=VALUE", help="A method's config field, as in sweep (repeatable).")
 def status(runs_dir: str, grid: str | None, methods: str | None, seeds: str | None, params: tuple[str, ...], **kw) -> None:
-    """How far the runs in RUNS_FOLDER are, per group: complete, flagged, running, interrupted, failed.
+    """How far the runs in RUNS_FOLDER are, per group: complete, flagged, damaged, running, interrupted, failed.
 
     Read from the run folders alone (a cluster sweep's jobs are not asked). With the sweep's grid file or
     its options (as given to `sweep`, without --out), only that sweep's runs are counted, and those
@@ -405,6 +408,8 @@ def status(runs_dir: str, grid: str | None, methods: str | None, seeds: str | No
     result = run_status(Path(runs_dir), resolved)
     for name in result.unreadable:
         click.echo(f"Warning: {name}: no readable config.json; not counted", err=True)
+    for name, why in result.damaged.items():
+        click.echo(f"Warning: {name}: damaged record, {why}; counted as damaged, not complete (report skips it; `run --force` runs it again)", err=True)
     if not result.rows:
         click.echo(f"no runs in {runs_dir}")
         return

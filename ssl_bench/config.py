@@ -1,6 +1,7 @@
 """User input checked before any work: typed configs from `key=value` strings or typed data (TOML, JSON)
 and output folders. Unknown keys and bad values are refused in one line, naming the field (and the valid
-keys); every number must be finite and within float32's range.
+keys); every number must be finite and within float32's range, and numbers read from text are ASCII
+digits only (`parse_int`, `parse_float`, and the click types `WholeNumber`, `Number`).
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
+import string
 import tempfile
 import types
 import typing
@@ -15,9 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
+
 from ssl_bench.errors import UserError
 
 FLOAT_MAX = 3.4028234663852886e38  # float32's largest: training computes in float32, where a larger number is inf
+MAX_STEPS = 10**8  # a step budget above this is refused: ~95× FixMatch's 2^20, the longest in the SSL literature (docs/errors.md)
 EXPECTED = {bool: "bool (true or false)", int: "int (a whole number)", float: "float (a number)", str: "str (text)"}  # in messages
 
 
@@ -33,6 +39,70 @@ class Range:
         if not (self.low <= value and (value < self.high if self.high_open else value <= self.high)):
             shown = lambda x: str(int(x)) if float(x).is_integer() else f"{x:g}"
             raise UserError(f"{what}: {key} must be in [{shown(self.low)}, {shown(self.high)}{')' if self.high_open else ']'}, got {value!r}")
+
+
+INT_TEXT = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() and regex `\d` also take '５０', '٣', and int() '1_0'
+FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+
+
+def parse_int(text: str) -> int:
+    """A whole number written with ASCII digits and an optional sign; ValueError otherwise.
+
+    Python's int() also reads `1_0` as 10, fullwidth `５０` as 50 and other scripts' digits; a number the user
+    did not mean to type (or a typo) must not become a setting. Surrounding ASCII whitespace is ignored.
+    """
+    text = text.strip(string.whitespace)
+    if not INT_TEXT.fullmatch(text):
+        raise ValueError(f"not a whole number (ASCII digits 0-9): {text!r}")
+    return int(text)
+
+
+def parse_float(text: str) -> float:
+    """A number written with ASCII digits (`0.5`, `-1e-3`, `.5`; `nan` and `inf` too, which the finite
+    checks refuse with their own message); ValueError otherwise (`1_0.5`, `０.５`, `0x1p3`)."""
+    text = text.strip(string.whitespace)
+    if not FLOAT_TEXT.fullmatch(text):
+        raise ValueError(f"not a number (ASCII digits 0-9): {text!r}")
+    return float(text)
+
+
+class WholeNumber(click.IntRange):
+    """click's `IntRange` reading ASCII digits only (click's INT is Python's int(), which takes `1_0` and
+    `５０`); `why`, if given, is said when the value is above `max`."""
+
+    name = "integer"
+
+    def __init__(self, min: int | None = None, max: int | None = None, why: str = "") -> None:
+        super().__init__(min=min, max=max)
+        self.why = why
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = parse_int(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a whole number (ASCII digits 0-9 only, no '_')", param, ctx)
+        if self.why and self.max is not None and isinstance(value, int) and value > self.max:
+            self.fail(f"{value} is above {self.max}, {self.why}", param, ctx)
+        return super().convert(value, param, ctx)
+
+    def _describe_range(self) -> str:
+        """No `[x<=None]` in --help for an unbounded number (click's IntRange assumes a bound)."""
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
+
+class Number(click.FloatRange):
+    """click's `FloatRange` reading ASCII digits only (click's FLOAT is Python's float(): `1_0`, `５`)."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = parse_float(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a number (ASCII digits 0-9 only, no '_')", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def check_finite(value: float, key: str, what: str, given: Any = None) -> None:
@@ -62,7 +132,7 @@ def parse_option_values(options: dict[str, str]) -> dict[str, Any]:
     """
 
     def literal(value: str) -> Any:
-        for tp in (int, float):
+        for tp in (parse_int, parse_float):
             try:
                 return tp(value)
             except ValueError:
@@ -112,9 +182,13 @@ def _convert(value: str, tp: Any, key: str, what: str) -> Any:
                 return False
             raise ValueError
         if tp is float:
-            check_finite(float(value), key, what, given=value)  # "nan", "inf", "1e400"
-        if tp in (int, float, str):
-            return tp(value)
+            number = parse_float(value)
+            check_finite(number, key, what, given=value)  # "nan", "inf", "1e400"
+            return number
+        if tp is int:
+            return parse_int(value)
+        if tp is str:
+            return value
     except ValueError:
         raise UserError(f"{what}: {key} expects {EXPECTED.get(tp, tp.__name__)}, got {value!r}") from None
     raise UserError(f"{what}: cannot set {key} of type {tp} from the command line")

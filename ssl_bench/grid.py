@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ssl_bench.config import check_finite, check_value
+from ssl_bench.config import MAX_STEPS, check_finite, check_value
 from ssl_bench.errors import UserError
-from ssl_bench.protocol import RunSpec
+from ssl_bench.protocol import ProtocolConfig, RunSpec
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,12 @@ def check_grid_doc(doc: dict[str, Any], path: Path) -> None:
             bad = [v for v in values if not ok(v)]
             if bad:
                 raise UserError(f"{path}: [sweep] {key} must be {kind}, got {bad[0]!r}")
+        elif key == "protocol":
+            check_protocol_table(value, path)
         else:
             check_value(value, COMMON[key], key, f"{path}: [sweep]")
+        if key == "steps":
+            check_steps(value, "steps", path)
     if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
         raise UserError(f"{path}: params must be sections [params.METHOD] of KEY = [values], got {params!r}")
     for method, kv in params.items():
@@ -141,3 +145,40 @@ def check_grid_doc(doc: dict[str, Any], path: Path) -> None:
                     raise UserError(f"{path}: [params.{method}] {key} must list numbers, text, true/false or tables, got {v!r}")
                 if isinstance(v, float):
                     check_finite(v, key, f"{path}: [params.{method}]")
+        check_method_params(method, kv, path)
+
+
+def check_protocol_table(table: Any, path: Path) -> None:
+    """`protocol = { … }` of a [sweep]: known keys, each with the type of its `ProtocolConfig` field — typed
+    like the command line's options (`cpu_threads = "2"` is refused, as `--cpu-threads` takes no text)."""
+    check_value(table, dict, "protocol", f"{path}: [sweep]")
+    hints = typing.get_type_hints(ProtocolConfig)
+    unknown = sorted(set(table) - set(hints))
+    if unknown:
+        raise UserError(f"{path}: [sweep] protocol: unknown key {', '.join(unknown)}; valid keys: {', '.join(hints)}")
+    for key, value in table.items():
+        check_value(value, hints[key], f"protocol.{key}", f"{path}: [sweep]")
+    if "steps" in table:
+        check_steps(table["steps"], "protocol.steps", path)
+
+
+def check_steps(value: Any, key: str, path: Path) -> None:
+    if isinstance(value, int) and value > MAX_STEPS:
+        raise UserError(f"{path}: [sweep] {key} must be at most {MAX_STEPS} (10^8, the largest step budget ssl-bench takes; docs/errors.md), got {value}")
+
+
+def check_method_params(method: str, params: dict[str, Any], path: Path) -> None:
+    """[params.METHOD]: each value has the type of the method's config field. Text is only for fields that
+    take text (names, choices, schedules such as `"linear:1:0.2"`): `lambda_ = ["0.5"]` is refused."""
+    from ssl_bench.method import load_method
+
+    try:
+        config = load_method(method).Config
+    except UserError:
+        return  # an unknown method: refused with the sweep's methods (Grid.specs) or the known ones
+    hints = typing.get_type_hints(config, include_extras=True)
+    for key, value in params.items():
+        if key not in hints:
+            continue  # refused with the valid keys when the runs are resolved
+        for v in as_tuple(value):
+            check_value(v, hints[key], key, f"{path}: [params.{method}]")

@@ -23,7 +23,7 @@ import click
 import torch
 
 from ssl_bench import records
-from ssl_bench.config import check_output_folder
+from ssl_bench.config import WholeNumber, check_output_folder
 from ssl_bench.errors import UserError
 from ssl_bench.inversion import reconstruct
 
@@ -213,7 +213,7 @@ def draw_waveforms(ax, x: torch.Tensor, x_hat: torch.Tensor, caption: str) -> No
 
 @click.command("reconstruct")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--n", type=click.IntRange(min=1), default=16, show_default=True, help="Samples to draw (the first ones of the split).")
+@click.option("--n", type=WholeNumber(min=1), default=16, show_default=True, help="Samples to draw (the first ones of the split).")
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True, help="Which samples of the run's split.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PNG file [RUN_DIR/reconstruction-SPLIT.png].")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where the dataset's files are (default: as for `run`).")

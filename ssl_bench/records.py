@@ -79,8 +79,38 @@ def write_json(path: Path, obj: Any) -> None:
     _atomic_replace(path, lambda fh: fh.write((dumps(obj, indent=2, sort_keys=False) + "\n").encode()))
 
 
+class _Writes:
+    """`fh` as `torch.save` writes to it, keeping the `OSError` of a failing write: torch's C++ zip writer
+    turns it into a `RuntimeError` ("[enforce fail at inline_container.cc…] unexpected pos …"), which
+    would hide a full disk behind a traceback."""
+
+    def __init__(self, fh) -> None:
+        self.fh, self.error = fh, None
+
+    def write(self, data) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
 def save_checkpoint(path: Path, obj: Any) -> None:
-    _atomic_replace(path, lambda fh: torch.save(obj, fh))
+    """`torch.save(obj)` to `path`, atomically; a full disk is `cannot write <path>: No space left on device`."""
+
+    def write(fh) -> None:
+        sink = _Writes(fh)
+        try:
+            torch.save(obj, sink)
+        except RuntimeError:
+            if sink.error is None:
+                raise
+            raise sink.error from None
+
+    _atomic_replace(path, write)
 
 
 def append_jsonl(path: Path, obj: Any) -> None:

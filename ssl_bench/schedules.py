@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ssl_bench.config import FLOAT_MAX
+from ssl_bench.config import FLOAT_MAX, parse_float
 
 KINDS = ("constant", "linear", "cosine")
 
@@ -58,7 +58,7 @@ class Schedule:
         parts = [p.strip() for p in str(text).split(":")]
         kind, numbers = ("constant", parts) if len(parts) == 1 else (parts[0], parts[1:])
         try:
-            values = [float(p) for p in numbers]
+            values = [parse_float(p) for p in numbers]  # ASCII digits only (float() takes '1_0', '０.５')
         except ValueError:
             values = []
         if len(values) != {"constant": 1, "linear": 2, "cosine": 2}.get(kind):

@@ -14,6 +14,8 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -130,7 +132,15 @@ RUN_CASES = [
     ("unknown method", lambda t: [*RUN, "--method", "nope", *out(t)], "unknown method 'nope'; known methods:"),
     ("unknown dataset", lambda t: [*RUN, "--dataset", "nope", *out(t)], "unknown dataset 'nope'"),
     ("unknown model", lambda t: [*RUN, "--model", "nope", *out(t)], "unknown model 'nope'"),
-    ("--labels fifty", lambda t: [*RUN, "--labels", "fifty", *out(t)], "--labels expects a whole number or 'all'"),
+    ("--labels fifty", lambda t: [*RUN, "--labels", "fifty", *out(t)], "--labels expects a whole number or 'all' (ASCII digits 0-9)"),
+    ("--labels ５０", lambda t: [*RUN, "--labels", "５０", *out(t)], "--labels expects a whole number or 'all' (ASCII digits 0-9), got '５０'"),
+    ("--labels 1_0", lambda t: [*RUN, "--labels", "1_0", *out(t)], "--labels expects a whole number or 'all' (ASCII digits 0-9), got '1_0'"),
+    ("-p lambda_=1_0", lambda t: [*RUN, "--method", "entmin", "-p", "lambda_=1_0", *out(t)], "method 'entmin': lambda_ expects float (a number), got '1_0'"),
+    ("-p lambda_=０.５", lambda t: [*RUN, "--method", "entmin", "-p", "lambda_=０.５", *out(t)], "lambda_ expects float (a number), got '０.５'"),
+    ("-p alpha=linear:1_0:0", lambda t: [*RUN, "--method", "dninv", "-p", "alpha=linear:1_0:0", *out(t)], "bad value for alpha: expected a number or KIND:START:END"),
+    ("-p draws=２", lambda t: [*RUN, "--method", "mixmatch", "-p", "draws=２", *out(t)], "draws expects int (a whole number), got '２'"),
+    ("-m width=３２", lambda t: [*RUN, "-m", "width=３２", *out(t)], "model 'tinycnn': width expects int (a whole number), got '３２'"),
+    ("-d size=1_0", lambda t: [*RUN, "-d", "size=1_0", *out(t)], "dataset 'digits': size expects int (a whole number), got '1_0'"),
     ("--labels 55", lambda t: [*RUN, "--labels", "55", *out(t)], "not a positive multiple of the 10 classes"),
     ("-d size=nan", lambda t: [*RUN, "-d", "size=nan", *out(t)], "size expects int (a whole number)"),
     ("-d channels=true", lambda t: [*RUN, "-d", "channels=true", *out(t)], "channels expects int (a whole number)"),
@@ -150,7 +160,9 @@ OUT_CASES = [
 ]
 
 SWEEP_CASES = [
-    ("--seeds a,b", lambda t: [*SWEEP, "--seeds", "a,b", *out(t)], "--seeds expects comma-separated whole numbers, got 'a'"),
+    ("--seeds a,b", lambda t: [*SWEEP, "--seeds", "a,b", *out(t)], "--seeds expects comma-separated whole numbers (ASCII digits 0-9), got 'a'"),
+    ("--seeds 0,１", lambda t: [*SWEEP, "--seeds", "0,１", *out(t)], "--seeds expects comma-separated whole numbers (ASCII digits 0-9), got '１'"),
+    ("--seeds 1_0", lambda t: [*SWEEP, "--seeds", "1_0", *out(t)], "got '1_0'"),
     ("--seeds ,", lambda t: [*SWEEP, "--seeds", ",", *out(t)], "--seeds is empty"),
     ("--methods ,", lambda t: [*SWEEP, "--methods", ",", *out(t)], "--methods is empty"),
     ("--methods nope", lambda t: [*SWEEP, "--methods", "supervised,nope", *out(t)], "unknown method 'nope'"),
@@ -187,6 +199,12 @@ GRIDS = [  # file content, words of the error
     ("unknown key", GRID_HEAD + "labels = [50]\nstepz = 10", "unknown key in [sweep]: stepz"),
     ("unknown section", GRID_HEAD + "labels = [50]\n[sweeps]\nx = 1", "unknown section sweeps"),
     ("not TOML", "[sweep\nmethods = ", "cannot read grid file"),
+    ("protocol cpu_threads text", GRID_HEAD + 'labels = [50]\nprotocol = { cpu_threads = "2" }', "grid.toml: [sweep]: protocol.cpu_threads expects int (a whole number), got '2'"),
+    ("protocol lr text", GRID_HEAD + 'labels = [50]\nprotocol = { lr = "0.001" }', "grid.toml: [sweep]: protocol.lr expects float (a number), got '0.001'"),
+    ("protocol unknown key", GRID_HEAD + "labels = [50]\nprotocol = { stepz = 10 }", "grid.toml: [sweep] protocol: unknown key stepz; valid keys: steps, lr,"),
+    ("param text for a float", GRID_HEAD.replace("supervised", "entmin") + 'labels = [50]\n[params.entmin]\nlambda_ = ["0.5"]', "grid.toml: [params.entmin]: lambda_ expects float (a number), got '0.5'"),
+    ("steps 10^12", GRID_HEAD + "labels = [50]\nsteps = 1_000_000_000_000", "grid.toml: [sweep] steps must be at most 100000000 (10^8"),
+    ("protocol steps 10^9", GRID_HEAD + "labels = [50]\nprotocol = { steps = 1_000_000_000 }", "grid.toml: [sweep] protocol.steps must be at most 100000000"),
 ]
 
 
@@ -431,6 +449,42 @@ def assert_refused_after_start(args: list[str]) -> str:
     return lines[0]
 
 
+def test_full_disk_inside_torch_save(tmp_path, monkeypatch):
+    """A write that fails inside torch.save (its C++ zip writer turns the OSError into a RuntimeError) is the
+    same `cannot write` line as any other write (a UserError: one line from the CLI), and the checkpoint's
+    temporary file is removed. Called directly: a run would train a step to get there."""
+    from ssl_bench import records
+    from ssl_bench.errors import UserError
+
+    real_fdopen = os.fdopen
+
+    class FullAfter:  # the disk fills after 4 KiB: the first bytes are written, then ENOSPC
+        def __init__(self, fh):
+            self.fh, self.written = fh, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 4096:
+                no_space()
+            return self.fh.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: FullAfter(real_fdopen(fd, *a, **k)))
+    path = tmp_path / "run" / "best.pt"
+    with pytest.raises(UserError) as caught:
+        records.save_checkpoint(path, {"step": 5, "model": {"w": torch.zeros(64, 64)}})  # 16 KiB of weights
+    assert str(caught.value) == f"cannot write {path}: No space left on device"
+    assert list(path.parent.iterdir()) == []  # no checkpoint, whole or partial, no temporary file
+
+
 def test_full_disk_while_writing_a_report(real_run, tmp_path, monkeypatch):
     copy_run(real_run, tmp_path)
     real_write = Path.write_text
@@ -448,6 +502,30 @@ def test_full_disk_while_writing_a_figure(real_run, tmp_path, monkeypatch):
     line = assert_refused_after_start(["reconstruct", str(run_dir), "--n", "2", "--out", str(tmp_path / "fig" / "rec.png")])
     assert f"cannot write {tmp_path / 'fig' / 'rec.png'}: No space left on device" in line
     assert list((tmp_path / "fig").iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Under torchrun: each rank refuses in one line and exits 2; torchrun then adds its own summary
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="torchrun not installed")
+def test_a_refusal_under_torchrun(tmp_path):
+    """torchrun reports any rank's nonzero exit with its ChildFailedError traceback and exits 1 itself
+    (torch/distributed/launcher/api.py), whatever the rank does: docs/multi-gpu.md shows what the user
+    sees. What is ours: every rank's one `Error:` line, exit code 2, no traceback of ssl-bench, no folder."""
+    from tests.conftest import ROOT
+
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    args = [*RUN[:-1], "--batch-lb", "7", "--device", "cpu", "--out", str(tmp_path / "runs")]
+    done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "ssl_bench.cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr  # torchrun's own code for a failed child
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    # one line per rank that refused; torchrun stops (SIGTERM) a rank that has not ended when the first fails
+    assert 1 <= len(errors) <= 2 and set(errors) == {"Error: 2 processes need batch sizes that divide by 2; got --batch-lb 7 and --batch-ulb 128"}, done.stderr
+    assert done.stderr.count("Traceback (most recent call last)") == 1 and "ChildFailedError" in done.stderr  # torchrun's, not a rank's
+    assert "ssl_bench/" not in done.stderr.split("Traceback (most recent call last)")[1].split("ChildFailedError")[0]
+    assert "exitcode  : 2 " in done.stderr.split("Root Cause (first observed failure)")[1] and not (tmp_path / "runs").exists()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -473,6 +551,47 @@ def test_click_usage_errors_keep_clicks_format(args, tmp_path, monkeypatch):
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.stderr.startswith("Usage: ") and result.stderr.splitlines()[-1].startswith("Error: ")
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["run", *RUN[1:], "--steps", "５０"], "Invalid value for '--steps': '５０' is not a whole number (ASCII digits 0-9 only, no '_')"),
+    (["run", *RUN[1:], "--steps", "1_0"], "Invalid value for '--steps': '1_0' is not a whole number"),
+    (["run", *RUN[1:], "--steps", "1000000000000"], "Invalid value for '--steps': 1000000000000 is above 100000000, the largest step budget ssl-bench takes (10^8"),
+    (["run", *RUN[1:], "--steps", "100000001"], "100000001 is above 100000000"),
+    (["run", *RUN[1:], "--lr", "1_0.5"], "Invalid value for '--lr': '1_0.5' is not a number (ASCII digits 0-9 only, no '_')"),
+    (["run", *RUN[1:], "--lr", "０.１"], "'０.１' is not a number"),
+    (["run", *RUN[1:], "--seed", "٣"], "Invalid value for '--seed': '٣' is not a whole number"),
+    (["run", *RUN[1:], "--batch-lb", "3_2"], "Invalid value for '--batch-lb': '3_2' is not a whole number"),
+    (["run", *RUN[1:], "--cpu-threads", "２"], "Invalid value for '--cpu-threads': '２' is not a whole number"),
+    (["sweep", "--workers", "1_0"], "Invalid value for '--workers': '1_0' is not a whole number"),
+    (["sweep", "--executor", "slurm", "--time-min", "６０"], "Invalid value for '--time-min': '６０' is not a whole number"),
+    (["reconstruct", ".", "--n", "１６"], "Invalid value for '--n': '１６' is not a whole number"),
+], ids=lambda a: " ".join(a[-2:]) if isinstance(a, list) else None)
+def test_numbers_are_ascii_digits_in_click_options(args, words, tmp_path, monkeypatch):
+    """click's INT and FLOAT are Python's int() and float(), which read `1_0` as 10 and fullwidth `５０` as 50:
+    every numeric option reads ASCII digits only (config.WholeNumber, config.Number); --steps has a bound."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.stderr.startswith("Usage: ") and result.stderr.splitlines()[-1].startswith("Error: ")
+    assert words in result.stderr.splitlines()[-1], result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ascii_numbers_are_still_read():
+    """The strict readers take what the harness always took: signs, decimals, exponents; nan and inf reach
+    the finite checks (which refuse them with their own message)."""
+    from ssl_bench.config import parse_float, parse_int
+
+    assert [parse_int(t) for t in ("0", "50", "+3", "-2", " 7 ", "010")] == [0, 50, 3, -2, 7, 10]
+    assert [parse_float(t) for t in ("0.5", ".5", "1.", "-1e-3", "3E2", "2")] == [0.5, 0.5, 1.0, -0.001, 300.0, 2.0]
+    assert all(map(lambda t: parse_float(t) != parse_float(t) or abs(parse_float(t)) == float("inf"), ("nan", "inf", "-Infinity")))
+    for text in ("1_0", "５０", "٣", "", "1e3", "0x10", "½"):
+        with pytest.raises(ValueError):
+            parse_int(text)
+    for text in ("1_0.5", "０.５", "1e", ".", "0x1p3", "e5", "1.5.2"):
+        with pytest.raises(ValueError):
+            parse_float(text)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -45,14 +45,14 @@ def test_status_counts_each_state_per_group(tmp_path):
     assert not is_locked(running) and not is_locked(tmp_path / "nowhere")
     assert from_folders.exit_code == 0, from_folders.output
     header = from_folders.stdout.splitlines()[0].split()
-    assert header == ["dataset", "model", "method", "complete", "flagged", "running", "interrupted", "failed", "total"]
-    assert row_of(from_folders.stdout, "supervised")[3:] == ["2", "0", "1", "0", "1", "4"]
-    assert row_of(from_folders.stdout, "entmin")[3:] == ["0", "1", "0", "2", "0", "3"]
+    assert header == ["dataset", "model", "method", "complete", "flagged", "damaged", "running", "interrupted", "failed", "total"]
+    assert row_of(from_folders.stdout, "supervised")[3:] == ["2", "0", "0", "1", "0", "1", "4"]
+    assert row_of(from_folders.stdout, "entmin")[3:] == ["0", "1", "0", "0", "2", "0", "3"]
     assert from_folders.stdout.splitlines()[-1] == "2 complete, 1 flagged, 1 running, 2 interrupted, 1 failed of 7 runs"
 
     assert of_the_sweep.exit_code == 0, of_the_sweep.output
     assert "not started" in of_the_sweep.stdout.splitlines()[0]
-    assert row_of(of_the_sweep.stdout, "entmin")[3:] == ["0", "1", "0", "2", "0", "1", "4"]  # seed 3: no folder
+    assert row_of(of_the_sweep.stdout, "entmin")[3:] == ["0", "1", "0", "0", "2", "0", "1", "4"]  # seed 3: no folder
     assert of_the_sweep.stdout.splitlines()[-1].endswith("1 not started of 8 runs")
 
 
@@ -60,7 +60,7 @@ def test_status_of_another_sweep_counts_only_its_runs(tmp_path):
     make_runs(tmp_path)
     result = CliRunner().invoke(cli, ["status", str(tmp_path), "--methods", "entmin", "--seeds", "0", "--dataset", "digits", "--labels", "50", "--steps", "31"])
     assert result.exit_code == 0, result.output
-    assert row_of(result.stdout, "entmin")[3:] == ["0", "0", "0", "0", "0", "1", "1"]  # another protocol: other folders
+    assert row_of(result.stdout, "entmin")[3:] == ["0", "0", "0", "0", "0", "0", "1", "1"]  # another protocol: other folders
 
 
 def test_status_of_an_empty_folder_and_bad_input(tmp_path):
@@ -70,3 +70,20 @@ def test_status_of_an_empty_folder_and_bad_input(tmp_path):
     assert missing.exit_code == 2 and "does not exist" in missing.stderr
     bad = CliRunner().invoke(cli, ["status", str(tmp_path), "--methods", "nope", "--dataset", "digits", "--labels", "50"])
     assert bad.exit_code == 2 and bad.stderr.count("Error:") == 1 and "unknown method 'nope'" in bad.stderr
+
+
+def test_a_damaged_result_is_not_counted_complete(tmp_path):
+    """A torn or mistyped result.json (which `report` skips) is counted as damaged and named, not complete."""
+    make_runs(tmp_path)
+    complete = sorted(p for p in tmp_path.iterdir() if "supervised" in p.name and (p / records.RESULT).is_file())
+    (complete[0] / records.RESULT).write_bytes(b'{"run_id": "dig')  # torn by a full disk or a copy cut short
+    records.write_json(complete[1] / records.RESULT, {"run_id": complete[1].name, "test_acc": "high"})
+    for args in (["status", str(tmp_path)], ["status", str(tmp_path), *FLAGS]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        assert row_of(result.stdout, "supervised")[3:6] == ["0", "0", "2"]  # complete, flagged, damaged
+        assert result.stdout.splitlines()[-1].startswith("1 flagged, 2 damaged, 3 interrupted, 1 failed")  # none complete
+        warnings = sorted(line for line in result.stderr.splitlines() if line.startswith("Warning: "))
+        assert len(warnings) == 2 and all("counted as damaged, not complete" in w for w in warnings), result.stderr
+        assert f"Warning: {complete[0].name}: damaged record, result.json: not valid JSON" in result.stderr
+        assert f"Warning: {complete[1].name}: damaged record, result.json: test_acc expects float (a number), got 'high'" in result.stderr
