@@ -143,6 +143,18 @@ def is_complete(run_dir: Path) -> bool:
     return (Path(run_dir) / RESULT).is_file()
 
 
+def read_result(run_dir: Path) -> dict:
+    """A complete run's `result.json`; a damaged one (torn, not UTF-8, not an object) is refused in one line."""
+    path = Path(run_dir) / RESULT
+    try:
+        result = read_json(path)
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"{path} is damaged ({type(exc).__name__}: {exc}); delete it, or run that run again with `ssl-bench run … --force`") from None
+    if not isinstance(result, dict):
+        raise UserError(f"{path} is damaged (a JSON {type(result).__name__}, not an object); delete it, or run that run again with `ssl-bench run … --force`")
+    return result
+
+
 def failure(run_dir: Path) -> str | None:
     """The error of a run that failed (its `failed.json`), or None; a damaged one is refused in one line."""
     path = Path(run_dir) / FAILED

@@ -86,6 +86,9 @@ def run_sweep(
     if len(set(ids)) != len(ids):
         raise UserError("the sweep lists the same run twice; check for repeated seeds or values")
     complete = [records.is_complete(out / run_id) for run_id in ids]
+    for c, run_id in zip(complete, ids):
+        if c:
+            records.read_result(out / run_id)  # a damaged result.json is refused now, before any work
     failed_before = [not c and not retry_failed and records.failure(out / run_id) is not None for c, run_id in zip(complete, ids)]
     todo = [i for i in range(len(ids)) if not complete[i] and not failed_before[i]]
     echo(
@@ -161,7 +164,7 @@ def run_sweep(
     if cluster is not None and not wait:
         return SweepOutcome([], {})  # submitted; the runs are followed with `ssl-bench status`
     echo(f"sweep: {len(todo) - len(done_elsewhere)} runs done here" + (f", {len(done_elsewhere)} by another process" if done_elsewhere else ""))
-    results = [records.read_json(out / run_id / records.RESULT) for run_id in ids if records.is_complete(out / run_id)]
+    results = [records.read_result(out / run_id) for run_id in ids if records.is_complete(out / run_id)]
     failed = {run_id: records.failure(out / run_id) for run_id in ids if not records.is_complete(out / run_id)}
     flagged = {r["run_id"]: flag_of(r) for r in results if flag_of(r)}
     healthy = [r for r in results if r["run_id"] not in flagged]

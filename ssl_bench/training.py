@@ -177,7 +177,7 @@ def refuse_complete(run_dir: Path) -> None:
     """Raise `AlreadyComplete` if `run_dir` holds a complete run."""
     if records.is_complete(run_dir):
         runstate.remove(run_dir)  # left by a kill between result.json and its removal
-        raise AlreadyComplete(f"{run_dir} already holds a complete run; use --force to run it again", records.read_json(run_dir / records.RESULT))
+        raise AlreadyComplete(f"{run_dir} already holds a complete run; use --force to run it again", records.read_result(run_dir))
 
 
 def open_folder(run_dir: Path, identity: dict[str, Any], *, force: bool, restart: bool) -> bool:

@@ -294,6 +294,8 @@ def damaged_run(damage, command: str = "report", extra=()):
             return ["report", str(tmp / "runs"), "--out", str(tmp / "report"), "--no-reconstructions"]
         if command == "sweep":  # the same run as the real one: the sweep reads its records
             return [*SWEEP, "--out", str(tmp / "runs")]
+        if command == "run":  # the same run again: its result.json says whether it is complete
+            return [*RUN, "--out", str(tmp / "runs")]
         return ["reconstruct", str(run_dir), "--n", "2", "--out", str(tmp / "rec.png"), *extra]
 
     return setup
@@ -339,6 +341,9 @@ REPORT_CASES = [
     ("failed.json garbage", damaged_run(garbage_failed), "failed.json: not valid JSON"),
     ("failed.json error null", damaged_run(failed_without_error), "failed.json: error must be text, got None"),
     ("sweep over a garbage failed.json", damaged_run(garbage_failed, "sweep"), "failed.json is damaged (JSONDecodeError"),
+    ("run over a torn result.json", damaged_run(write("result.json", b'{"method": "sup'), "run"), "result.json is damaged (JSONDecodeError"),
+    ("run over a result.json that is a list", damaged_run(write("result.json", b"[]"), "run"), "result.json is damaged (a JSON list, not an object)"),
+    ("sweep over a torn result.json", damaged_run(write("result.json", b'{"method": "sup'), "sweep"), "result.json is damaged (JSONDecodeError"),
 ]
 
 
