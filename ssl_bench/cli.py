@@ -71,6 +71,7 @@ def run_options(f, required: bool = True):
         click.option("--batch-ulb", type=WholeNumber(min=1), default=None, help="Unlabeled samples per step [128]."),
         click.option("--eval-every", type=WholeNumber(min=1), default=None, help="Steps between validation evaluations [100]."),
         click.option("--warmup-steps", type=WholeNumber(min=0), default=None, help="Linear learning-rate warm-up steps, 0 = none [100]."),
+        click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default=None, help="Learning rate after the warm-up: cosine decay to 0 over the budget, or constant (part of the protocol) [cosine]."),
         click.option("--cpu-threads", type=WholeNumber(min=1), default=None, help="Torch threads of a CPU run (part of the protocol) [1]."),
         click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None, help="Training precision: bf16 autocasts the step (part of the protocol) [fp32]."),
         click.option("--augment", type=click.Choice(["none", "weak"]), default=None, help="Input augmentation of every method's labeled and unlabeled batches, from a protocol stream (part of the protocol) [none]."),
@@ -160,7 +161,7 @@ def not_empty(value: str | None, option: str) -> str | None:
 
 def model_dataset_kwargs(kw: dict) -> dict:
     """The RunSpec fields that `run` and `sweep` share, from the parsed options."""
-    protocol = {k: kw[k] for k in ("batch_lb", "batch_ulb", "eval_every", "warmup_steps", "cpu_threads", "precision", "compile", "augment") if kw[k] is not None}
+    protocol = {k: kw[k] for k in ("batch_lb", "batch_ulb", "eval_every", "warmup_steps", "lr_schedule", "cpu_threads", "precision", "compile", "augment") if kw[k] is not None}
     return dict(
         dataset=kw["dataset"],
         labels=parse_labels(kw["labels"]),
@@ -283,7 +284,7 @@ def grid_specs(grid: str | None, methods: str | None, seeds: str | None, params:
     given = {name for name in kw if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
     shared = model_dataset_kwargs(kw)
     common = {k: shared[k] for k in ("steps", "lr", "val_size", "exclude_labeled", "model_options", "dataset_options", "data_dir", "download", "device") if k in given}
-    if given & {"batch_lb", "batch_ulb", "eval_every", "warmup_steps", "cpu_threads", "precision", "compile", "augment"}:
+    if given & {"batch_lb", "batch_ulb", "eval_every", "warmup_steps", "lr_schedule", "cpu_threads", "precision", "compile", "augment"}:
         common["protocol"] = shared["protocol"]
     axes = {
         "methods": split_list(methods, "--methods") if methods is not None else None,

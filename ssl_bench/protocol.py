@@ -38,7 +38,7 @@ class ProtocolConfig:
     lr: float  # Adam learning rate
     batch_lb: int = 32  # labeled samples per step
     batch_ulb: int = 128  # unlabeled samples per step
-    lr_schedule: str = "constant"  # constant | cosine (to 0 at the last step)
+    lr_schedule: str = "cosine"  # cosine (after the warm-up, lr·½(1 + cos(π·step/steps)): to 0 at the end of the budget) | constant. Cosine since issue 30: constant-lr Adam collapses the paper's nets once the labeled set is memorized (docs/dninv.md)
     warmup_steps: int = 100  # linear lr warm-up: step i uses lr·(i+1)/N for i < N (docs/models.md); 0 = none
     weight_decay: float = 0.0  # Adam L2 penalty
     clip_grad_norm: float = 0.0  # max global gradient norm; 0 = no clipping

@@ -68,10 +68,13 @@ def test_the_thread_count_is_the_protocols_not_the_callers(tmp_path):
 def test_warmup_rises_linearly_then_holds():
     from ssl_bench.protocol import ProtocolConfig, lr_factor
 
-    p = ProtocolConfig(steps=1000, lr=0.01, warmup_steps=100)
+    p = ProtocolConfig(steps=1000, lr=0.01, warmup_steps=100, lr_schedule="constant")
     assert [lr_factor(p, i) for i in (0, 49, 99, 100, 999)] == [0.01, 0.5, 1.0, 1.0, 1.0]
     cosine = dataclasses.replace(p, lr_schedule="cosine")
-    assert lr_factor(cosine, 49) == pytest.approx(0.5 * 0.5 * (1 + np.cos(np.pi * 49 / 1000)))
+    assert ProtocolConfig(steps=1000, lr=0.01).lr_schedule == "cosine"  # the default since issue 30 (docs/dninv.md)
+    for i in (49, 100, 500, 999):
+        assert lr_factor(cosine, i) == pytest.approx(min(1, (i + 1) / 100) * 0.5 * (1 + np.cos(np.pi * i / 1000)))
+    assert lr_factor(cosine, 500) == pytest.approx(0.5) and lr_factor(cosine, 999) < 1e-5
     assert lr_factor(dataclasses.replace(p, warmup_steps=0), 0) == 1.0
 
 
