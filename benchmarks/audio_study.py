@@ -1,0 +1,345 @@
+"""Why the 1-D Bird10 net barely learns the synthetic chirps, and what makes it learn (issue 30, item 2).
+
+One run = (footing, variant, seed): a harness run (`ssl_bench.training.train`, the same run `ssl-bench run`
+makes, with its run folder under `<out>/runs/`), then, from its checkpoints, the accuracy on the labeled
+windows (to tell under-fitting from over-fitting) at the best-validation and at the last step. One JSON
+per run in `<out>/results/`; `summary` prints the table.
+
+A footing is the common ground of a grid (dataset, labels, model, options, budget); a variant is a
+change to it: method and method params (`params`), model options (`model`), dataset options (`data`),
+protocol fields (`protocol`, e.g. lr, steps, augment, warmup_steps) and `lr_scale` (× the lr in force).
+Footings: `report` is what reports/chirps-bird10net was made with (bird10net, kernel 96, stride 48,
+SNR 10 dB, 2000 steps, lr 0.01/3, no augmentation); `defaults` passes nothing but the method, the
+dataset's SNR and the model (what `ssl-bench run --dataset chirps --model bird10net` does at this
+commit). `--diag-every K` adds, for dninv runs, a diagnostic pass every K steps on that step's batch:
+each loss term, the gradient norm of each weighted term and their cosines (as benchmarks/dninv_stability.py
+in the issue-30 work); the harness's own run is left untouched (the diagnostics run in a second,
+identical loop only when asked for, see `diagnose`).
+
+    # one run:
+    python benchmarks/audio_study.py one --footing report --variant base --seed 0 --out runs/audio-study
+    # a grid, N processes at a time (each OMP_NUM_THREADS=1, cpu_threads 1), then the table:
+    python benchmarks/audio_study.py grid --footing report --variants base,lr_1e-3,no_dropout --seeds 0,1,2 --jobs 16 --device cuda --out runs/audio-study
+    python benchmarks/audio_study.py summary runs/audio-study
+    python benchmarks/audio_study.py list   # the footings and variants
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+# footing -> RunSpec fields (method comes from the variant)
+FOOTINGS = {
+    "report": dict(dataset="chirps", labels=50, model="bird10net", dataset_options={"snr_db": 10}, model_options={"kernel": 96, "stride": 48}, protocol={"steps": 2000}),
+    "defaults": dict(dataset="chirps", labels=50, model="bird10net", dataset_options={"snr_db": 10}, model_options={}, protocol={}),
+}
+
+# variant -> changes to the footing: method, params, model (options), data (options), protocol, lr_scale
+VARIANTS: dict[str, dict] = {
+    "base": {},
+    # learning rate and budget
+    "lr_x3": {"lr_scale": 3.0},
+    "lr_x0.3": {"lr_scale": 0.3},
+    "lr_1e-3": {"protocol": {"lr": 1e-3}},
+    "steps_x3": {"protocol_scale": {"steps": 3}},
+    # capacity / regularisation
+    "no_dropout": {"model": {"dropout": 0.0}},
+    "hidden_128": {"model": {"hidden": 128}},
+    # the first layer: filterbank resolution and time resolution
+    "k48_s24": {"model": {"kernel": 48, "stride": 24}},
+    "k192_s96": {"model": {"kernel": 192, "stride": 96}},
+    "k96_s24": {"model": {"kernel": 96, "stride": 24}},
+    "k96_s12": {"model": {"kernel": 96, "stride": 12}},
+    # windowing (dataset options)
+    "win_500": {"data": {"window_ms": 500.0}},
+    "win_500_ov_0.9": {"data": {"window_ms": 500.0, "overlap": 0.9}},
+    "ov_0.9": {"data": {"overlap": 0.9}},
+    # the protocol's augmentation (every method alike)
+    "augment": {"protocol": {"augment": "weak"}},
+    # the semi-supervised methods on the same footing
+    "dninv": {"method": "dninv"},
+    "entmin": {"method": "entmin"},
+    "pimodel": {"method": "pimodel"},
+    "dninv_augment": {"method": "dninv", "protocol": {"augment": "weak"}},
+    "entmin_augment": {"method": "entmin", "protocol": {"augment": "weak"}},
+    "pimodel_augment": {"method": "pimodel", "protocol": {"augment": "weak"}},
+    "dninv_no_ent": {"method": "dninv", "params": {"beta": 1.0}},  # CE + reconstruction only
+    "dninv_no_rec": {"method": "dninv", "params": {"beta": 0.0}},  # CE + entropy only
+}
+
+
+def merged(footing: str, variant: str, extra: dict) -> dict:
+    """The run's RunSpec fields (plus `lr_scale`) for a footing and a variant (and `--set` extras)."""
+    f, v = FOOTINGS[footing], dict(VARIANTS[variant])
+    for k, val in extra.items():  # one level deep: {"protocol": {"steps": 500}} keeps the variant's other protocol fields
+        v[k] = {**v.get(k, {}), **val} if isinstance(val, dict) else val
+    protocol = {**f["protocol"], **v.get("protocol", {})}
+    return dict(
+        method=v.get("method", "supervised"),
+        params=v.get("params", {}),
+        dataset=f["dataset"],
+        labels=f["labels"],
+        model=f["model"],
+        dataset_options={**f["dataset_options"], **v.get("data", {})},
+        model_options={**f["model_options"], **v.get("model", {})},
+        protocol=protocol,
+        protocol_scale=v.get("protocol_scale", {}),
+        lr_scale=v.get("lr_scale", 1.0),
+    )
+
+
+def build(footing: str, variant: str, seed: int, device: str, extra: dict):
+    import dataclasses
+
+    from ssl_bench.protocol import RunSpec, resolve
+
+    fields = merged(footing, variant, extra)
+    lr_scale, scale = fields.pop("lr_scale"), fields.pop("protocol_scale")
+    resolved = resolve(RunSpec(seed=seed, device=device, **fields))
+    p = resolved.protocol
+    changes = {k: type(getattr(p, k))(getattr(p, k) * s) for k, s in scale.items()}
+    if lr_scale != 1.0:
+        changes["lr"] = p.lr * lr_scale
+    if changes:  # scaled fields go through RunSpec again, so the run id and fingerprint show them
+        spec = resolved.spec
+        steps = changes.pop("steps", spec.steps or p.steps)
+        lr = changes.pop("lr", spec.lr or p.lr)
+        resolved = resolve(dataclasses.replace(spec, steps=steps, lr=lr, protocol={**spec.protocol, **changes}))
+    return resolved
+
+
+def labeled_accuracy(run_dir: Path) -> dict:
+    """Accuracy on the labeled windows (what the network was fit to) at the best and the last checkpoint."""
+    from ssl_bench.device_data import accuracy, predict
+    from ssl_bench.reconstruct import load_checkpoint, load_run
+
+    model, dd, _config, _step = load_run(run_dir)
+    out = {}
+    for name, ckpt in (("best", "best.pt"), ("last", "last.pt")):
+        model.load_state_dict(load_checkpoint(run_dir / ckpt)["model"])
+        out[f"train_acc_{name}"] = accuracy(predict(model, dd.x_lb, 1024, dd.inputs), dd.y_lb)
+    return out
+
+
+def run_one(footing: str, variant: str, seed: int, out: Path, device: str, extra: dict, diag_every: int = 0) -> dict:
+    from ssl_bench.training import AlreadyComplete, train
+
+    resolved = build(footing, variant, seed, device, extra)
+    t0 = time.perf_counter()
+    try:
+        result = train(resolved, out / "runs", show_progress=False, echo=lambda line: None)
+    except AlreadyComplete as done:
+        result = done.result
+    run_dir = out / "runs" / result["run_id"]
+    row = {
+        "footing": footing, "variant": variant, "seed": seed, "extra": extra, "method": resolved.spec.method,
+        "model_options": resolved.spec.model_options, "dataset_options": resolved.spec.dataset_options,
+        "protocol": {k: v for k, v in vars(resolved.protocol).items() if k != "seed"},
+        "test_acc": result["test_acc"], "test_acc_last": result["test_acc_last"],
+        "test_acc_recording": result.get("test_acc_recording"), "test_acc_recording_last": result.get("test_acc_recording_last"),
+        "val_acc_best": result["val_acc_best"], "best_step": result["best_step"], "health": result["health"]["status"],
+        "n_labeled": result["n_labeled"], "wall_time_s": result["wall_time_s"], "device": result["device"],
+        "run_id": result["run_id"], "git_commit": result.get("git_commit"),
+        **labeled_accuracy(run_dir),
+    }
+    if diag_every and resolved.spec.method == "dninv":
+        row["diag"] = diagnose(resolved, diag_every)
+    row["study_wall_s"] = round(time.perf_counter() - t0, 1)
+    dest = out / "results" / f"{footing}-{variant}-s{seed}{tag(extra)}.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.write_text(json.dumps(row, indent=1))
+    tmp.replace(dest)
+    return row
+
+
+def diagnose(resolved, every: int) -> list[dict]:
+    """dninv's terms along a second run of the harness's loop (same data, split, init, batches): every
+    `every` steps, on that step's batch before the update, each term (ce, rec, ent), the gradient norm of
+    each weighted term (α·CE, (1−α)β·R, (1−α)(1−β)·E) and their cosines; the update itself is the method's."""
+    import torch
+    import torch.nn.functional as F
+
+    from ssl_bench.augment import AUGMENTATIONS
+    from ssl_bench.device_data import to_device
+    from ssl_bench.distributed import World
+    from ssl_bench.inversion import reconstruct_layers, squared_error
+    from ssl_bench.losses import entropy
+    from ssl_bench.method import MethodContext, Progress
+    from ssl_bench.seeding import derive_seed, make_generator
+    from ssl_bench.training import init_model, next_batch, prepare, protocol_streams, set_lr, torch_threads
+    from ssl_bench.views import make_views
+
+    p, info, dev, world = resolved.protocol, resolved.info, resolved.device, World()
+    rows = []
+    with torch_threads(p.cpu_threads):
+        data, split = prepare(resolved)
+        model = init_model(resolved, tuple(data.x_train.shape[1:])).to(dev).train()
+        dd = to_device(data, split, dev)
+        torch.manual_seed(derive_seed(p.seed, world.stream_purpose("global")))
+        method = resolved.method_cls(resolved.method_config, MethodContext(info.modality, info.num_classes, make_generator(p.seed, world.stream_purpose("method"), dev), AUGMENTATIONS[info.modality]))
+        optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+        streams = protocol_streams(dd, p, info.modality, dev)
+        method.setup(model)
+        params = [q for q in model.parameters() if q.requires_grad]
+        cfg = method.config
+        for step in range(p.steps):
+            set_lr(optimizer, p, step)
+            progress = Progress(step, p.steps)
+            batch = make_views(method, next_batch(dd, streams, world), info.modality)
+            if step % every == 0 or step == p.steps - 1:
+                n_lb = len(batch.x_lb)
+                x = torch.cat([batch.x_lb, batch.x_ulb])
+                logits, x_hat, _ = reconstruct_layers(model, x, (), input=True, create_graph=True, detach_cotangent=cfg.detach_cotangent)
+                terms = {"ce": F.cross_entropy(logits[:n_lb], batch.y_lb), "rec": squared_error(x_hat, x, cfg.reduction), "ent": entropy(logits[n_lb:])}
+                a, b = cfg.alpha.at(progress.fraction), cfg.beta.at(progress.fraction)
+                weighted = {"ce": a * terms["ce"], "rec": (1 - a) * b * terms["rec"], "ent": (1 - a) * (1 - b) * terms["ent"]}
+                grads = {}
+                for k, v in weighted.items():
+                    g = torch.autograd.grad(v, params, retain_graph=True, allow_unused=True)
+                    grads[k] = torch.cat([(gi if gi is not None else torch.zeros_like(q)).flatten() for gi, q in zip(g, params)])
+                cos = lambda u, w: (grads[u] @ grads[w] / (grads[u].norm() * grads[w].norm() + 1e-30)).item()
+                rows.append({"step": step, **{k: v.item() for k, v in terms.items()}, **{f"g_{k}": g.norm().item() for k, g in grads.items()},
+                             "cos_ce_rec": cos("ce", "rec"), "cos_ce_ent": cos("ce", "ent"), "alpha": float(a), "beta": float(b)})
+                del logits, x_hat, terms, weighted, grads
+            optimizer.zero_grad(set_to_none=True)
+            loss, _logged = method.loss(model, batch, progress)
+            loss.backward()
+            if p.clip_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), p.clip_grad_norm)
+            optimizer.step()
+            method.after_step(model, progress)
+    return rows
+
+
+def tag(extra: dict) -> str:
+    """A file-name suffix for `--set` extras: their JSON, with what a file name should not hold replaced."""
+    if not extra:
+        return ""
+    text = json.dumps(extra, sort_keys=True, separators=(",", ":"))
+    return "-" + "".join(c if c.isalnum() or c in "._=-" else "_" for c in text.replace(":", "=")).strip("_")
+
+
+def parse_seeds(text: str) -> list[int]:
+    if "-" in text and "," not in text:
+        a, b = text.split("-")
+        return list(range(int(a), int(b) + 1))
+    return [int(s) for s in text.split(",")]
+
+
+def grid(args) -> None:
+    variants = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        sys.exit(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    jobs = [(v, s) for v in variants for s in parse_seeds(args.seeds)]
+    out = Path(args.out)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    start = time.time()
+
+    def one(job):
+        variant, seed = job
+        dest = out / "results" / f"{args.footing}-{variant}-s{seed}{tag(json.loads(args.set))}.json"
+        if dest.is_file():
+            return f"{dest.name}: done before"
+        if time.time() - start > args.deadline:
+            return f"{dest.name}: skipped (deadline)"
+        cmd = [sys.executable, __file__, "one", "--footing", args.footing, "--variant", variant, "--seed", str(seed), "--out", args.out,
+               "--device", args.device, "--diag-every", str(args.diag_every), "--set", args.set]
+        t = time.time()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        status = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout.strip() else f"FAILED rc={proc.returncode}: {proc.stderr.strip()[-600:]}"
+        return f"{dest.name} ({time.time() - t:.0f} s): {status}"
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for line in pool.map(one, jobs):
+            print(line, flush=True)
+
+
+def mean_sd(xs: list[float], scale: float = 100.0) -> str:
+    xs = [x * scale for x in xs if x is not None]
+    if not xs:
+        return "–"
+    m = sum(xs) / len(xs)
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else float("nan")
+    return f"{m:.1f} ± {sd:.1f}" if len(xs) > 1 else f"{m:.1f}"
+
+
+def summary(args) -> None:
+    rows = [json.loads(p.read_text()) for p in sorted(Path(args.folder, "results").glob("*.json"))]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["footing"], r["variant"], tag(r.get("extra", {}))), []).append(r)
+    print("| footing | variant | n | test/window @best val | test/window @last | per recording @best val | labeled-window acc @best val | @last | val best | best step | wall s/run |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for (footing, variant, extra), rs in groups.items():
+        rs.sort(key=lambda r: r["seed"])
+        col = lambda k: [r.get(k) for r in rs]
+        print(f"| {footing} | {variant}{extra} | {len(rs)} | {mean_sd(col('test_acc'))} | {mean_sd(col('test_acc_last'))} | {mean_sd(col('test_acc_recording'))} | "
+              f"{mean_sd(col('train_acc_best'))} | {mean_sd(col('train_acc_last'))} | {mean_sd(col('val_acc_best'))} | {mean_sd(col('best_step'), 1.0)} | {mean_sd(col('wall_time_s'), 1.0)} |")
+    diag = [r for r in rows if r.get("diag")]
+    if diag:
+        print("\ndninv's terms and the gradient norms of its weighted terms (mean over seeds, at the steps shown):\n")
+        print("| footing | variant | step | CE | rec | ent | ‖∇ α·CE‖ | ‖∇ (1−α)β·R‖ | ‖∇ (1−α)(1−β)·E‖ | ratio rec/ce | cos(ce, rec) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        by: dict[tuple, list[dict]] = {}
+        for r in diag:
+            by.setdefault((r["footing"], r["variant"]), []).append(r)
+        for (footing, variant), rs in by.items():
+            steps = [d["step"] for d in rs[0]["diag"]]
+            shown = sorted({steps[0], steps[len(steps) // 4], steps[len(steps) // 2], steps[-1]})
+            for s in shown:
+                ds = [d for r in rs for d in r["diag"] if d["step"] == s]
+                m = lambda k: sum(d[k] for d in ds) / len(ds)
+                print(f"| {footing} | {variant} | {s} | {m('ce'):.3f} | {m('rec'):.3f} | {m('ent'):.3f} | {m('g_ce'):.3g} | {m('g_rec'):.3g} | {m('g_ent'):.3g} | "
+                      f"{sum(d['g_rec'] / max(d['g_ce'], 1e-30) for d in ds) / len(ds):.3g} | {m('cos_ce_rec'):+.2f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("one", "grid"):
+        p = sub.add_parser(name)
+        p.add_argument("--footing", default="report", choices=list(FOOTINGS))
+        p.add_argument("--out", default="runs/audio-study")
+        p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+        p.add_argument("--diag-every", type=int, default=0, help="dninv runs: diagnostics every K steps (0 = none; a second loop, about doubles the time)")
+        p.add_argument("--set", default="{}", help='JSON merged into every variant, e.g. \'{"protocol": {"steps": 500}}\' for a quick check')
+        if name == "one":
+            p.add_argument("--variant", default="base", choices=list(VARIANTS))
+            p.add_argument("--seed", type=int, default=0)
+        else:
+            p.add_argument("--variants", default="base", help="comma-separated, or all")
+            p.add_argument("--seeds", default="0,1,2", help="0,1,2 or 0-4")
+            p.add_argument("--jobs", type=int, default=1, help="processes at a time (each single-threaded)")
+            p.add_argument("--deadline", type=float, default=float("inf"), help="seconds after which no new run starts")
+    s = sub.add_parser("summary")
+    s.add_argument("folder")
+    sub.add_parser("list")
+    args = ap.parse_args()
+    if args.cmd == "one":
+        extra = json.loads(args.set)
+        r = run_one(args.footing, args.variant, args.seed, Path(args.out), args.device, extra, args.diag_every)
+        print(f"{r['method']} test/window {100 * r['test_acc']:.1f} %, per recording {100 * (r['test_acc_recording'] or 0):.1f} %, "
+              f"labeled windows {100 * r['train_acc_best']:.1f} % (best val) / {100 * r['train_acc_last']:.1f} % (last), {r['wall_time_s']:.0f} s on {r['device']}")
+    elif args.cmd == "grid":
+        grid(args)
+    elif args.cmd == "summary":
+        summary(args)
+    else:
+        for k, v in FOOTINGS.items():
+            print(f"footing {k}: {json.dumps(v)}")
+        for k, v in VARIANTS.items():
+            print(f"variant {k}: {json.dumps(v)}")
+
+
+if __name__ == "__main__":
+    main()
