@@ -62,8 +62,14 @@ VARIANTS: dict[str, dict] = {
     "win_500": {"data": {"window_ms": 500.0}},
     "win_500_ov_0.9": {"data": {"window_ms": 500.0, "overlap": 0.9}},
     "ov_0.9": {"data": {"overlap": 0.9}},
-    # the protocol's augmentation (every method alike)
+    # the protocol's augmentation (every method alike), and its two parts alone (`augment_fn` swaps the
+    # signal augmentation of `--augment weak` in this process; those runs get their own run folder)
     "augment": {"protocol": {"augment": "weak"}},
+    "augment_shift_only": {"protocol": {"augment": "weak"}, "augment_fn": "shift"},
+    "augment_noise_only": {"protocol": {"augment": "weak"}, "augment_fn": "noise"},
+    # all labels (the paper's Bird10 setting: dninv as a regularizer of a supervised model)
+    "all_labels": {"labels": None},
+    "all_labels_dninv": {"labels": None, "method": "dninv"},
     # the semi-supervised methods on the same footing
     "dninv": {"method": "dninv"},
     "entmin": {"method": "entmin"},
@@ -76,6 +82,21 @@ VARIANTS: dict[str, dict] = {
 }
 
 
+def _shift_only(x, gen):
+    from ssl_bench.augment import shift_signals
+
+    return shift_signals(x, gen)
+
+
+def _noise_only(x, gen):
+    from ssl_bench.augment import add_noise
+
+    return add_noise(x, gen)
+
+
+AUGMENT_FNS = {"shift": _shift_only, "noise": _noise_only}  # the two parts of the weak signal augmentation
+
+
 def merged(footing: str, variant: str, extra: dict) -> dict:
     """The run's RunSpec fields (plus `lr_scale`) for a footing and a variant (and `--set` extras)."""
     f, v = FOOTINGS[footing], dict(VARIANTS[variant])
@@ -86,13 +107,14 @@ def merged(footing: str, variant: str, extra: dict) -> dict:
         method=v.get("method", "supervised"),
         params=v.get("params", {}),
         dataset=f["dataset"],
-        labels=f["labels"],
+        labels=v.get("labels", f["labels"]),
         model=f["model"],
         dataset_options={**f["dataset_options"], **v.get("data", {})},
         model_options={**f["model_options"], **v.get("model", {})},
         protocol=protocol,
         protocol_scale=v.get("protocol_scale", {}),
         lr_scale=v.get("lr_scale", 1.0),
+        augment_fn=v.get("augment_fn"),
     )
 
 
@@ -102,7 +124,7 @@ def build(footing: str, variant: str, seed: int, device: str, extra: dict):
     from ssl_bench.protocol import RunSpec, resolve
 
     fields = merged(footing, variant, extra)
-    lr_scale, scale = fields.pop("lr_scale"), fields.pop("protocol_scale")
+    lr_scale, scale, _ = fields.pop("lr_scale"), fields.pop("protocol_scale"), fields.pop("augment_fn")
     resolved = resolve(RunSpec(seed=seed, device=device, **fields))
     p = resolved.protocol
     changes = {k: type(getattr(p, k))(getattr(p, k) * s) for k, s in scale.items()}
@@ -130,17 +152,22 @@ def labeled_accuracy(run_dir: Path) -> dict:
 
 
 def run_one(footing: str, variant: str, seed: int, out: Path, device: str, extra: dict, diag_every: int = 0) -> dict:
+    from ssl_bench import augment
     from ssl_bench.training import AlreadyComplete, train
 
     resolved = build(footing, variant, seed, device, extra)
+    fn = merged(footing, variant, extra)["augment_fn"]
+    runs = out / ("runs" if fn is None else f"runs-augment_fn-{fn}")  # the run id does not show the swap
+    if fn is not None:
+        augment.AUGMENTATIONS["signal"] = AUGMENT_FNS[fn]
     t0 = time.perf_counter()
     try:
-        result = train(resolved, out / "runs", show_progress=False, echo=lambda line: None)
+        result = train(resolved, runs, show_progress=False, echo=lambda line: None)
     except AlreadyComplete as done:
         result = done.result
-    run_dir = out / "runs" / result["run_id"]
+    run_dir = runs / result["run_id"]
     row = {
-        "footing": footing, "variant": variant, "seed": seed, "extra": extra, "method": resolved.spec.method,
+        "footing": footing, "variant": variant, "seed": seed, "extra": extra, "method": resolved.spec.method, "labels": resolved.spec.labels, "augment_fn": fn,
         "model_options": resolved.spec.model_options, "dataset_options": resolved.spec.dataset_options,
         "protocol": {k: v for k, v in vars(resolved.protocol).items() if k != "seed"},
         "test_acc": result["test_acc"], "test_acc_last": result["test_acc_last"],
