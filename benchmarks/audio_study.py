@@ -9,9 +9,10 @@ A footing is the common ground of a grid (dataset, labels, model, options, budge
 change to it: method and method params (`params`), model options (`model`), dataset options (`data`),
 protocol fields (`protocol`, e.g. lr, steps, augment, warmup_steps) and `lr_scale` (× the lr in force).
 Footings: `report` is what reports/chirps-bird10net was made with (bird10net, kernel 96, stride 48,
-SNR 10 dB, 2000 steps, lr 0.01/3, no augmentation); `defaults` passes nothing but the method, the
-dataset's SNR and the model (what `ssl-bench run --dataset chirps --model bird10net` does at this
-commit). `--diag-every K` adds, for dninv runs, a diagnostic pass every K steps on that step's batch:
+chirps in 250 ms windows with 50 % overlap, SNR 10 dB, 2000 steps, lr 0.01/3, no augmentation);
+`defaults` passes only the model, the report's SNR and budget (`ssl-bench run --dataset chirps --model
+bird10net -d snr_db=10 --steps 2000` at this commit: since issue 30, 500 ms windows with 90 % overlap and
+the kernel/stride derived from the window). `--diag-every K` adds, for dninv runs, a diagnostic pass every K steps on that step's batch:
 each loss term, the gradient norm of each weighted term and their cosines (as benchmarks/dninv_stability.py
 in the issue-30 work); the harness's own run is left untouched (the diagnostics run in a second,
 identical loop only when asked for, see `diagnose`).
@@ -22,6 +23,8 @@ identical loop only when asked for, see `diagnose`).
     python benchmarks/audio_study.py grid --footing report --variants base,lr_1e-3,no_dropout --seeds 0,1,2 --jobs 16 --device cuda --out runs/audio-study
     python benchmarks/audio_study.py summary runs/audio-study
     python benchmarks/audio_study.py list   # the footings and variants
+    # an independent check of learnability: logistic regression on log-spectrograms of the same windows
+    python benchmarks/audio_study.py probe --footing report --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ from pathlib import Path
 
 # footing -> RunSpec fields (method comes from the variant)
 FOOTINGS = {
-    "report": dict(dataset="chirps", labels=50, model="bird10net", dataset_options={"snr_db": 10}, model_options={"kernel": 96, "stride": 48}, protocol={"steps": 2000}),
-    "defaults": dict(dataset="chirps", labels=50, model="bird10net", dataset_options={"snr_db": 10}, model_options={}, protocol={}),
+    # the committed report's runs, with chirps' windowing of that time (250 ms, 50 % overlap) spelled out
+    "report": dict(dataset="chirps", labels=50, model="bird10net", dataset_options={"snr_db": 10, "window_ms": 250.0, "overlap": 0.5}, model_options={"kernel": 96, "stride": 48}, protocol={"steps": 2000}),
+    "defaults": dict(dataset="chirps", labels=50, model="bird10net", dataset_options={"snr_db": 10}, model_options={}, protocol={"steps": 2000}),
 }
 
 # variant -> changes to the footing: method, params, model (options), data (options), protocol, lr_scale
@@ -58,10 +62,15 @@ VARIANTS: dict[str, dict] = {
     "k192_s96": {"model": {"kernel": 192, "stride": 96}},
     "k96_s24": {"model": {"kernel": 96, "stride": 24}},
     "k96_s12": {"model": {"kernel": 96, "stride": 12}},
+    "k96_s48": {"model": {"kernel": 96, "stride": 48}},  # the committed report's (24 ms / 12 ms at 4 kHz)
     # windowing (dataset options)
     "win_500": {"data": {"window_ms": 500.0}},
     "win_500_ov_0.9": {"data": {"window_ms": 500.0, "overlap": 0.9}},
     "ov_0.9": {"data": {"overlap": 0.9}},
+    "ov_0.5": {"data": {"overlap": 0.5}},
+    "win_250": {"data": {"window_ms": 250.0}},
+    # the paper's net exactly (1024/512) on chirps resampled to 44.1 kHz, 500 ms windows (slow on CPU)
+    "sr_44100": {"data": {"sample_rate": 44100, "window_ms": 500.0}, "model": {"kernel": 1024, "stride": 512}},
     # the protocol's augmentation (every method alike), and its two parts alone (`augment_fn` swaps the
     # signal augmentation of `--augment weak` in this process; those runs get their own run folder)
     "augment": {"protocol": {"augment": "weak"}},
@@ -70,6 +79,8 @@ VARIANTS: dict[str, dict] = {
     # all labels (the paper's Bird10 setting: dninv as a regularizer of a supervised model)
     "all_labels": {"labels": None},
     "all_labels_dninv": {"labels": None, "method": "dninv"},
+    # another net on the same data: tinycnn (3×3 convs, global mean pool: shift-invariant), chirps' default model
+    "tinycnn": {"net": "tinycnn"},
     # the semi-supervised methods on the same footing
     "dninv": {"method": "dninv"},
     "entmin": {"method": "entmin"},
@@ -108,9 +119,9 @@ def merged(footing: str, variant: str, extra: dict) -> dict:
         params=v.get("params", {}),
         dataset=f["dataset"],
         labels=v.get("labels", f["labels"]),
-        model=f["model"],
+        model=v.get("net", f["model"]),
         dataset_options={**f["dataset_options"], **v.get("data", {})},
-        model_options={**f["model_options"], **v.get("model", {})},
+        model_options={**(f["model_options"] if "net" not in v else {}), **v.get("model", {})},
         protocol=protocol,
         protocol_scale=v.get("protocol_scale", {}),
         lr_scale=v.get("lr_scale", 1.0),
@@ -247,6 +258,43 @@ def diagnose(resolved, every: int) -> list[dict]:
     return rows
 
 
+def call_ceiling(dataset_options: dict) -> float:
+    """Share of chirps' test windows that hold at least half a call (the rest carry their recording's
+    label without evidence of it: a per-window accuracy much above this share plus chance on the rest is
+    out of reach)."""
+    from ssl_bench.data.synthetic import ChirpOptions, call_shares
+
+    return float((call_shares(ChirpOptions(**dataset_options)) >= 0.5).mean())
+
+
+def probe(args) -> None:
+    """An independent check of learnability: logistic regression on log-spectrogram features of the same
+    windows, the same labeled recordings (the harness's split of that seed) and the same test windows.
+    Features: the log power spectrum (STFT 128/32, Hann) flattened over time (`flat`, keeps where in the
+    window), or its mean and max over time (`pooled`, shift-invariant)."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from ssl_bench.training import prepare
+
+    for seed in parse_seeds(args.seeds):
+        resolved = build(args.footing, args.variant, seed, "cpu", json.loads(args.set))
+        data, split = prepare(resolved)
+        spec = lambda x: torch.log(torch.stft(x[:, 0].float(), 128, 32, window=torch.hann_window(128), return_complex=True).abs() ** 2 + 1e-3)  # (N, F, T)
+        s_tr, s_te = spec(data.x_train), spec(data.x_test)
+        feats = {"flat": (s_tr.flatten(1), s_te.flatten(1)), "pooled": (torch.cat([s_tr.mean(2), s_tr.amax(2)], 1), torch.cat([s_te.mean(2), s_te.amax(2)], 1))}
+        y_te, g_te = data.y_test.numpy(), data.groups_test.numpy()
+        for name, (a, b) in feats.items():
+            a_lb, y_lb = a[split.labeled].numpy(), data.y_train[split.labeled].numpy()
+            mu, sd = a_lb.mean(0), a_lb.std(0) + 1e-6
+            clf = LogisticRegression(C=args.C, max_iter=3000).fit((a_lb - mu) / sd, y_lb)
+            logits = clf.decision_function((b.numpy() - mu) / sd)
+            per_rec = np.mean([logits[g_te == g].mean(0).argmax() == y_te[g_te == g][0] for g in np.unique(g_te)])
+            print(f"| {args.footing} | {args.variant} | {seed} | {name} | {len(y_lb)} | {100 * clf.score((a_lb - mu) / sd, y_lb):.1f} | "
+                  f"{100 * (logits.argmax(1) == y_te).mean():.1f} | {100 * per_rec:.1f} |", flush=True)
+
+
 def tag(extra: dict) -> str:
     """A file-name suffix for `--set` extras: their JSON, with what a file name should not hold replaced."""
     if not extra:
@@ -300,18 +348,29 @@ def mean_sd(xs: list[float], scale: float = 100.0) -> str:
     return f"{m:.1f} ± {sd:.1f}" if len(xs) > 1 else f"{m:.1f}"
 
 
+def ceiling(options: dict, cache: dict) -> str:
+    key = json.dumps(options, sort_keys=True)
+    if key not in cache:
+        cache[key] = call_ceiling(options)
+    return f"{100 * cache[key]:.1f}"
+
+
 def summary(args) -> None:
     rows = [json.loads(p.read_text()) for p in sorted(Path(args.folder, "results").glob("*.json"))]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["footing"], r["variant"], tag(r.get("extra", {}))), []).append(r)
-    print("| footing | variant | n | test/window @best val | test/window @last | per recording @best val | labeled-window acc @best val | @last | val best | best step | wall s/run |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    groups = dict(sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], len(order)), kv[0][2])))
+    ceilings: dict[str, float] = {}
+    print("| footing | variant | n | test/window @best val | test/window @last | per recording @best val | labeled-window acc @best val | @last | val best | best step | wall s/run | windows with ≥ ½ call |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (footing, variant, extra), rs in groups.items():
         rs.sort(key=lambda r: r["seed"])
         col = lambda k: [r.get(k) for r in rs]
         print(f"| {footing} | {variant}{extra} | {len(rs)} | {mean_sd(col('test_acc'))} | {mean_sd(col('test_acc_last'))} | {mean_sd(col('test_acc_recording'))} | "
-              f"{mean_sd(col('train_acc_best'))} | {mean_sd(col('train_acc_last'))} | {mean_sd(col('val_acc_best'))} | {mean_sd(col('best_step'), 1.0)} | {mean_sd(col('wall_time_s'), 1.0)} |")
+              f"{mean_sd(col('train_acc_best'))} | {mean_sd(col('train_acc_last'))} | {mean_sd(col('val_acc_best'))} | {mean_sd(col('best_step'), 1.0)} | {mean_sd(col('wall_time_s'), 1.0)} | "
+              f"{ceiling(rs[0]['dataset_options'], ceilings)} |")
     diag = [r for r in rows if r.get("diag")]
     if diag:
         print("\ndninv's terms and the gradient norms of its weighted terms (mean over seeds, at the steps shown):\n")
@@ -350,6 +409,12 @@ def main() -> None:
             p.add_argument("--deadline", type=float, default=float("inf"), help="seconds after which no new run starts")
     s = sub.add_parser("summary")
     s.add_argument("folder")
+    pr = sub.add_parser("probe", help="logistic regression on log-spectrogram features of the same windows and labeled recordings")
+    pr.add_argument("--footing", default="report", choices=list(FOOTINGS))
+    pr.add_argument("--variant", default="base", choices=list(VARIANTS))
+    pr.add_argument("--seeds", default="0,1,2")
+    pr.add_argument("--set", default="{}")
+    pr.add_argument("--C", type=float, default=0.1, help="inverse L2 strength")
     sub.add_parser("list")
     args = ap.parse_args()
     if args.cmd == "one":
@@ -361,6 +426,9 @@ def main() -> None:
         grid(args)
     elif args.cmd == "summary":
         summary(args)
+    elif args.cmd == "probe":
+        print("| footing | variant | seed | features | labeled windows | labeled acc | test/window | per recording |\n|---|---|---|---|---|---|---|---|")
+        probe(args)
     else:
         for k, v in FOOTINGS.items():
             print(f"footing {k}: {json.dumps(v)}")
