@@ -360,8 +360,8 @@ def summary(args) -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["footing"], r["variant"], tag(r.get("extra", {}))), []).append(r)
-    order = {v: i for i, v in enumerate(VARIANTS)}
-    groups = dict(sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], len(order)), kv[0][2])))
+    order, footings = {v: i for i, v in enumerate(VARIANTS)}, {f: i for i, f in enumerate(FOOTINGS)}
+    groups = dict(sorted(groups.items(), key=lambda kv: (footings.get(kv[0][0], len(footings)), kv[0][2], order.get(kv[0][1], len(order)))))
     ceilings: dict[str, float] = {}
     print("| footing | variant | n | test/window @best val | test/window @last | per recording @best val | labeled-window acc @best val | @last | val best | best step | wall s/run | windows with ≥ ½ call |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
