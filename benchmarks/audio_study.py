@@ -348,6 +348,16 @@ def mean_sd(xs: list[float], scale: float = 100.0) -> str:
     return f"{m:.1f} ± {sd:.1f}" if len(xs) > 1 else f"{m:.1f}"
 
 
+def baseline(variant: str) -> str | None:
+    """The supervised variant a method variant is compared with: the same protocol without the method."""
+    v = VARIANTS.get(variant, {})
+    if v.get("method", "supervised") == "supervised":
+        return None
+    rest = {k: val for k, val in v.items() if k not in ("method", "params")}
+    same = [name for name, w in VARIANTS.items() if w.get("method", "supervised") == "supervised" and w == rest]
+    return same[0] if same else None
+
+
 def ceiling(options: dict, cache: dict) -> str:
     key = json.dumps(options, sort_keys=True)
     if key not in cache:
@@ -371,6 +381,17 @@ def summary(args) -> None:
         print(f"| {footing} | {variant}{extra} | {len(rs)} | {mean_sd(col('test_acc'))} | {mean_sd(col('test_acc_last'))} | {mean_sd(col('test_acc_recording'))} | "
               f"{mean_sd(col('train_acc_best'))} | {mean_sd(col('train_acc_last'))} | {mean_sd(col('val_acc_best'))} | {mean_sd(col('best_step'), 1.0)} | {mean_sd(col('wall_time_s'), 1.0)} | "
               f"{ceiling(rs[0]['dataset_options'], ceilings)} |")
+    paired = [(k, rs) for k, rs in groups.items() if baseline(k[1]) and (k[0], baseline(k[1]), k[2]) in groups]
+    if paired:
+        from ssl_bench.stats import paired_difference
+
+        print("\nPaired differences to the same protocol's supervised run, same seeds (pp, mean [95 % t interval]):\n")
+        print("| footing | variant | vs | Δ test/window @best val | Δ @last | Δ per recording @best val |")
+        print("|---|---|---|---|---|---|")
+        for (footing, variant, extra), rs in paired:
+            base_rs = groups[(footing, baseline(variant), extra)]
+            d = lambda k: paired_difference({r["seed"]: 100 * r[k] for r in rs}, {r["seed"]: 100 * r[k] for r in base_rs})
+            print(f"| {footing} | {variant}{extra} | {baseline(variant)} | {d('test_acc')} | {d('test_acc_last')} | {d('test_acc_recording')} |")
     diag = [r for r in rows if r.get("diag")]
     if diag:
         print("\ndninv's terms and the gradient norms of its weighted terms (mean over seeds, at the steps shown):\n")
