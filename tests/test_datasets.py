@@ -483,17 +483,30 @@ def test_mnist1d_seed_and_shuffled_variant():
 
 def test_chirps_windows_groups_and_class_spectra():
     data = load("chirps", train_recordings=6, test_recordings=2, snr_db=10.0)
-    per_rec = 1 + (4000 - 1000) // 500  # 1 s at 4 kHz, 250 ms windows, 50 % overlap
-    assert data.x_train.shape == (60 * per_rec, 1, 1000) and data.x_test.shape == (20 * per_rec, 1, 1000)
+    per_rec = 1 + (4000 - 2000) // 200  # 1 s at 4 kHz, bird10's windows: 500 ms, 90 % overlap (50 ms hop)
+    assert data.x_train.shape == (60 * per_rec, 1, 2000) and data.x_test.shape == (20 * per_rec, 1, 2000)
+    assert get_dataset("chirps").shape == (1, 2000)
     assert torch.bincount(data.groups_train).max() == per_rec and not set(data.groups_train.tolist()) & set(data.groups_test.tolist())
     # where each class has its energy: the spectral peak of its windows lies in its band (plus jitter)
-    freqs = np.fft.rfftfreq(1000, 1 / 4000)
+    freqs = np.fft.rfftfreq(2000, 1 / 4000)
     for c in range(10):
         x = data.x_train[data.y_train == c, 0].numpy()
-        power = (np.abs(np.fft.rfft(x * np.hanning(1000), axis=1)) ** 2).mean(0)
+        power = (np.abs(np.fft.rfft(x * np.hanning(2000), axis=1)) ** 2).mean(0)
         peak = freqs[np.argmax(power)]
         low, high = 2000 * (0.05 + 0.08 * c), 2000 * (0.25 + 0.08 * c)
         assert 0.9 * low <= peak <= 1.1 * high, (c, peak, low, high)
+
+
+def test_chirps_call_shares_mark_the_windows_that_hold_a_call():
+    from ssl_bench.data.synthetic import ChirpOptions, call_shares
+
+    opts = ChirpOptions(train_recordings=3, test_recordings=2, snr_db=20.0, window_ms=250.0, overlap=0.5)
+    data = load("chirps", train_recordings=3, test_recordings=2, snr_db=20.0, window_ms=250.0, overlap=0.5)
+    shares = call_shares(opts)
+    assert shares.shape == (len(data.y_test),) and ((shares >= 0) & (shares <= 1)).all()
+    power = data.x_test[:, 0].pow(2).mean(1).numpy()  # noise alone: about 1; a call at 20 dB adds up to 100× that
+    assert (shares == 0).any() and (shares >= 0.5).any()
+    assert power[shares == 0].max() < 1.5 < power[shares >= 0.5].min()
 
 
 def test_chirps_rising_and_falling_classes_differ_in_time_course():

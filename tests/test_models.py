@@ -18,7 +18,7 @@ from ssl_bench.errors import UserError
 from ssl_bench.models import create_model, forward_intermediates, layer_names, model_names
 
 IMAGE = (2, 14, 14)  # tiny image input for every image model (largecnn needs at least 14×14)
-SIGNAL = (1, 4608)  # the shortest signal bird10net takes with its default kernel 1024 / stride 512
+SIGNAL = (1, 4608)  # the shortest signal bird10net takes with the paper's kernel 1024 / stride 512
 SHAPES = {"image": IMAGE, "signal": SIGNAL}
 
 
@@ -232,25 +232,38 @@ def test_named_layer_shapes_of_smallcnn_on_mnist():
 
 
 @pytest.mark.parametrize(
-    "rate, conv1, pool1, conv2",
+    "rate, kernel, stride, conv1, pool1, conv2",
     [
-        # L = rate / 2; conv1 = (L − 1024) // 512 + 1; pool1 = (conv1 − 4) // 2 + 1; conv2 = (pool1 − 3) // 2 + 1
-        (16_000, 14, 6, 2),
-        (22_050, 20, 9, 4),
-        (44_100, 42, 20, 9),
+        # L = rate / 2; conv1 = (L − kernel) // stride + 1; pool1 = (conv1 − 4) // 2 + 1; conv2 = (pool1 − 3) // 2 + 1
+        (4_000, None, None, 42, 20, 9),  # kernel/stride: the paper's 23.2 ms / 11.6 ms of the window, 93 / 46 samples
+        (16_000, None, None, 42, 20, 9),  # 372 / 186
+        (44_100, None, None, 42, 20, 9),  # 1024 / 512, the paper's
+        (16_000, 1024, 512, 14, 6, 2),  # the paper's samples at other rates: shorter feature maps
+        (22_050, 1024, 512, 20, 9, 4),
     ],
 )
-def test_bird10net_shapes(rate, conv1, pool1, conv2):
+def test_bird10net_shapes(rate, kernel, stride, conv1, pool1, conv2):
     length = rate // 2
-    model = create_model("bird10net", num_classes=10, input_shape=(1, length))
+    options = {} if kernel is None else {"kernel": kernel, "stride": stride}
+    model = create_model("bird10net", num_classes=10, input_shape=(1, length), **options)
     logits, feats = forward_intermediates(model, torch.randn(2, 1, length), ("conv1", "pool1", "conv2", "fc1"))
     assert [tuple(feats[n].shape) for n in ("conv1", "pool1", "conv2", "fc1")] == [(2, 42, conv1), (2, 42, pool1), (2, 42, conv2), (2, 32)]
     assert model.fc1[0].in_features == 42 * conv2 and logits.shape == (2, 10)
 
 
+def test_bird10net_kernel_and_stride_are_the_papers_share_of_the_window():
+    for length, kernel, stride in ((22_050, 1024, 512), (2_000, 93, 46), (8_000, 372, 186), (1_000, 46, 23)):
+        conv = create_model("bird10net", num_classes=10, input_shape=(1, length)).conv1[0]
+        assert (conv.kernel_size, conv.stride) == ((kernel,), (stride,)), length
+    conv = create_model("bird10net", num_classes=10, input_shape=(1, 2000), kernel=96, stride=48).conv1[0]
+    assert (conv.kernel_size, conv.stride) == ((96,), (48,))  # samples when given
+
+
 def test_bird10net_too_short_and_options():
     with pytest.raises(UserError, match="at least 4608 samples, got 4607"):
-        create_model("bird10net", num_classes=10, input_shape=(1, 4607))
+        create_model("bird10net", num_classes=10, input_shape=(1, 4607), kernel=1024, stride=512)
+    with pytest.raises(UserError, match="at least 8 samples, got 7"):  # derived: kernel 1, stride 1
+        create_model("bird10net", num_classes=10, input_shape=(1, 7))
     small = create_model("bird10net", num_classes=10, input_shape=(1, 40), kernel=4, stride=2)  # 40 ≥ 4 + 7·2
     assert small(torch.randn(2, 1, 40)).shape == (2, 10)
 
@@ -343,7 +356,7 @@ def test_cli_runs_a_paper_model_with_options(tmp_path):
 
 def test_cli_runs_bird10net_on_synthetic_audio(tmp_path):
     # chirps at 16 kHz, 500 ms windows: 8,000 samples
-    data = ["-d", "sample_rate=16000", "-d", "window_ms=500", "-d", "train_recordings=6", "-d", "test_recordings=2"]
+    data = ["-d", "sample_rate=16000", "-d", "train_recordings=6", "-d", "test_recordings=2"]
     args = ["--labels", "all", "--dataset", "chirps", "--model", "bird10net", "--val-size", "10", *data, "--out", str(tmp_path)]
     result = CliRunner().invoke(cli, RUN + args)
     assert result.exit_code == 0, result.output

@@ -1,4 +1,5 @@
-"""`chirps`: synthetic audio, 10 classes of chirp calls in noise, cut into windows exactly like `bird10`.
+"""`chirps`: synthetic audio, 10 classes of chirp calls in noise, cut into windows exactly like `bird10`
+(its 500 ms windows with 90 % overlap, a 50 ms hop, by default).
 
 Class `c` is a call shape: a linear frequency sweep across its own band, from 0.05 + 0.08·c to
 0.25 + 0.08·c of the Nyquist frequency (so any sample rate works; neighbouring bands overlap), rising for
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from ssl_bench.config import build_config
-from ssl_bench.data.audio import hop_samples, window_samples, windowed_arrays
+from ssl_bench.data.audio import AudioOptions, hop_samples, window_samples, windowed_arrays
 from ssl_bench.data.registry import DataArrays, DatasetInfo, register_dataset
 
 NUM_CLASSES = 10
@@ -35,8 +36,8 @@ JITTER = 0.10  # relative jitter of the start and end frequencies
 class ChirpOptions:
     sample_rate: int = 4000  # Hz
     duration_s: float = 1.0  # length of each recording
-    window_ms: float = 250.0  # window length
-    overlap: float = 0.5  # share of a window that the next one overlaps, in [0, 1)
+    window_ms: float = AudioOptions.window_ms  # window length: bird10's 500 ms
+    overlap: float = AudioOptions.overlap  # share of a window that the next one overlaps, in [0, 1): bird10's 0.9 (50 ms hop)
     train_recordings: int = 40  # per class
     test_recordings: int = 10  # per class
     snr_db: float = 0.0  # call power over noise power during a call, in dB
@@ -75,12 +76,13 @@ def chirp(f0: float, f1: float, n: int, sample_rate: int) -> np.ndarray:
     return np.sin(phase) * np.hanning(n)
 
 
-def recording(label: int, opts: ChirpOptions, rng: np.random.Generator) -> np.ndarray:
-    """One recording (L,) of class `label`: noise plus 2–4 calls."""
+def recording(label: int, opts: ChirpOptions, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """One recording (L,) of class `label`, noise plus 2–4 calls, and where its calls are: (start, end) samples."""
     nyquist = opts.sample_rate / 2
     low, high = BANDS[label]
     f_start, f_end = (low, high) if label % 2 == 0 else (high, low)
     signal = rng.standard_normal(opts.length)
+    calls = []
     for _ in range(rng.integers(CALLS_PER_RECORDING[0], CALLS_PER_RECORDING[1] + 1)):
         n = min(opts.length, round(opts.sample_rate * rng.uniform(*CALL_MS) / 1000))
         f0, f1 = (f * nyquist * (1 + rng.uniform(-JITTER, JITTER)) for f in (f_start, f_end))
@@ -88,16 +90,35 @@ def recording(label: int, opts: ChirpOptions, rng: np.random.Generator) -> np.nd
         call *= 10 ** (opts.snr_db / 20) / np.sqrt(np.mean(call**2))  # noise power is 1
         start = rng.integers(0, opts.length - n + 1)
         signal[start : start + n] += call
-    return signal.astype(np.float32)
+        calls.append((int(start), int(start + n)))
+    return signal.astype(np.float32), calls
 
 
-def load_chirps(data_dir: Path | None = None, download: bool = True, **options) -> DataArrays:
-    opts = build_config(ChirpOptions, options, "dataset 'chirps'")
+def generate(opts: ChirpOptions) -> tuple[list[int], list[bool], list[np.ndarray], list[list[tuple[int, int]]]]:
+    """The data set of `opts`: labels, test flags, signals and call positions of every recording."""
     rng = np.random.default_rng(opts.seed)
     counts = (opts.train_recordings, opts.test_recordings)
     labels = [c for n in counts for c in range(NUM_CLASSES) for _ in range(n)]
     is_test = [test for test, n in zip((False, True), counts) for _ in range(NUM_CLASSES * n)]
-    signals = [torch.from_numpy(recording(c, opts, rng)) for c in labels]
+    signals, calls = zip(*(recording(c, opts, rng) for c in labels))
+    return labels, is_test, list(signals), list(calls)
+
+
+def call_shares(opts: ChirpOptions, test: bool = True) -> np.ndarray:
+    """For each window of the test (or training) split, in `windowed_arrays`' order, the largest share of
+    one call it holds (0 = no call: such a window carries its recording's label but no evidence of it)."""
+    labels, is_test, _, calls = generate(opts)
+    starts = [s for s in range(0, opts.length - opts.window + 1, opts.hop)] or [0]  # `frame`: one padded window if short
+    return np.array([
+        max(max(0, min(e, s + opts.window) - max(b, s)) / (e - b) for b, e in calls[i])
+        for i in range(len(labels)) if is_test[i] == test for s in starts
+    ])
+
+
+def load_chirps(data_dir: Path | None = None, download: bool = True, **options) -> DataArrays:
+    opts = build_config(ChirpOptions, options, "dataset 'chirps'")
+    labels, is_test, signals, _ = generate(opts)
+    signals = [torch.from_numpy(s) for s in signals]
     names = tuple(f"{'up' if c % 2 == 0 else 'down'}{c // 2}" for c in range(NUM_CLASSES))
     return windowed_arrays(signals, labels, is_test, opts.window, opts.hop, "pad", names, "chirps")
 
@@ -108,10 +129,10 @@ CHIRPS = register_dataset(
         modality="signal",
         shape=(1, ChirpOptions().window),
         num_classes=NUM_CLASSES,
-        val_size=560,
+        val_size=880,  # windows: 80 recordings of 11
         default_model="tinycnn",
         default_steps=600,
-        description="synthetic audio: 10 classes of chirps in noise, 4 kHz, 1 s recordings in 250 ms windows, offline",
+        description="synthetic audio: 10 classes of chirps in noise, 4 kHz, 1 s recordings in 500 ms windows (50 ms hop), offline",
         load=load_chirps,
     )
 )

@@ -4,6 +4,11 @@ conv1d 1→42 (kernel 1024, stride 512) → ReLU → maxpool1d(4, 2) → conv1d 
 ReLU → dense 32 → ReLU → dropout 0.5 → dense 10. The dense layer's input size follows from the input
 length, so any sample rate and window length works (at 44.1 kHz × 500 ms: 22,050 samples, 60,842
 parameters). The activations after each layer are our reading of the paper's arrow notation.
+
+The first conv's kernel and stride default to the paper's share of its window: 1024 and 512 of the
+22,050 samples of a 500 ms window at 44.1 kHz (23.2 ms and 11.6 ms), scaled to the input length. On
+500 ms windows that is the same duration at any sample rate (at 4 kHz: 93 and 46 of 2,000 samples) and the
+same layer sizes after it (conv1 42 steps, pool1 20, conv2 9); `-m kernel=… -m stride=…` set samples.
 """
 
 from __future__ import annotations
@@ -13,6 +18,14 @@ from torch import nn
 
 from ssl_bench.models.init import he_init
 from ssl_bench.models.registry import Channels, Dropout, Length, register_model
+
+
+PAPER_WINDOW, PAPER_KERNEL, PAPER_STRIDE = 22050, 1024, 512  # samples: 500 ms at 44.1 kHz, 23.2 ms, 11.6 ms
+
+
+def paper_share(length: int, size: int) -> int:
+    """`size` samples of the paper's 22,050-sample window, scaled to a window of `length` samples."""
+    return max(1, round(size * length / PAPER_WINDOW))
 
 
 def conv_out(length: int, kernel: int, stride: int) -> int:
@@ -25,10 +38,12 @@ class Bird10Net(nn.Module):
 
     feature_layers = ("conv1", "pool1", "conv2", "fc1")
 
-    def __init__(self, num_classes: int, input_shape: tuple[int, ...], *, width: int, kernel: int, stride: int, hidden: int, dropout: float):
+    def __init__(self, num_classes: int, input_shape: tuple[int, ...], *, width: int, kernel: int | None, stride: int | None, hidden: int, dropout: float):
         super().__init__()
         if len(input_shape) != 2:
             raise ValueError(f"takes (C, L) signals, got input shape {tuple(input_shape)}")
+        kernel = paper_share(input_shape[1], PAPER_KERNEL) if kernel is None else kernel
+        stride = paper_share(input_shape[1], PAPER_STRIDE) if stride is None else stride
         sizes = {"width": width, "kernel": kernel, "stride": stride, "hidden": hidden}
         for key, value in sizes.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -53,6 +68,6 @@ class Bird10Net(nn.Module):
 
 
 @register_model(modalities=("signal",), lr=0.01 / 3)
-def bird10net(*, num_classes: int, input_shape: tuple[int, ...], width: Channels = 42, kernel: Length = 1024, stride: Length = 512, hidden: Channels = 32, dropout: Dropout = 0.5):
-    """Bird10 1-D CNN on raw audio (paper A.2); any sample rate and window length."""
+def bird10net(*, num_classes: int, input_shape: tuple[int, ...], width: Channels = 42, kernel: Length | None = None, stride: Length | None = None, hidden: Channels = 32, dropout: Dropout = 0.5):
+    """Bird10 1-D CNN on raw audio (paper A.2); any sample rate and window length (kernel/stride: the paper's share of the window)."""
     return Bird10Net(num_classes, input_shape, width=width, kernel=kernel, stride=stride, hidden=hidden, dropout=dropout)
