@@ -69,7 +69,7 @@ reports: $(STAMP)
 	$(BIN)/ssl-bench report runs/mnist1d --out reports/mnist1d-100
 	$(BIN)/ssl-bench sweep examples/grids/digits.toml --out runs/digits-grid --workers 2 --quiet
 	$(BIN)/ssl-bench report runs/digits-grid --out reports/digits-50-grid
-	$(BIN)/ssl-bench sweep --dataset chirps --labels 50 -d snr_db=10 --model bird10net -m kernel=96 -m stride=48 \
+	$(BIN)/ssl-bench sweep --dataset chirps --labels 50 -d snr_db=10 --model bird10net --augment weak \
 		--steps 2000 --seeds 0,1,2 --methods $(PAPER_METHODS) --out runs/chirps --workers 2 --quiet
 	$(BIN)/ssl-bench report runs/chirps --out reports/chirps-bird10net
 	$(BIN)/ssl-bench sweep --dataset digits -d size=28 --labels 50 --model smallcnn --seeds 0,1,2 --methods $(PAPER_METHODS) --out runs/mnist-shaped --workers 2 --quiet
