@@ -279,7 +279,8 @@ def grid(args) -> None:
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(launch, todo))
-    print(f"grid done in {time.perf_counter() - t0:.0f}s", flush=True)
+    left = [j for j in todo if not (Path(args.out) / f"{j[0]}-{j[2]}-s{j[1]}.json").exists()]
+    print(f"grid done in {time.perf_counter() - t0:.0f}s; {len(left)} not run (deadline or failure)", flush=True)
 
 
 def mean_sd(xs: list[float]) -> str:
