@@ -143,16 +143,26 @@ def is_complete(run_dir: Path) -> bool:
     return (Path(run_dir) / RESULT).is_file()
 
 
+def read_object(path: Path) -> dict:
+    """A JSON object from `path`; `ValueError` saying why it is not one (not UTF-8, not JSON, not an object)."""
+    try:
+        doc = read_json(path)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{Path(path).name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{Path(path).name}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{Path(path).name}: expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
 def read_result(run_dir: Path) -> dict:
     """A complete run's `result.json`; a damaged one (torn, not UTF-8, not an object) is refused in one line."""
     path = Path(run_dir) / RESULT
     try:
-        result = read_json(path)
-    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise UserError(f"{path} is damaged ({type(exc).__name__}: {exc}); delete it, or run that run again with `ssl-bench run … --force`") from None
-    if not isinstance(result, dict):
-        raise UserError(f"{path} is damaged (a JSON {type(result).__name__}, not an object); delete it, or run that run again with `ssl-bench run … --force`")
-    return result
+        return read_object(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is damaged ({exc}); delete it, or run that run again with `ssl-bench run … --force`") from None
 
 
 def failure(run_dir: Path) -> str | None:

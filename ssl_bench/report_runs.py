@@ -11,7 +11,6 @@ no result.json) diverged too: it is read from its config.json as a diverged run 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -163,14 +162,9 @@ def failed_run(run_dir: Path, error: str) -> Run | None:
 def read_record(path: Path) -> dict[str, Any]:
     """A JSON object from `path`; `DamagedRecord` naming the file when it is not one."""
     try:
-        doc = records.read_json(path)
-    except UnicodeDecodeError as exc:
-        raise UnreadableRecord(f"{path.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise UnreadableRecord(f"{path.name}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})") from None
-    if not isinstance(doc, dict):
-        raise UnreadableRecord(f"{path.name}: expected a JSON object, got {type(doc).__name__}")
-    return doc
+        return records.read_object(path)
+    except ValueError as exc:
+        raise UnreadableRecord(str(exc)) from None
 
 
 def check_metrics(path: Path) -> None:

@@ -341,9 +341,9 @@ REPORT_CASES = [
     ("failed.json garbage", damaged_run(garbage_failed), "failed.json: not valid JSON"),
     ("failed.json error null", damaged_run(failed_without_error), "failed.json: error must be text, got None"),
     ("sweep over a garbage failed.json", damaged_run(garbage_failed, "sweep"), "failed.json is damaged (JSONDecodeError"),
-    ("run over a torn result.json", damaged_run(write("result.json", b'{"method": "sup'), "run"), "result.json is damaged (JSONDecodeError"),
-    ("run over a result.json that is a list", damaged_run(write("result.json", b"[]"), "run"), "result.json is damaged (a JSON list, not an object)"),
-    ("sweep over a torn result.json", damaged_run(write("result.json", b'{"method": "sup'), "sweep"), "result.json is damaged (JSONDecodeError"),
+    ("run over a torn result.json", damaged_run(write("result.json", b'{"method": "sup'), "run"), "result.json is damaged (result.json: not valid JSON"),
+    ("run over a result.json that is a list", damaged_run(write("result.json", b"[]"), "run"), "result.json is damaged (result.json: expected a JSON object, got list)"),
+    ("sweep over a torn result.json", damaged_run(write("result.json", b'{"method": "sup'), "sweep"), "result.json is damaged (result.json: not valid JSON"),
 ]
 
 
