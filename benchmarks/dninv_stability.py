@@ -56,6 +56,7 @@ VARIANTS = {
     "beta_ramp": ("dninv", {"beta": "linear:1:0.2"}, {}),  # the paper's eq. 13 idea: reconstruction first, entropy later
     "adam_b2_099": ("dninv", {}, {"adam_beta2": 0.99}),  # Adam's second moment tracks a gradient spike 10× faster
     "leaky": ("dninv", {}, {"model_act": "leaky_relu"}),  # leaky ReLU (slope 0.1): no unit can die
+    "adam_eps_1e-5": ("dninv", {}, {"adam_eps": 1e-5}),  # Adam's ε 1e-8 -> 1e-5 (Thilak et al. 2022: a larger ε suppresses slingshots)
     "supervised": ("supervised", {}, {}),
     "entmin": ("entmin", {}, {}),
 }
@@ -69,6 +70,7 @@ def build(model_name: str, seed: int, variant: str, device: str, extra_params: d
     protocol = {**base_protocol, **protocol, **extra_protocol}
     lr_scale = protocol.pop("lr_scale", 1.0)
     protocol.pop("adam_beta2", None)  # read by run_one
+    protocol.pop("adam_eps", None)  # read by run_one
     act = protocol.pop("model_act", None)
     spec = RunSpec(method=method, dataset="digits", labels=50, model=model_name, seed=seed, params={**params, **extra_params},
                    dataset_options=options, protocol={**protocol, "eval_every": 50}, device=device,
@@ -172,7 +174,8 @@ def run_one(model_name: str, seed: int, variant: str, out: Path, device: str, di
         generator = make_generator(p.seed, world.stream_purpose("method"), dev)
         method = resolved.method_cls(resolved.method_config, MethodContext(info.modality, info.num_classes, generator, AUGMENTATIONS[info.modality]))
         beta2 = VARIANTS[variant][2].get("adam_beta2", 0.999)
-        optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, betas=(0.9, beta2), weight_decay=p.weight_decay)
+        eps = VARIANTS[variant][2].get("adam_eps", 1e-8)
+        optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, betas=(0.9, beta2), eps=eps, weight_decay=p.weight_decay)
         streams = protocol_streams(dd, p, info.modality, dev)
         method.setup(model)
         params_list = [q for q in model.parameters() if q.requires_grad]
