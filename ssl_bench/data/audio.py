@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ssl_bench.config import build_config
-from ssl_bench.data.registry import DataArrays, DatasetInfo, register_dataset
+from ssl_bench.data.registry import DataArrays, DatasetInfo
 from ssl_bench.errors import UserError
 
 AUDIO_SUFFIXES = frozenset(".wav .wave .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .au .snd .caf .w64 .rf64".split())
@@ -249,7 +249,8 @@ def audio_folder_dataset(
     howto: str = "pass --data-dir to point at the folder",
 ) -> DatasetInfo:
     """A `DatasetInfo` for a folder of labeled recordings with `num_classes` classes (pass it to
-    `register_dataset`); `bird10` is one. `val_size` counts windows; validation takes whole recordings."""
+    `register_dataset`, or name it in an entry point: docs/datasets.md); `bird10` is one. `val_size` counts
+    windows; validation takes whole recordings."""
 
     def load(data_dir: Path, download: bool = True, **options) -> DataArrays:
         opts = build_config(AudioOptions, options, f"dataset {name!r}")
@@ -277,14 +278,12 @@ def audio_folder_dataset(
     )
 
 
-BIRD10 = register_dataset(
-    audio_folder_dataset(
-        "bird10",
-        10,
-        "Bird10 bird songs (10 species of BirdLifeCLEF 2016), local recordings cut into 500 ms windows",
-        val_size=5000,
-        default_steps=2000,
-        default_model="bird10net",
-        howto="ssl-bench cannot download Bird10: get it from its authors (Glotin et al. 2017) and see docs/datasets.md",
-    )
+BIRD10 = audio_folder_dataset(
+    "bird10",
+    10,
+    "Bird10 bird songs (10 species of BirdLifeCLEF 2016), local recordings cut into 500 ms windows",
+    val_size=5000,
+    default_steps=2000,
+    default_model="bird10net",
+    howto="ssl-bench cannot download Bird10: get it from its authors (Glotin et al. 2017) and see docs/datasets.md",
 )

@@ -5,7 +5,7 @@ Models whose constructor takes `img_size` (ViTs and the like) get the dataset's 
 is dropped. It supports timm's ResNet family (`resnet*`, `resnext*`, `wide_resnet*`, `seresnet*`, … — any
 model built by timm's `ResNet` class; `conv1` stride 1, `maxpool` removed) and the EfficientNet /
 MobileNetV3 families (`conv_stem` stride 1); other architectures are refused. Most timm models have
-BatchNorm, which couples the samples of a batch (SPEC §1): expected, and the dninv method warns.
+BatchNorm, which couples the samples of a batch (docs/dninv.md): expected, and the dninv method warns.
 Named inner layers are timm's `feature_info` modules.
 """
 
@@ -16,7 +16,7 @@ import difflib
 from torch import nn
 
 from ssl_bench.errors import UserError
-from ssl_bench.models.registry import ModelEntry, register_prefix
+from ssl_bench.models.registry import ModelEntry
 
 PREFIX = "timm:"
 LR = 1e-3  # Adam's usual default; the paper used no timm model
@@ -64,5 +64,3 @@ def adapt_small_input(model: nn.Module, arch: str) -> None:
     else:
         raise ValueError(f"small_input supports timm ResNet, EfficientNet and MobileNetV3 models, not {arch} ({type(model).__name__})")
 
-
-register_prefix(PREFIX, timm_entry)
