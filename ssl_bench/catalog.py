@@ -5,7 +5,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from torch import nn
+
+from ssl_bench.data import dataset_names, default_data_dir, get_dataset
 from ssl_bench.errors import UserError
+from ssl_bench.method import load_method, method_distribution, method_names
+from ssl_bench.models import create_model, get_model_entry, model_names
+from ssl_bench.models.registry import model_prefixes
 
 
 def format_table(rows: list[dict]) -> str:
@@ -19,8 +25,6 @@ def format_table(rows: list[dict]) -> str:
 
 
 def method_rows() -> list[dict]:
-    from ssl_bench.method import load_method, method_distribution, method_names
-
     rows = []
     for name in method_names():
         try:
@@ -33,8 +37,6 @@ def method_rows() -> list[dict]:
 
 
 def dataset_rows(data_dir: str | None = None) -> list[dict]:
-    from ssl_bench.data import dataset_names, default_data_dir, get_dataset
-
     rows = []
     for name in dataset_names():
         info = get_dataset(name)
@@ -45,12 +47,6 @@ def dataset_rows(data_dir: str | None = None) -> list[dict]:
 
 
 def model_rows(dataset: str) -> list[dict]:
-    from ssl_bench.data import get_dataset
-    from ssl_bench.models import create_model, get_model_entry, model_names
-    from torch import nn
-
-    from ssl_bench.models.registry import model_prefixes
-
     info = get_dataset(dataset)
     rows = []
     for name in model_names():

@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 
+from ssl_bench import report_figures
 from ssl_bench.config import check_output_folder
 from ssl_bench.errors import UserError
 from ssl_bench.protocol import LATER_FIELDS
@@ -264,8 +265,6 @@ def section_tables(groups: list[Group], baseline: str) -> list[list[tuple]]:
 def report_blocks(runs: list[Run], groups: list[Group], warnings: list[str], skipped: list[Skipped], baseline: str, out: Path,
                   data_dir: str | None, reconstructions: bool, command: str) -> list[tuple]:
     """The whole document; its figures are written under `out`/figures/."""
-    from ssl_bench import report_figures
-
     (out / "figures").mkdir(parents=True, exist_ok=True)
 
     blocks: list[tuple] = [("h", 1, "ssl-bench report")]

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
+import torchaudio.functional as AF
 
 from ssl_bench.config import build_config
 from ssl_bench.data.registry import DataArrays, DatasetInfo
@@ -137,9 +139,6 @@ class Recording:
 
 def read_recording(path: Path, sample_rate: int) -> torch.Tensor:
     """The recording as mono float32 (L,) at `sample_rate` (soundfile decodes, torchaudio resamples)."""
-    import soundfile as sf
-    import torchaudio.functional as AF
-
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (L, channels)
     except Exception as exc:  # soundfile raises LibsndfileError (a RuntimeError), TypeError, …

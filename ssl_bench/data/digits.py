@@ -34,7 +34,7 @@ class DigitsOptions:
 
 
 def load_digits(data_dir=None, download: bool = True, **options) -> DataArrays:
-    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.datasets import load_digits as sk_load_digits  # local: about 1 s to import, for loading only
     from sklearn.model_selection import train_test_split
 
     opts = build_config(DigitsOptions, options, "dataset 'digits'")

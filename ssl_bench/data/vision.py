@@ -70,7 +70,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 
 def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """An SVHN `*_32x32.mat` (MATLAB v5): X (32, 32, 3, N) uint8, y (N, 1) in 1..10, where 10 means digit 0."""
-    from scipy.io import loadmat
+    from scipy.io import loadmat  # local: 0.4 s to import, for SVHN's files only
 
     try:
         mat = loadmat(path)
@@ -169,7 +169,7 @@ def _read_cifar(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _download_mnist(data_dir: Path, parts: tuple[str, ...]) -> None:
-    from torchvision.datasets import MNIST
+    from torchvision.datasets import MNIST  # local: about 1 s to import, for downloads only
     from torchvision.datasets import utils as tvu
 
     raw = data_dir / "MNIST" / "raw"
@@ -189,7 +189,7 @@ def _download_mnist(data_dir: Path, parts: tuple[str, ...]) -> None:
 
 
 def _download_svhn(data_dir: Path, parts: tuple[str, ...]) -> None:
-    from torchvision.datasets import SVHN
+    from torchvision.datasets import SVHN  # local: about 1 s to import, for downloads only
     from torchvision.datasets import utils as tvu
 
     for part in parts:
@@ -199,7 +199,7 @@ def _download_svhn(data_dir: Path, parts: tuple[str, ...]) -> None:
 
 
 def _download_cifar(data_dir: Path, parts: tuple[str, ...]) -> None:
-    from torchvision.datasets import CIFAR10
+    from torchvision.datasets import CIFAR10  # local: about 1 s to import, for downloads only
     from torchvision.datasets import utils as tvu
 
     tvu.download_and_extract_archive(CIFAR10.url, str(data_dir), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)

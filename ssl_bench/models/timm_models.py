@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import difflib
 
+import timm
+from timm.models import EfficientNet, MobileNetV3, ResNet
 from torch import nn
 
 from ssl_bench.errors import UserError
@@ -24,8 +26,6 @@ LR = 1e-3  # Adam's usual default; the paper used no timm model
 
 def timm_entry(name: str) -> ModelEntry:
     """The registry entry of `timm:<arch>`; an unknown architecture is refused with close matches."""
-    import timm
-
     arch = name[len(PREFIX) :]
     if not timm.is_model(arch):
         close = difflib.get_close_matches(arch, timm.list_models(), n=5)
@@ -53,8 +53,6 @@ def timm_entry(name: str) -> ModelEntry:
 
 def adapt_small_input(model: nn.Module, arch: str) -> None:
     """Stride-1 stem conv and no early max-pool, in place (see the module docstring for the families)."""
-    from timm.models import EfficientNet, MobileNetV3, ResNet
-
     if isinstance(model, ResNet):
         stem = model.conv1 if isinstance(model.conv1, nn.Conv2d) else next(m for m in model.conv1.modules() if isinstance(m, nn.Conv2d))
         stem.stride = (1, 1)  # deep stems (resnet*d, resnet10t): their first conv
