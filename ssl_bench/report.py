@@ -53,7 +53,7 @@ STATS_NOTE = (
     "at the best validation checkpoint and at the last step; the test set never selects a checkpoint."
 )
 
-# SPEC §6: the paper's numbers (accuracy %, test set), shown beside ours and never mixed with them.
+# The paper's numbers (accuracy %, test set; docs/reports.md), shown beside ours and never mixed with them.
 PAPER_NUMBERS = {
     "mnist": [
         ("50 labels", "DN inversion (this paper)", "98.2–99.14 (Resnet2-32 max 99.14, SmallCNN mean 99.07)"),
