@@ -39,7 +39,11 @@ def method_rows() -> list[dict]:
 def dataset_rows(data_dir: str | None = None) -> list[dict]:
     rows = []
     for name in dataset_names():
-        info = get_dataset(name)
+        try:
+            info = get_dataset(name)
+        except UserError as exc:  # a broken package's dataset is listed as such; the others still show
+            rows.append({"dataset": name, "modality": "BROKEN", "description": str(exc)})
+            continue
         where = (Path(data_dir).expanduser() if data_dir else default_data_dir()) / name
         local = "offline" if info.offline else ("yes" if info.available(where) else f"no ({where})")
         rows.append({"dataset": name, "modality": info.modality, "shape": "x".join(map(str, info.shape)), "classes": info.num_classes, "val": info.val_size, "local": local, "description": info.description})
@@ -50,7 +54,11 @@ def model_rows(dataset: str) -> list[dict]:
     info = get_dataset(dataset)
     rows = []
     for name in model_names():
-        entry = get_model_entry(name)
+        try:
+            entry = get_model_entry(name)
+        except UserError as exc:  # a broken package's model is listed as such; the others still show
+            rows.append({"model": name, "inputs": "BROKEN", "description": str(exc)})
+            continue
         description = entry.description
         if info.modality in entry.modalities:
             try:

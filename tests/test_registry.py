@@ -209,6 +209,11 @@ def test_bad_third_party_dataset_or_model_names_its_distribution(install, group,
     name = next(iter(eps))
     with pytest.raises(UserError, match=message):
         get_dataset(name) if group == "ssl_bench.datasets" else get_model_entry(name)
+    if "registered twice" not in message:  # a broken entry is listed as such; the others still show
+        what = "datasets" if group == "ssl_bench.datasets" else "models"
+        listing = CliRunner().invoke(cli, ["list", what])
+        assert listing.exit_code == 0, listing.output
+        assert "BROKEN" in listing.output and "ssl-bench-extras" in listing.output and "digits" in listing.output
 
 
 def test_builtin_tables_list_every_builtin_dataset_and_model():
