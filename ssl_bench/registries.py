@@ -42,4 +42,5 @@ def load(kind: str, ep: EntryPoint) -> object:
     try:
         return ep.load()
     except Exception as exc:  # a broken plugin must not look like a bug of ssl-bench
-        raise UserError(f"{kind} {ep.name!r} from distribution {origin(ep)} failed to import ({ep.value}): {type(exc).__name__}: {exc}") from exc
+        what = f"{kind} {ep.name!r} from distribution {origin(ep)}"
+        raise UserError(f"{what} failed to import ({ep.value}): {type(exc).__name__}: {exc}") from exc

@@ -11,7 +11,16 @@ from ssl_bench.protocol import RunSpec, resolve
 from ssl_bench.training import NonFiniteLoss, train
 
 
-def run_one(spec: RunSpec, out: str, show_progress: bool, wait: bool, retry_failed: bool, state_every: int, log: tuple[str, ...], device: str | None = None) -> None:
+def run_one(
+    spec: RunSpec,
+    out: str,
+    show_progress: bool,
+    wait: bool,
+    retry_failed: bool,
+    state_every: int,
+    log: tuple[str, ...],
+    device: str | None = None,
+) -> None:
     """One run of a sweep (in this process or a worker process: specs, unlike resolved runs, pickle).
 
     Interrupted runs resume. Raises `AlreadyComplete` for a run another process completed, `RunBusy` for
