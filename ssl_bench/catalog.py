@@ -5,7 +5,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from torch import nn
+
+from ssl_bench.data import dataset_names, default_data_dir, get_dataset
 from ssl_bench.errors import UserError
+from ssl_bench.method import load_method, method_distribution, method_names
+from ssl_bench.models import create_model, get_model_entry, model_names
+from ssl_bench.models.registry import model_prefixes
 
 
 def format_table(rows: list[dict]) -> str:
@@ -19,8 +25,6 @@ def format_table(rows: list[dict]) -> str:
 
 
 def method_rows() -> list[dict]:
-    from ssl_bench.method import load_method, method_distribution, method_names
-
     rows = []
     for name in method_names():
         try:
@@ -33,11 +37,13 @@ def method_rows() -> list[dict]:
 
 
 def dataset_rows(data_dir: str | None = None) -> list[dict]:
-    from ssl_bench.data import dataset_names, default_data_dir, get_dataset
-
     rows = []
     for name in dataset_names():
-        info = get_dataset(name)
+        try:
+            info = get_dataset(name)
+        except UserError as exc:  # a broken package's dataset is listed as such; the others still show
+            rows.append({"dataset": name, "modality": "BROKEN", "description": str(exc)})
+            continue
         where = (Path(data_dir).expanduser() if data_dir else default_data_dir()) / name
         local = "offline" if info.offline else ("yes" if info.available(where) else f"no ({where})")
         rows.append({"dataset": name, "modality": info.modality, "shape": "x".join(map(str, info.shape)), "classes": info.num_classes, "val": info.val_size, "local": local, "description": info.description})
@@ -45,16 +51,14 @@ def dataset_rows(data_dir: str | None = None) -> list[dict]:
 
 
 def model_rows(dataset: str) -> list[dict]:
-    from ssl_bench.data import get_dataset
-    from ssl_bench.models import create_model, get_model_entry, model_names
-    from torch import nn
-
-    from ssl_bench.models.registry import model_prefixes
-
     info = get_dataset(dataset)
     rows = []
     for name in model_names():
-        entry = get_model_entry(name)
+        try:
+            entry = get_model_entry(name)
+        except UserError as exc:  # a broken package's model is listed as such; the others still show
+            rows.append({"model": name, "inputs": "BROKEN", "description": str(exc)})
+            continue
         description = entry.description
         if info.modality in entry.modalities:
             try:

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 from ssl_bench.config import MAX_STEPS, check_finite, check_value
 from ssl_bench.errors import UserError
+from ssl_bench.method import load_method
 from ssl_bench.protocol import ProtocolConfig, RunSpec
 
 
@@ -170,8 +171,6 @@ def check_steps(value: Any, key: str, path: Path) -> None:
 def check_method_params(method: str, params: dict[str, Any], path: Path) -> None:
     """[params.METHOD]: each value has the type of the method's config field. Text is only for fields that
     take text (names, choices, schedules such as `"linear:1:0.2"`): `lambda_ = ["0.5"]` is refused."""
-    from ssl_bench.method import load_method
-
     try:
         config = load_method(method).Config
     except UserError:

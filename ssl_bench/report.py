@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 
+from ssl_bench import report_figures
 from ssl_bench.config import check_output_folder
 from ssl_bench.errors import UserError
 from ssl_bench.protocol import LATER_FIELDS
@@ -52,7 +53,7 @@ STATS_NOTE = (
     "at the best validation checkpoint and at the last step; the test set never selects a checkpoint."
 )
 
-# SPEC §6: the paper's numbers (accuracy %, test set), shown beside ours and never mixed with them.
+# The paper's numbers (accuracy %, test set; docs/reports.md), shown beside ours and never mixed with them.
 PAPER_NUMBERS = {
     "mnist": [
         ("50 labels", "DN inversion (this paper)", "98.2–99.14 (Resnet2-32 max 99.14, SmallCNN mean 99.07)"),
@@ -264,8 +265,6 @@ def section_tables(groups: list[Group], baseline: str) -> list[list[tuple]]:
 def report_blocks(runs: list[Run], groups: list[Group], warnings: list[str], skipped: list[Skipped], baseline: str, out: Path,
                   data_dir: str | None, reconstructions: bool, command: str) -> list[tuple]:
     """The whole document; its figures are written under `out`/figures/."""
-    from ssl_bench import report_figures
-
     (out / "figures").mkdir(parents=True, exist_ok=True)
 
     blocks: list[tuple] = [("h", 1, "ssl-bench report")]

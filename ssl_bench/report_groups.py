@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ssl_bench import records
+from ssl_bench.config import to_jsonable
+from ssl_bench.method import load_method
 from ssl_bench.report_runs import MEASURED, Run, measured
 
 KEY_FIELDS = ("dataset", "dataset_options", "labels", "val_size", "exclude_labeled", "model", "model_options")
@@ -166,9 +168,6 @@ def make_rows(runs: list[Run], baseline: str, shown: dict[str, set[str]]) -> tup
 
 def method_defaults(method: str) -> dict[str, Any] | None:
     """The method's default config as JSON data, or None when its plugin cannot be loaded here."""
-    from ssl_bench.config import to_jsonable
-    from ssl_bench.method import load_method
-
     try:
         return to_jsonable(load_method(method).Config())
     except Exception:  # an uninstalled or broken plugin: its runs are still reported

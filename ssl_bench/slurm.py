@@ -1,6 +1,6 @@
 """Sweeps on a SLURM cluster through submitit: one job array over the sweep's unfinished runs.
 
-Each array task trains one run (`sweep.run_one`) into its folder under `--out`, which the submitting
+Each array task trains one run (`sweep_run.run_one`) into its folder under `--out`, which the submitting
 machine and the compute nodes share. The run folders stay the only record: which runs to submit, how far
 each is and whether it is done are read from them (records, runstate, runlock), never from the jobs, so a
 rerun of the same sweep submits only the runs that are neither complete, failed nor running.
@@ -19,6 +19,7 @@ signal that follows SIGTERM on a preemption, and ends without requeueing if none
 
 from __future__ import annotations
 
+import shutil
 import signal
 import threading
 import time
@@ -26,8 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ssl_bench import records
 from ssl_bench.errors import UserError
 from ssl_bench.interrupts import Interrupted, sigterm_raises
+from ssl_bench.runlock import RunBusy, is_locked
+from ssl_bench.sweep_run import run_one
+from ssl_bench.training import AlreadyComplete, NonFiniteLoss
 
 EXECUTORS = ("local", "slurm", "submitit-local")  # local = ssl_bench.workers' process pool
 INSTALL_HINT = "pip install 'ssl-bench[slurm]'"
@@ -63,8 +68,6 @@ def require_submitit():
 
 def check_cluster(options: SlurmOptions) -> None:
     """Refuse `--executor slurm` where SLURM cannot be reached (submitit needs `srun`), before any work."""
-    import shutil
-
     require_submitit()
     if options.cluster == "slurm" and shutil.which("srun") is None:
         raise UserError("--executor slurm: no SLURM here (srun is not on PATH); submit from the cluster's login node, or try the same jobs here with --executor submitit-local")
@@ -120,10 +123,6 @@ class SweepJob:
         self.spec, self.out, self.retry_failed, self.state_every, self.log = spec, out, retry_failed, state_every, log
 
     def __call__(self) -> str:
-        from ssl_bench.runlock import RunBusy
-        from ssl_bench.sweep import run_one
-        from ssl_bench.training import AlreadyComplete, NonFiniteLoss
-
         with Preemption() as preemption:
             try:
                 run_one(self.spec, self.out, False, False, self.retry_failed, self.state_every, self.log)
@@ -239,9 +238,6 @@ def follow(jobs: dict[int, object], watched: list[int], run_dirs: list[Path], fi
     `nonfinite`). A job that ended with its run neither complete nor failed, or a watched run left
     unfinished by its owner, is reported at the end in one error. Ctrl-C / SIGTERM stop the waiting only:
     the jobs go on."""
-    from ssl_bench import records
-    from ssl_bench.runlock import is_locked
-
     mine, others = dict(jobs), set(watched)
     problems: list[str] = []
     try:

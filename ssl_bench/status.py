@@ -18,7 +18,10 @@ from pathlib import Path
 
 from ssl_bench import records
 from ssl_bench.errors import UserError
+from ssl_bench.health import flag_of
+from ssl_bench.report_groups import canonical, method_defaults, row_label
 from ssl_bench.report_runs import RESULT_TYPES, DamagedRecord, check_fields, check_params, read_record
+from ssl_bench.runlock import is_locked
 
 STATES = ("complete", "flagged", "damaged", "running", "interrupted", "failed", "not started")
 
@@ -30,9 +33,6 @@ def state_of(run_dir: Path) -> str:
 
 def check_run(run_dir: Path) -> tuple[str, str | None]:
     """(one of STATES, what is wrong with its result.json when it is `damaged`, else None)."""
-    from ssl_bench.health import flag_of
-    from ssl_bench.runlock import is_locked
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return "not started", None
@@ -59,8 +59,6 @@ def read_result(path: Path) -> dict:
 
 def group_of(config: dict) -> tuple[str, str, str]:
     """(dataset-labels, model, method label) of a run's config.json or `Resolved.as_json()`."""
-    from ssl_bench.report_groups import canonical, method_defaults, row_label
-
     params = config.get("params") or {}
     defaults = method_defaults(config["method"])
     changed = {k for k, v in params.items() if defaults is None or canonical(defaults.get(k)) != canonical(v)}

@@ -17,33 +17,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ssl_bench import records, runstate
+import torch
+from tqdm.auto import tqdm
+
+from ssl_bench import records, runstate, slurm
 from ssl_bench.distributed import world_from_env
 from ssl_bench.errors import UserError
 from ssl_bench.health import flag_of
 from ssl_bench.interrupts import Interrupted
 from ssl_bench.protocol import Resolved, RunSpec, resolve
+from ssl_bench.report_groups import canonical, method_defaults, row_label
+from ssl_bench.runlock import is_locked
 from ssl_bench.slurm import SlurmOptions
+from ssl_bench.stats import summarize
+from ssl_bench.sweep_run import run_one
 from ssl_bench.training import STATE_EVERY
 from ssl_bench.workers import run_in_processes, run_job
-
-
-def run_one(spec: RunSpec, out: str, show_progress: bool, wait: bool, retry_failed: bool, state_every: int, log: tuple[str, ...], device: str | None = None) -> None:
-    """One run of a sweep (in this process or a worker process: specs, unlike resolved runs, pickle).
-
-    Interrupted runs resume. Raises `AlreadyComplete` for a run another process completed, `RunBusy` for
-    one another process holds (with `wait`: waits for it), `NonFiniteLoss` for one that failed. Its CPU
-    thread count is the protocol's `cpu_threads`.
-    """
-    from ssl_bench.training import NonFiniteLoss, train
-
-    if device is not None:
-        spec = dataclasses.replace(spec, device=device)
-    resolved = resolve(spec)
-    error = None if retry_failed else records.failure(Path(out) / resolved.run_id())
-    if error is not None:  # failed in another process of a concurrent sweep while this one waited
-        raise NonFiniteLoss(error)
-    train(resolved, Path(out), show_progress=show_progress, wait_for_lock=wait, state_every=state_every, log=log)
 
 
 @dataclass(frozen=True)
@@ -77,8 +66,6 @@ def run_sweep(
     the sweep follows them through their folders (without `wait`: it returns once they are submitted).
     Runs another process holds are not submitted but waited for.
     """
-    from tqdm.auto import tqdm
-
     if world_from_env().size > 1:
         raise UserError("sweep runs each run in its own process; for one run on several processes use torchrun with `run` (README, Multi-GPU)")
     resolved = [resolve(spec if cluster is None else dataclasses.replace(spec, device="cpu")) for spec in specs]  # every name and value is checked before any work (on a cluster, on the login node: the run id does not depend on the device)
@@ -131,9 +118,6 @@ def run_sweep(
     follow_hint = f"follow them with `ssl-bench status {out}`"
 
     def run_on_cluster(indices: list[int]) -> None:
-        from ssl_bench import slurm
-        from ssl_bench.runlock import is_locked
-
         held = [i for i in indices if is_locked(out / ids[i])]  # running elsewhere: waited for, not submitted
         submit = [i for i in indices if i not in held]
         jobs = slurm.submit([specs[i] for i in submit], out, cluster, retry_failed=retry_failed, state_every=state_every, log=log) if submit else []
@@ -199,8 +183,6 @@ def format_duration(seconds: float) -> str:
 def _worker_devices(resolved: list[Resolved], workers: int) -> list[str]:
     """The visible CUDA devices when the runs use CUDA (each run goes to the least loaded, pinned to it:
     ssl_bench.workers; `--runs-per-gpu K` gives K × GPUs workers), else CPU."""
-    import torch
-
     if resolved[0].device.type == "cuda":
         return [f"cuda:{k}" for k in range(min(workers, torch.cuda.device_count()))]
     return ["cpu"]
@@ -212,9 +194,6 @@ def _worker_devices(resolved: list[Resolved], workers: int) -> list[str]:
 
 def summary_rows(results: list[dict]) -> list[dict]:
     """One row per (dataset, labels, model, method + params off their defaults), in first-seen order."""
-    from ssl_bench.report_groups import canonical, method_defaults, row_label
-    from ssl_bench.stats import summarize
-
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         defaults = method_defaults(r["method"])

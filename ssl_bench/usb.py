@@ -3,9 +3,9 @@
 Importing this module registers `dninv` in USB's algorithm registry (`semilearn.core.utils.ALGORITHMS`), so
 USB's `get_algorithm`, `get_config`, `Trainer`, its training loop (`AlgorithmBase.train` and its hooks) and
 its config files run it by name. The loss is not written again here: `train_step` hands USB's batch to
-`DNInv.loss` (plugins/dninv.py, the method `ssl-bench run --method dninv` trains), so x̂, R, E, the γ layers
-and the schedules are `ssl_bench.inversion`, `ssl_bench.losses` and `ssl_bench.schedules`. What this module
-maps, and nothing more:
+`DNInv.loss` (the method `ssl-bench run --method dninv` trains, taken from the method registry), so x̂, R, E,
+the γ layers and the schedules are `ssl_bench.inversion`, `ssl_bench.losses` and `ssl_bench.schedules`. What
+this module maps, and nothing more:
 
 - USB's arguments `alpha`, `beta`, `reduction`, `detach_cotangent`, `gamma`, `formulation` -> `DNInvConfig`,
   parsed as `ssl-bench run -p key=value` parses them (numbers, `linear:1:0.2`, `conv2:0.1,conv3:cosine:0.5:0`);
@@ -58,6 +58,7 @@ with warnings.catch_warnings():  # semilearn imports timm.models.layers: timm's 
     from semilearn.core.algorithmbase import AlgorithmBase
     from semilearn.core.hooks import TimerHook
     from semilearn.core.utils import ALGORITHMS, TBLog, get_logger, send_model_cuda
+    from semilearn.imb_algorithms import name2imbalg
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
@@ -65,15 +66,16 @@ from sklearn.metrics import (
     precision_score,
     recall_score,
 )
-from ssl_bench_plugins.dninv import DNInv, DNInvConfig
 from torch import nn
 
 from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config, to_jsonable
 from ssl_bench.errors import UserError
-from ssl_bench.method import Batch, MethodContext, Progress
+from ssl_bench.method import Batch, MethodContext, Progress, load_method
 
 NAME = "dninv"
+DNInv = load_method(NAME)  # the method `ssl-bench run --method dninv` trains, from the method registry
+DNInvConfig = DNInv.Config
 # USB's dataset names by modality (semilearn.core.utils.get_dataset); token ids cannot be inverted.
 USB_AUDIO = ("esc50", "fsdnoisy", "gtzan", "superbks", "superbsi", "urbansound8k")
 USB_TEXT = ("aclImdb", "ag_news", "amazon_review", "dbpedia", "yahoo_answers", "yelp_review")
@@ -303,8 +305,6 @@ def check_config(config: dict, origin: dict[str, str]) -> None:
         raise UserError(f"{origin.get('algorithm')}: unknown algorithm {algorithm!r}; USB knows {', '.join(sorted(ALGORITHMS.keys()))}")
     imb = config.get("imb_algorithm")
     if imb is not None:
-        from semilearn.imb_algorithms import name2imbalg
-
         if not isinstance(imb, str) or imb not in name2imbalg:
             raise UserError(f"{origin.get('imb_algorithm')}: unknown imb_algorithm {imb!r}; USB knows {', '.join(sorted(name2imbalg.keys()))}")
     defaults = vars(get_config({"algorithm": algorithm, "imb_algorithm": imb}))

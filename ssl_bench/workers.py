@@ -30,8 +30,12 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_any
 from typing import Callable
 
+import torch
+
 from ssl_bench.errors import UserError
 from ssl_bench.interrupts import SIGNALS, Interrupted, exit_with_parent, sigterm_raises
+from ssl_bench.runlock import RunBusy
+from ssl_bench.training import AlreadyComplete, NonFiniteLoss
 
 STOP_TIMEOUT_S = 60.0  # seconds a stopping worker gets to save its state
 
@@ -40,17 +44,12 @@ def pin_device(device: str) -> None:
     """Make `device` this process's current CUDA device, so that nothing of the run lands on another GPU
     (its CUDA context, allocations on a bare "cuda"); nothing to do on CPU."""
     if device.startswith("cuda"):
-        import torch
-
         torch.cuda.set_device(device)
 
 
 def run_job(target: Callable, args: tuple) -> tuple[str, str]:
     """`target(*args)`, and how it ended as `(status, message)`: `ok`, `complete`, `busy` or `nonfinite`.
     Interrupts and errors propagate (a sweep's own process lets them; a worker reports them: `_worker`)."""
-    from ssl_bench.runlock import RunBusy
-    from ssl_bench.training import AlreadyComplete, NonFiniteLoss
-
     try:
         target(*args)
         return "ok", ""

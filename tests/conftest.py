@@ -38,14 +38,21 @@ def example_plugin(example_plugin_dir, monkeypatch):
     refresh_methods()
 
 
-def fake_distribution(root: Path, name: str, entry_points: dict[str, str], modules: dict[str, str] | None = None) -> Path:
-    """Write an installed distribution (dist-info with entry points, plus modules) under `root`."""
+def fake_distribution(
+    root: Path,
+    name: str,
+    entry_points: dict[str, str],
+    modules: dict[str, str] | None = None,
+    *,
+    group: str = "ssl_bench.methods",
+) -> Path:
+    """Write an installed distribution (dist-info with entry points of `group`, plus modules) under `root`."""
     root.mkdir(parents=True, exist_ok=True)
     info = root / f"{name.replace('-', '_')}-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
     lines = "\n".join(f"{k} = {v}" for k, v in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[ssl_bench.methods]\n{lines}\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{lines}\n")
     for mod, source in (modules or {}).items():
         (root / f"{mod}.py").write_text(source)
     return root

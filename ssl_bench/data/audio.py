@@ -27,10 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
+import torchaudio.functional as AF
 
 from ssl_bench.config import build_config
-from ssl_bench.data.registry import DataArrays, DatasetInfo, register_dataset
+from ssl_bench.data.registry import DataArrays, DatasetInfo
 from ssl_bench.errors import UserError
 
 AUDIO_SUFFIXES = frozenset(".wav .wave .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .au .snd .caf .w64 .rf64".split())
@@ -137,9 +139,6 @@ class Recording:
 
 def read_recording(path: Path, sample_rate: int) -> torch.Tensor:
     """The recording as mono float32 (L,) at `sample_rate` (soundfile decodes, torchaudio resamples)."""
-    import soundfile as sf
-    import torchaudio.functional as AF
-
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (L, channels)
     except Exception as exc:  # soundfile raises LibsndfileError (a RuntimeError), TypeError, …
@@ -249,7 +248,8 @@ def audio_folder_dataset(
     howto: str = "pass --data-dir to point at the folder",
 ) -> DatasetInfo:
     """A `DatasetInfo` for a folder of labeled recordings with `num_classes` classes (pass it to
-    `register_dataset`); `bird10` is one. `val_size` counts windows; validation takes whole recordings."""
+    `register_dataset`, or name it in an entry point: docs/datasets.md); `bird10` is one. `val_size` counts
+    windows; validation takes whole recordings."""
 
     def load(data_dir: Path, download: bool = True, **options) -> DataArrays:
         opts = build_config(AudioOptions, options, f"dataset {name!r}")
@@ -277,14 +277,12 @@ def audio_folder_dataset(
     )
 
 
-BIRD10 = register_dataset(
-    audio_folder_dataset(
-        "bird10",
-        10,
-        "Bird10 bird songs (10 species of BirdLifeCLEF 2016), local recordings cut into 500 ms windows",
-        val_size=5000,
-        default_steps=2000,
-        default_model="bird10net",
-        howto="ssl-bench cannot download Bird10: get it from its authors (Glotin et al. 2017) and see docs/datasets.md",
-    )
+BIRD10 = audio_folder_dataset(
+    "bird10",
+    10,
+    "Bird10 bird songs (10 species of BirdLifeCLEF 2016), local recordings cut into 500 ms windows",
+    val_size=5000,
+    default_steps=2000,
+    default_model="bird10net",
+    howto="ssl-bench cannot download Bird10: get it from its authors (Glotin et al. 2017) and see docs/datasets.md",
 )

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_bench.config import build_config
-from ssl_bench.data.registry import DataArrays, DatasetInfo, register_dataset
+from ssl_bench.data.registry import DataArrays, DatasetInfo
 
 TEST_SIZE = 497
 
@@ -34,7 +34,7 @@ class DigitsOptions:
 
 
 def load_digits(data_dir=None, download: bool = True, **options) -> DataArrays:
-    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.datasets import load_digits as sk_load_digits  # local: about 1 s to import, for loading only
     from sklearn.model_selection import train_test_split
 
     opts = build_config(DigitsOptions, options, "dataset 'digits'")
@@ -51,16 +51,14 @@ def load_digits(data_dir=None, download: bool = True, **options) -> DataArrays:
     return DataArrays(as_x(x_tr), as_y(y_tr), as_x(x_te), as_y(y_te), class_names=tuple(map(str, range(10))))
 
 
-DIGITS = register_dataset(
-    DatasetInfo(
-        name="digits",
-        modality="image",
-        shape=(1, 8, 8),
-        num_classes=10,
-        val_size=300,
-        default_model="tinycnn",
-        default_steps=600,
-        description="scikit-learn 8x8 handwritten digits (1,300 train / 497 test), offline",
-        load=load_digits,
-    )
+DIGITS = DatasetInfo(
+    name="digits",
+    modality="image",
+    shape=(1, 8, 8),
+    num_classes=10,
+    val_size=300,
+    default_model="tinycnn",
+    default_steps=600,
+    description="scikit-learn 8x8 handwritten digits (1,300 train / 497 test), offline",
+    load=load_digits,
 )

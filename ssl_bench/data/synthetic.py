@@ -23,7 +23,7 @@ import torch
 
 from ssl_bench.config import build_config
 from ssl_bench.data.audio import AudioOptions, hop_samples, window_samples, windowed_arrays
-from ssl_bench.data.registry import DataArrays, DatasetInfo, register_dataset
+from ssl_bench.data.registry import DataArrays, DatasetInfo
 
 NUM_CLASSES = 10
 BANDS = tuple((0.05 + 0.08 * c, 0.25 + 0.08 * c) for c in range(10))  # (low, high) per class, fractions of Nyquist
@@ -123,16 +123,16 @@ def load_chirps(data_dir: Path | None = None, download: bool = True, **options) 
     return windowed_arrays(signals, labels, is_test, opts.window, opts.hop, "pad", names, "chirps")
 
 
-CHIRPS = register_dataset(
-    DatasetInfo(
-        name="chirps",
-        modality="signal",
-        shape=(1, ChirpOptions().window),
-        num_classes=NUM_CLASSES,
-        val_size=880,  # windows: 80 recordings of 11
-        default_model="tinycnn",
-        default_steps=600,
-        description="synthetic audio: 10 classes of chirps in noise, 4 kHz, 1 s recordings in 500 ms windows (50 ms hop), offline",
-        load=load_chirps,
-    )
+CHIRPS = DatasetInfo(
+    name="chirps",
+    modality="signal",
+    shape=(1, ChirpOptions().window),
+    num_classes=NUM_CLASSES,
+    val_size=880,  # windows: 80 recordings of 11
+    default_model="tinycnn",
+    default_steps=600,
+    description=(
+        "synthetic audio: 10 classes of chirps in noise, 4 kHz, 1 s recordings in 500 ms windows (50 ms hop), offline"
+    ),
+    load=load_chirps,
 )

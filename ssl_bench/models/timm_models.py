@@ -5,7 +5,7 @@ Models whose constructor takes `img_size` (ViTs and the like) get the dataset's 
 is dropped. It supports timm's ResNet family (`resnet*`, `resnext*`, `wide_resnet*`, `seresnet*`, … — any
 model built by timm's `ResNet` class; `conv1` stride 1, `maxpool` removed) and the EfficientNet /
 MobileNetV3 families (`conv_stem` stride 1); other architectures are refused. Most timm models have
-BatchNorm, which couples the samples of a batch (SPEC §1): expected, and the dninv method warns.
+BatchNorm, which couples the samples of a batch (docs/dninv.md): expected, and the dninv method warns.
 Named inner layers are timm's `feature_info` modules.
 """
 
@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import difflib
 
+import timm
+from timm.models import EfficientNet, MobileNetV3, ResNet
 from torch import nn
 
 from ssl_bench.errors import UserError
-from ssl_bench.models.registry import ModelEntry, register_prefix
+from ssl_bench.models.registry import ModelEntry
 
 PREFIX = "timm:"
 LR = 1e-3  # Adam's usual default; the paper used no timm model
@@ -24,8 +26,6 @@ LR = 1e-3  # Adam's usual default; the paper used no timm model
 
 def timm_entry(name: str) -> ModelEntry:
     """The registry entry of `timm:<arch>`; an unknown architecture is refused with close matches."""
-    import timm
-
     arch = name[len(PREFIX) :]
     if not timm.is_model(arch):
         close = difflib.get_close_matches(arch, timm.list_models(), n=5)
@@ -53,8 +53,6 @@ def timm_entry(name: str) -> ModelEntry:
 
 def adapt_small_input(model: nn.Module, arch: str) -> None:
     """Stride-1 stem conv and no early max-pool, in place (see the module docstring for the families)."""
-    from timm.models import EfficientNet, MobileNetV3, ResNet
-
     if isinstance(model, ResNet):
         stem = model.conv1 if isinstance(model.conv1, nn.Conv2d) else next(m for m in model.conv1.modules() if isinstance(m, nn.Conv2d))
         stem.stride = (1, 1)  # deep stems (resnet*d, resnet10t): their first conv
@@ -64,5 +62,3 @@ def adapt_small_input(model: nn.Module, arch: str) -> None:
     else:
         raise ValueError(f"small_input supports timm ResNet, EfficientNet and MobileNetV3 models, not {arch} ({type(model).__name__})")
 
-
-register_prefix(PREFIX, timm_entry)
