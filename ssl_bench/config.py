@@ -2,6 +2,10 @@
 and output folders. Unknown keys and bad values are refused in one line, naming the field (and the valid
 keys); every number must be finite and within float32's range, and numbers read from text are ASCII
 digits only (`parse_int`, `parse_float`, and the click types `WholeNumber`, `Number`).
+
+A config's fields are declared once: bounds and choices as types (`Annotated[int, Range(1)]`,
+`Literal[…]`), checked here for text, typed data and by the config itself (`check_fields`); `setting`
+adds a field's doc, from which `config_options` derives its command-line option (ssl_bench.protocol).
 """
 
 from __future__ import annotations
