@@ -24,13 +24,13 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from ssl_bench import SSLMethod
-from ssl_bench.config import to_jsonable
+from ssl_bench.config import Range, check_fields, to_jsonable
 from ssl_bench.errors import UserError
 from ssl_bench.inversion import (
     couples_samples,
@@ -41,32 +41,19 @@ from ssl_bench.inversion import (
     squared_error,
 )
 from ssl_bench.losses import entropy, not_computed
+from ssl_bench.method import supervised_step
 from ssl_bench.models import LayerTaps, layer_names
 from ssl_bench.schedules import Schedule
 
-REDUCTIONS = ("mean", "sum")
-FORMULATIONS = ("double_backward", "jvp")
+Weight = Annotated[Schedule, Range(0, 1, say="stay in [0, 1] over training")]  # a number or linear|cosine:START:END
 
 
-def as_schedule(value: Any, what: str) -> Schedule:
-    """A `Schedule` from a Schedule, a number, CLI text (`linear:1:0.2`) or its JSON form (config.json)."""
-    if isinstance(value, Schedule):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return Schedule.constant(value)
-    if isinstance(value, str):
-        return Schedule.parse(value)
-    if isinstance(value, dict):
-        try:
-            return Schedule(**value)
-        except TypeError:
-            pass
-    raise ValueError(f"{what} must be a number or KIND:START:END, got {value!r}")
-
-
-def is_zero(s: Schedule) -> bool:
-    """Zero for the whole run."""
-    return s.is_constant() and s.start == 0.0
+def coerce_weight(value: Any, layer: str) -> Schedule:
+    """The weight schedule of γ layer `layer` (`Schedule.coerce`); its ValueError names the layer."""
+    try:
+        return Schedule.coerce(value)
+    except ValueError as exc:
+        raise ValueError(f"gamma of layer {layer!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -76,7 +63,7 @@ class LayerWeights:
     items: tuple[tuple[str, Schedule], ...] = ()  # (layer name, weight schedule), in the order given
 
     def __post_init__(self) -> None:
-        items = tuple((str(name), as_schedule(s, f"gamma of {name}")) for name, s in self.items)
+        items = tuple((str(name), coerce_weight(s, name)) for name, s in self.items)
         object.__setattr__(self, "items", items)
         names = [name for name, _ in items]
         if any(not name for name in names) or len(set(names)) != len(names):
@@ -108,7 +95,7 @@ class LayerWeights:
             return cls.parse(value)
         if isinstance(value, dict):
             return cls(tuple(value.items()))
-        raise ValueError(f"gamma must be LAYER:WEIGHT,… or a mapping of layer to weight, got {value!r}")
+        raise ValueError(f"expected LAYER:WEIGHT,… or a mapping of layer to weight, got {value!r}")
 
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.items)
@@ -122,27 +109,18 @@ class LayerWeights:
 
 @dataclass(frozen=True)
 class DNInvConfig:
-    alpha: Schedule = Schedule.constant(0.7)  # CE vs unsupervised weight, in [0, 1]; a number or linear|cosine:START:END
-    beta: Schedule = Schedule.constant(0.2)  # reconstruction vs entropy weight within the unsupervised part, in [0, 1]
-    reduction: str = "mean"  # R and R⁽ˡ⁾: mean (per element, MSE) | sum (per sample), both averaged over samples
+    alpha: Weight = Schedule.constant(0.7)  # CE vs unsupervised weight
+    beta: Weight = Schedule.constant(0.2)  # reconstruction vs entropy weight within the unsupervised part
+    # R and R⁽ˡ⁾: mean (per element, MSE) | sum (per sample), both averaged over samples
+    reduction: Literal["mean", "sum"] = "mean"
     detach_cotangent: bool = False  # x̂ = (∂f/∂x)ᵀ stopgrad(f): same x̂, no gradient through the cotangent
     gamma: LayerWeights = LayerWeights()  # per-layer weights γ⁽ˡ⁾ >= 0, e.g. conv2:0.1,conv3:linear:0.5:0
-    formulation: str = "double_backward"  # how R's parameter gradient is computed: double_backward (x̂ with create_graph, the paper's) | jvp (reverse over forward: the same gradient, no double backward; no gamma)
+    # how R's parameter gradient is computed: double_backward (x̂ with create_graph, the paper's) | jvp (reverse over
+    # forward: the same gradient, no double backward; no gamma)
+    formulation: Literal["double_backward", "jvp"] = "double_backward"
 
     def __post_init__(self) -> None:
-        for name in ("alpha", "beta"):
-            s = as_schedule(getattr(self, name), name)
-            lo, hi = s.bounds()
-            if not (0 <= lo and hi <= 1):
-                raise ValueError(f"{name} must stay in [0, 1] over training, got {s}")
-            object.__setattr__(self, name, s)
-        if self.reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
-        if not isinstance(self.detach_cotangent, bool):
-            raise ValueError(f"detach_cotangent must be true or false, got {self.detach_cotangent!r}")
-        object.__setattr__(self, "gamma", LayerWeights.coerce(self.gamma))
-        if self.formulation not in FORMULATIONS:
-            raise ValueError(f"formulation must be one of {', '.join(FORMULATIONS)}, got {self.formulation!r}")
+        check_fields(self)
         if self.formulation == "jvp" and self.gamma.items:
             raise ValueError(f"formulation=jvp has no per-layer terms; drop gamma ({self.gamma}) or use formulation=double_backward")
 
@@ -156,7 +134,6 @@ class DNInvConfig:
 
 
 class DNInv(SSLMethod):
-    name = "dninv"
     Config = DNInvConfig
     terms = ("ce", "rec", "ent")  # plus rec_<layer> for each γ layer, see term_names()
     supervised_equivalent = {"alpha": 1.0}
@@ -168,10 +145,10 @@ class DNInv(SSLMethod):
         cfg = self.config
         alpha_one = cfg.alpha.is_constant() and cfg.alpha.start == 1.0
         beta_one = cfg.beta.is_constant() and cfg.beta.start == 1.0
-        self.use_ce = not is_zero(cfg.alpha)
-        self.use_rec = not (alpha_one or is_zero(cfg.beta))  # weight (1−α)β
+        self.use_ce = not cfg.alpha.is_zero()
+        self.use_rec = not (alpha_one or cfg.beta.is_zero())  # weight (1−α)β
         self.use_ent = not (alpha_one or beta_one)  # weight (1−α)(1−β)
-        self.layers = tuple(name for name, s in cfg.gamma.items if not is_zero(s))
+        self.layers = tuple(name for name, s in cfg.gamma.items if not s.is_zero())
         self.supervised_only = alpha_one and not self.layers
 
     def term_names(self) -> tuple[str, ...]:
@@ -188,8 +165,7 @@ class DNInv(SSLMethod):
     def loss(self, model, batch, progress):
         cfg = self.config
         if self.supervised_only:  # α ≡ 1: exactly `supervised` (the labeled batch alone)
-            ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
-            return ce, self.logged(ce, None, None, {})
+            return supervised_step(model, batch, self.term_names())
 
         t = progress.fraction  # 0 at the first step, 1 at the last
         alpha, beta = cfg.alpha.at(t), cfg.beta.at(t)

@@ -6,24 +6,24 @@ the unlabeled batch, `L = CE(labeled) + λ·E(unlabeled)`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch.nn.functional as F
 
 from ssl_bench import SSLMethod
+from ssl_bench.config import Range, check_fields
 from ssl_bench.losses import entropy
 
 
 @dataclass(frozen=True)
 class EntMinConfig:
-    lambda_: float = 0.3  # weight of the unlabeled entropy term, >= 0
+    lambda_: Annotated[float, Range(0)] = 0.3  # weight of the unlabeled entropy term
 
     def __post_init__(self) -> None:
-        if not self.lambda_ >= 0:
-            raise ValueError(f"lambda_ must be >= 0, got {self.lambda_}")
+        check_fields(self)
 
 
 class EntMin(SSLMethod):
-    name = "entmin"
     Config = EntMinConfig
     terms = ("ce", "ent")
     supervised_equivalent = {"lambda_": 0.0}

@@ -12,28 +12,27 @@ exactly `supervised` (one clean pass over the labeled batch, `unsup` and `mask` 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
 from ssl_bench import SSLMethod, View
-from ssl_bench.losses import not_computed
+from ssl_bench.config import Range, check_fields
+from ssl_bench.method import supervised_step
 
 
 @dataclass(frozen=True)
 class FixMatchConfig:
-    threshold: float = 0.95  # τ: a weak-view prediction becomes a pseudo-label when max q ≥ τ; in [0, 1], 1 = only q that rounds to 1 (paper: 0.95)
-    lambda_u: float = 1.0  # λ_u: weight of the unlabeled term, >= 0 (paper: 1)
+    # τ: a weak-view prediction becomes a pseudo-label when max q ≥ τ; 1 = only q that rounds to 1 (paper: 0.95)
+    threshold: Annotated[float, Range(0, 1, note="τ, a probability")] = 0.95
+    lambda_u: Annotated[float, Range(0)] = 1.0  # λ_u: weight of the unlabeled term (paper: 1)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.threshold <= 1:
-            raise ValueError(f"threshold (τ, a probability) must be in [0, 1], got {self.threshold}")
-        if not self.lambda_u >= 0:
-            raise ValueError(f"lambda_u must be >= 0, got {self.lambda_u}")
+        check_fields(self)
 
 
 class FixMatch(SSLMethod):
-    name = "fixmatch"
     Config = FixMatchConfig
     terms = ("ce", "unsup", "mask")  # mask: the fraction of the unlabeled batch above τ
     supervised_equivalent = {"lambda_u": 0.0}
@@ -44,10 +43,8 @@ class FixMatch(SSLMethod):
 
     def loss(self, model, batch, progress):
         cfg = self.config
-        if cfg.lambda_u == 0:  # no unlabeled term: exactly `supervised`
-            ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
-            skipped = not_computed(ce.device)
-            return ce, {"ce": ce.detach(), "unsup": skipped, "mask": skipped}
+        if self.is_supervised():  # no unlabeled term: exactly `supervised`
+            return supervised_step(model, batch, self.terms)
         weak, strong = batch.views["ulb_weak"], batch.views["ulb_strong"]
         logits = model(torch.cat([batch.x_lb, weak, strong]))  # (B_lb + 2·B_ulb, K)
         logits_lb, logits_weak, logits_strong = logits.split([len(batch.x_lb), len(weak), len(strong)])

@@ -24,30 +24,26 @@ Choices (written down here and in the run's config):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ssl_bench import SSLMethod
-from ssl_bench.losses import not_computed
-from ssl_bench.method import View
+from ssl_bench.config import Range, check_fields
+from ssl_bench.method import View, supervised_step
 from ssl_bench.schedules import sigmoid_rampup
 
 
 @dataclass(frozen=True)
 class MeanTeacherConfig:
-    w_max: float = 8.0  # final consistency weight, >= 0 (Oliver et al. 2018); 0 = exactly `supervised`
-    rampup: float = 0.4  # sigmoid ramp-up length T as a fraction of training, in [0, 1]; 0 = none
-    decay: float = 0.999  # EMA decay α of the teacher's weights, in [0, 1] (after the warm-up above)
+    w_max: Annotated[float, Range(0)] = 8.0  # final consistency weight (Oliver et al. 2018); 0 = exactly `supervised`
+    rampup: Annotated[float, Range(0, 1)] = 0.4  # sigmoid ramp-up length T as a fraction of training; 0 = none
+    decay: Annotated[float, Range(0, 1)] = 0.999  # EMA decay α of the teacher's weights (after the warm-up above)
 
     def __post_init__(self) -> None:
-        if not self.w_max >= 0:
-            raise ValueError(f"w_max must be >= 0, got {self.w_max}")
-        if not 0 <= self.rampup <= 1:
-            raise ValueError(f"rampup must be in [0, 1], got {self.rampup}")
-        if not 0 <= self.decay <= 1:
-            raise ValueError(f"decay must be in [0, 1], got {self.decay}")
+        check_fields(self)
 
 
 def warmup_ema(decay: float):
@@ -62,7 +58,6 @@ def warmup_ema(decay: float):
 
 
 class MeanTeacher(SSLMethod):
-    name = "meanteacher"
     Config = MeanTeacherConfig
     terms = ("ce", "cons")
     supervised_equivalent = {"w_max": 0.0}
@@ -70,7 +65,7 @@ class MeanTeacher(SSLMethod):
     teacher: AveragedModel | None = None
 
     def views(self):
-        if self.config.w_max == 0:
+        if self.is_supervised():
             return {}
         return {"student": View("x_ulb", "weak"), "teacher": View("x_ulb", "weak")}
 
@@ -93,9 +88,8 @@ class MeanTeacher(SSLMethod):
         return self.teacher
 
     def loss(self, model, batch, progress):
-        if self.config.w_max == 0:  # no consistency: exactly `supervised` (one clean pass), cons not computed
-            ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
-            return ce, {"ce": ce.detach(), "cons": not_computed(ce.device)}
+        if self.is_supervised():  # no consistency: exactly `supervised` (one clean pass), cons not computed
+            return supervised_step(model, batch, self.terms)
         teacher, n_lb = self._teacher(), len(batch.x_lb)
         logits = model(torch.cat([batch.x_lb, batch.views["student"]]))  # (B_lb + B_ulb, K)
         with torch.no_grad():

@@ -26,34 +26,27 @@ Choices (written down here and in the run's config):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
 from ssl_bench import SSLMethod
-from ssl_bench.losses import not_computed, sharpen, soft_cross_entropy
-from ssl_bench.method import View
+from ssl_bench.config import Range, check_fields
+from ssl_bench.losses import sharpen, soft_cross_entropy
+from ssl_bench.method import View, supervised_step
 
 
 @dataclass(frozen=True)
 class MixMatchConfig:
-    lambda_u: float = 10.0  # final weight of the unlabeled L2 term, >= 0 (the paper: 75 on CIFAR-10, 250 SVHN; see above)
-    rampup: float = 1 / 64  # linear ramp-up of lambda_u as a fraction of training, in [0, 1]; 0 = none
-    temperature: float = 0.5  # sharpening temperature T of the guessed labels, > 0 (1 = no sharpening)
-    alpha: float = 0.75  # MixUp's Beta(α, α) parameter, >= 0; 0 = no MixUp
-    draws: int = 2  # K weak augmentations of each unlabeled sample averaged for its guess, >= 1
+    lambda_u: Annotated[float, Range(0)] = 10.0  # final weight of the unlabeled L2 term (paper: 75 CIFAR-10; see above)
+    rampup: Annotated[float, Range(0, 1)] = 1 / 64  # linear ramp-up of lambda_u as a fraction of training; 0 = none
+    temperature: Annotated[float, Range(0, low_open=True)] = 0.5  # sharpening temperature T of the guesses (1 = none)
+    alpha: Annotated[float, Range(0)] = 0.75  # MixUp's Beta(α, α) parameter; 0 = no MixUp
+    draws: Annotated[int, Range(1)] = 2  # K weak augmentations of each unlabeled sample averaged for its guess
 
     def __post_init__(self) -> None:
-        if not self.lambda_u >= 0:
-            raise ValueError(f"lambda_u must be >= 0, got {self.lambda_u}")
-        if not 0 <= self.rampup <= 1:
-            raise ValueError(f"rampup must be in [0, 1], got {self.rampup}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not self.alpha >= 0:
-            raise ValueError(f"alpha must be >= 0 (0 = no MixUp), got {self.alpha}")
-        if self.draws < 1:
-            raise ValueError(f"draws must be at least 1, got {self.draws}")
+        check_fields(self)
 
 
 def sample_beta(alpha: float, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -79,30 +72,25 @@ def mixup(x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, lam: torch.Tenso
 
 
 class MixMatch(SSLMethod):
-    name = "mixmatch"
     Config = MixMatchConfig
     terms = ("ce", "l2u")
     supervised_equivalent = {"lambda_u": 0.0, "alpha": 0.0}
 
-    def _supervised_only(self) -> bool:
-        return self.config.lambda_u == 0 and self.config.alpha == 0
-
     def views(self):
-        if self._supervised_only():
+        if self.is_supervised():
             return {}
         return {"lb": View("x_lb", "weak"), "ulb": View("x_ulb", "weak", draws=self.config.draws)}
 
     def random_tensors(self, batch):
         cfg = self.config
-        if self._supervised_only() or cfg.alpha == 0:
+        if self.is_supervised() or cfg.alpha == 0:
             return {}
         return mixup_draws(len(batch.x_lb) + cfg.draws * len(batch.x_ulb), cfg.alpha, self.context.generator)
 
     def loss(self, model, batch, progress):
         cfg = self.config
-        if self._supervised_only():  # exactly `supervised` (one clean pass), l2u not computed
-            ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
-            return ce, {"ce": ce.detach(), "l2u": not_computed(ce.device)}
+        if self.is_supervised():  # exactly `supervised` (one clean pass), l2u not computed
+            return supervised_step(model, batch, self.terms)
         n_lb, n_ulb = len(batch.x_lb), len(batch.x_ulb)
         x = batch.views["lb"]  # (B_lb, ...)
         u = batch.views["ulb"].reshape(cfg.draws * n_ulb, *batch.x_ulb.shape[1:])  # (K·B_ulb, ...), draw-major

@@ -6,41 +6,38 @@ w(t)Â·MSE(softmax pass 1, softmax pass 2)` over all samples, with `w(t) = w_maxÂ
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch.nn.functional as F
 
 from ssl_bench import SSLMethod, View
-from ssl_bench.losses import not_computed
+from ssl_bench.config import Range, check_fields
+from ssl_bench.method import supervised_step
 from ssl_bench.schedules import sigmoid_rampup
 
 
 @dataclass(frozen=True)
 class PiModelConfig:
-    w_max: float = 10.0  # final consistency weight, >= 0
-    rampup: float = 0.4  # ramp-up length T as a fraction of training, in [0, 1]; 0 = none
+    w_max: Annotated[float, Range(0)] = 10.0  # final consistency weight
+    rampup: Annotated[float, Range(0, 1)] = 0.4  # ramp-up length T as a fraction of training; 0 = none
 
     def __post_init__(self) -> None:
-        if not self.w_max >= 0:
-            raise ValueError(f"w_max must be >= 0, got {self.w_max}")
-        if not 0 <= self.rampup <= 1:
-            raise ValueError(f"rampup must be in [0, 1], got {self.rampup}")
+        check_fields(self)
 
 
 class PiModel(SSLMethod):
-    name = "pimodel"
     Config = PiModelConfig
     terms = ("ce", "cons")
     supervised_equivalent = {"w_max": 0.0}
 
     def views(self):
         """Two weak draws of labeled + unlabeled inputs, made by the harness outside the (compiled) step."""
-        return {} if self.config.w_max == 0 else {"x": View("x", "weak", draws=2)}
+        return {} if self.is_supervised() else {"x": View("x", "weak", draws=2)}
 
     def loss(self, model, batch, progress):
         n_lb = len(batch.x_lb)
-        if self.config.w_max == 0:  # no consistency: exactly `supervised` (one clean pass), cons not computed
-            ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
-            return ce, {"ce": ce.detach(), "cons": not_computed(ce.device)}
+        if self.is_supervised():  # no consistency: exactly `supervised` (one clean pass), cons not computed
+            return supervised_step(model, batch, self.terms)
         x1, x2 = batch.views["x"]  # (B_lb + B_ulb, ...) each
         logits1 = model(x1)  # (B, K)
         logits2 = model(x2)

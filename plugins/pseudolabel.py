@@ -28,32 +28,29 @@ near-equal classes). With `alpha_f = 0` only the labeled batch is forwarded, so 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
 from ssl_bench import SSLMethod
-from ssl_bench.losses import not_computed
+from ssl_bench.config import Range, check_fields
+from ssl_bench.method import supervised_step
 
 
 @dataclass(frozen=True)
 class PseudoLabelConfig:
-    alpha_f: float = 3.0  # final weight α_f of the pseudo-label term (paper: 3), >= 0
-    t1: float = 0.1  # T1: the weight is 0 before this fraction of training, in [0, 1]
-    t2: float = 0.6  # T2: the weight reaches alpha_f at this fraction of training, in [t1, 1]
-    threshold: float = 0.95  # confidence τ a pseudo-label needs, in [0, 1]; 0.95 = Oliver et al. 2018 and USB, 0 = every sample (the paper)
+    alpha_f: Annotated[float, Range(0, finite=True)] = 3.0  # final weight α_f of the pseudo-label term (paper: 3)
+    t1: Annotated[float, Range(0, 1)] = 0.1  # T1: the weight is 0 before this fraction of training
+    t2: Annotated[float, Range(0, 1)] = 0.6  # T2: the weight reaches alpha_f at this fraction of training, in [t1, 1]
+    # confidence τ a pseudo-label needs; 0.95 = Oliver et al. 2018 and USB, 0 = every sample (the paper)
+    threshold: Annotated[float, Range(0, 1)] = 0.95
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.alpha_f) and self.alpha_f >= 0):
-            raise ValueError(f"alpha_f must be a finite number >= 0, got {self.alpha_f}")
-        if not 0 <= self.t1 <= 1:
-            raise ValueError(f"t1 must be in [0, 1], got {self.t1}")
-        if not self.t1 <= self.t2 <= 1:
+        check_fields(self)
+        if not self.t1 <= self.t2:
             raise ValueError(f"t2 must be in [t1, 1] = [{self.t1}, 1], got {self.t2}")
-        if not 0 <= self.threshold <= 1:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
 
 
 def ramp(progress: float, t1: float, t2: float) -> float:
@@ -66,7 +63,6 @@ def ramp(progress: float, t1: float, t2: float) -> float:
 
 
 class PseudoLabel(SSLMethod):
-    name = "pseudolabel"
     Config = PseudoLabelConfig
     terms = ("ce", "pl")
     supervised_equivalent = {"alpha_f": 0.0}
@@ -74,9 +70,9 @@ class PseudoLabel(SSLMethod):
 
     def loss(self, model, batch, progress):
         cfg = self.config
+        if self.is_supervised():  # no unlabeled term: exactly `supervised` (one clean pass)
+            return supervised_step(model, batch, self.terms)
         ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
-        if cfg.alpha_f == 0:  # no unlabeled term: exactly `supervised` (one clean pass)
-            return ce, {"ce": ce.detach(), "pl": not_computed(ce.device)}
         logits = model(batch.x_ulb)  # (B_ulb, K)
         with torch.no_grad():  # targets and mask are constants
             pseudo = logits.argmax(1)  # (B_ulb,) on the logits: bf16 probabilities would tie near-equal classes

@@ -11,7 +11,6 @@ from ssl_bench import SSLMethod
 
 
 class Supervised(SSLMethod):
-    name = "supervised"
     terms = ("ce",)
 
     def loss(self, model, batch, progress):

@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from functools import partial
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 
 from ssl_bench import SSLMethod, View
-from ssl_bench.losses import not_computed, sharpen
-
-TSA_SCHEDULES = ("none", "linear", "log", "exp")
+from ssl_bench.config import Range, check_fields
+from ssl_bench.losses import sharpen
+from ssl_bench.method import supervised_step
 
 
 def tsa_threshold(schedule: str, progress: float, num_classes: int) -> float:
@@ -49,24 +50,18 @@ def tsa_threshold(schedule: str, progress: float, num_classes: int) -> float:
 
 @dataclass(frozen=True)
 class UDAConfig:
-    lambda_: float = 1.0  # λ: weight of the consistency term, >= 0 (paper: 1)
-    temperature: float = 0.4  # T: sharpening of the target, > 0; 1 = none (paper: 0.4, ImageNet; USB: 0.4)
-    threshold: float = 0.8  # β: the consistency counts for samples with max p > β; in [0, 1], 0 = all (paper: 0.8, CIFAR-10/SVHN)
+    lambda_: Annotated[float, Range(0)] = 1.0  # λ: weight of the consistency term (paper: 1)
+    # T: sharpening of the target; 1 = none (paper: 0.4, ImageNet; USB: 0.4)
+    temperature: Annotated[float, Range(0, low_open=True, note="T")] = 0.4
+    # β: the consistency counts for samples with max p > β; 0 = all (paper: 0.8, CIFAR-10/SVHN)
+    threshold: Annotated[float, Range(0, 1, note="β, a probability")] = 0.8
     tsa: Literal["none", "linear", "log", "exp"] = "none"  # Training Signal Annealing schedule of the labeled CE
 
     def __post_init__(self) -> None:
-        if not self.lambda_ >= 0:
-            raise ValueError(f"lambda_ must be >= 0, got {self.lambda_}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature (T) must be > 0, got {self.temperature}")
-        if not 0 <= self.threshold <= 1:
-            raise ValueError(f"threshold (β, a probability) must be in [0, 1], got {self.threshold}")
-        if self.tsa not in TSA_SCHEDULES:
-            raise ValueError(f"tsa must be one of {', '.join(TSA_SCHEDULES)}, got {self.tsa!r}")
+        check_fields(self)
 
 
 class UDA(SSLMethod):
-    name = "uda"
     Config = UDAConfig
     terms = ("ce", "unsup", "mask")  # ce: annealed when TSA is on; mask: the fraction of the unlabeled batch above β
     supervised_equivalent = {"lambda_": 0.0, "tsa": "none"}
@@ -87,9 +82,7 @@ class UDA(SSLMethod):
     def loss(self, model, batch, progress):
         cfg = self.config
         if cfg.lambda_ == 0:  # no consistency term: one clean labeled pass (exactly `supervised` without TSA)
-            ce = self.supervised(model(batch.x_lb), batch.y_lb, progress)
-            skipped = not_computed(ce.device)
-            return ce, {"ce": ce.detach(), "unsup": skipped, "mask": skipped}
+            return supervised_step(model, batch, self.terms, ce=partial(self.supervised, progress=progress))
         strong = batch.views["ulb_strong"]
         logits = model(torch.cat([batch.x_lb, batch.x_ulb, strong]))  # (B_lb + 2·B_ulb, K)
         logits_lb, logits_ori, logits_strong = logits.split([len(batch.x_lb), len(batch.x_ulb), len(strong)])

@@ -41,38 +41,36 @@ as NaN. `d` is drawn by the harness before the step (`random_tensors`) and, insi
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ssl_bench import SSLMethod
+from ssl_bench.config import Range, check_fields
 from ssl_bench.functional import inside_transforms
 from ssl_bench.losses import entropy, not_computed
+from ssl_bench.method import supervised_step
+
+
+Weight = Annotated[float, Range(0, finite=True)]  # >= 0
+Length = Annotated[float, Range(0, low_open=True, finite=True)]  # > 0
 
 
 @dataclass(frozen=True)
 class VATConfig:
-    alpha: float = 1.0  # weight α of the LDS term (paper: 1), >= 0
-    eps: float = 6.0  # ε: L2 norm of r_adv per sample, in standardized input units, > 0
-    xi: float = 1e-2  # ξ: finite-difference step of the power iteration (paper: 1e-6, too small for float32), > 0
-    power_iterations: int = 1  # K: power-iteration steps (paper: 1), >= 1
-    entmin: float = 0.0  # weight of the unlabeled entropy ("VAT+EntMin"), >= 0; 0 = pure VAT (default)
+    alpha: Weight = 1.0  # weight α of the LDS term (paper: 1)
+    eps: Length = 6.0  # ε: L2 norm of r_adv per sample, in standardized input units
+    # ξ: finite-difference step of the power iteration (paper: 1e-6, too small for float32)
+    xi: Length = 1e-2
+    power_iterations: Annotated[int, Range(1)] = 1  # K: power-iteration steps (paper: 1)
+    entmin: Weight = 0.0  # weight of the unlabeled entropy ("VAT+EntMin"); 0 = pure VAT (default)
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.alpha) and self.alpha >= 0):
-            raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha}")
-        if not (math.isfinite(self.eps) and self.eps > 0):
-            raise ValueError(f"eps must be a finite number > 0, got {self.eps}")
-        if not (math.isfinite(self.xi) and self.xi > 0):
-            raise ValueError(f"xi must be a finite number > 0, got {self.xi}")
-        if isinstance(self.power_iterations, bool) or not isinstance(self.power_iterations, int) or self.power_iterations < 1:
-            raise ValueError(f"power_iterations must be an integer >= 1, got {self.power_iterations!r}")
-        if not (math.isfinite(self.entmin) and self.entmin >= 0):
-            raise ValueError(f"entmin must be a finite number >= 0, got {self.entmin}")
+        check_fields(self)
 
 
 def kl_divergence(target_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -125,7 +123,6 @@ def kl_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, r: torc
 
 
 class VAT(SSLMethod):
-    name = "vat"
     Config = VATConfig
     terms = ("ce", "lds")
     supervised_equivalent = {"alpha": 0.0, "entmin": 0.0}
@@ -142,10 +139,10 @@ class VAT(SSLMethod):
 
     def loss(self, model, batch, progress):
         cfg, x = self.config, batch.x_ulb
+        if self.is_supervised():  # no unlabeled term: exactly `supervised` (one clean pass)
+            return supervised_step(model, batch, self.terms)
         ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
         loss, logged = ce, {"ce": ce.detach(), "lds": not_computed(ce.device)}
-        if cfg.alpha == 0 and cfg.entmin == 0:  # no unlabeled term: exactly `supervised` (one clean pass)
-            return loss, logged
         with frozen_bn_stats(model):
             with torch.autocast(x.device.type, enabled=False), torch.set_grad_enabled(cfg.entmin > 0):
                 logits = model(x)  # (B_ulb, K) clean: the target (detached), with gradient only for the entropy

@@ -11,11 +11,22 @@ from pathlib import Path
 import click
 
 import ssl_bench
-from ssl_bench.config import MAX_STEPS, Number, WholeNumber, check_output_folder, parse_assignments, parse_int, parse_option_values
+from ssl_bench.config import (
+    MAX_STEPS,
+    Number,
+    WholeNumber,
+    check_output_folder,
+    config_options,
+    option_fields,
+    parse_assignments,
+    parse_int,
+    parse_option_values,
+)
 from ssl_bench.distributed import world_from_env
 from ssl_bench.errors import UserError
 from ssl_bench.health import HINT, flag_of
 from ssl_bench.interrupts import Interrupted, sigterm_raises
+from ssl_bench.protocol import ProtocolConfig
 from ssl_bench.reconstruct import reconstruct_command
 from ssl_bench.report import report as report_command
 
@@ -56,26 +67,22 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.ensure_object(dict)["debug"] = debug
 
 
+PROTOCOL_OPTIONS = option_fields(ProtocolConfig)  # batch_lb, lr_schedule, …: the protocol's options of run and sweep
 STEPS_WHY = "the largest step budget ssl-bench takes (10^8: ~95x FixMatch's 2^20, the longest schedule in SSL papers; a larger one is almost surely a typo, docs/errors.md)"
 
 
 def run_options(f, required: bool = True):
-    """Options shared by `run` and `sweep`: the protocol, the data and the model."""
+    """Options shared by `run`, `sweep` and `status`: the protocol, the data and the model. The protocol's
+    options are derived from `ProtocolConfig`'s fields (`config_options`: name, type, help, default);
+    `--steps`, `--lr` and `--seed` stay written out here, as they are `RunSpec` fields whose defaults come
+    from the dataset, the model and the sweep."""
     options = [
         click.option("--dataset", required=required, help="Dataset name (see `ssl-bench list datasets`)."),
         click.option("--labels", required=required, help="Labeled training samples (recordings for audio), or 'all'."),
         click.option("--model", default=None, help="Model name (default: the dataset's; see `ssl-bench list models`)."),
         click.option("--steps", type=WholeNumber(min=1, max=MAX_STEPS, why=STEPS_WHY), default=None, help="Optimizer steps (default: the dataset's)."),
         click.option("--lr", type=Number(min=0, min_open=True), default=None, help="Adam learning rate (default: the model's paper value)."),
-        click.option("--batch-lb", type=WholeNumber(min=1), default=None, help="Labeled samples per step [32]."),
-        click.option("--batch-ulb", type=WholeNumber(min=1), default=None, help="Unlabeled samples per step [128]."),
-        click.option("--eval-every", type=WholeNumber(min=1), default=None, help="Steps between validation evaluations [100]."),
-        click.option("--warmup-steps", type=WholeNumber(min=0), default=None, help="Linear learning-rate warm-up steps, 0 = none [100]."),
-        click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default=None, help="Learning rate after the warm-up: cosine decay to 0 over the budget, or constant (part of the protocol) [cosine]."),
-        click.option("--cpu-threads", type=WholeNumber(min=1), default=None, help="Torch threads of a CPU run (part of the protocol) [1]."),
-        click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None, help="Training precision: bf16 autocasts the step (part of the protocol) [fp32]."),
-        click.option("--augment", type=click.Choice(["none", "weak"]), default=None, help="Input augmentation of every method's labeled and unlabeled batches, from a protocol stream (part of the protocol) [none]."),
-        click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the training step; eager with one warning where it cannot (part of the protocol) [no-compile]."),
+        *config_options(ProtocolConfig),
         click.option("--val-size", type=WholeNumber(min=1), default=None, help="Validation samples carved from train (default: the dataset's)."),
         click.option("--exclude-labeled", is_flag=True, help="Keep the labeled samples out of the unlabeled set."),
         click.option("-m", "model_options", multiple=True, metavar="KEY=VALUE", help="Model option, e.g. -m pool=max (repeatable)."),
@@ -161,7 +168,7 @@ def not_empty(value: str | None, option: str) -> str | None:
 
 def model_dataset_kwargs(kw: dict) -> dict:
     """The RunSpec fields that `run` and `sweep` share, from the parsed options."""
-    protocol = {k: kw[k] for k in ("batch_lb", "batch_ulb", "eval_every", "warmup_steps", "lr_schedule", "cpu_threads", "precision", "compile", "augment") if kw[k] is not None}
+    protocol = {k: kw[k] for k in PROTOCOL_OPTIONS if kw[k] is not None}
     return dict(
         dataset=kw["dataset"],
         labels=parse_labels(kw["labels"]),
@@ -284,7 +291,7 @@ def grid_specs(grid: str | None, methods: str | None, seeds: str | None, params:
     given = {name for name in kw if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
     shared = model_dataset_kwargs(kw)
     common = {k: shared[k] for k in ("steps", "lr", "val_size", "exclude_labeled", "model_options", "dataset_options", "data_dir", "download", "device") if k in given}
-    if given & {"batch_lb", "batch_ulb", "eval_every", "warmup_steps", "lr_schedule", "cpu_threads", "precision", "compile", "augment"}:
+    if given & set(PROTOCOL_OPTIONS):
         common["protocol"] = shared["protocol"]
     axes = {
         "methods": split_list(methods, "--methods") if methods is not None else None,

@@ -2,11 +2,16 @@
 and output folders. Unknown keys and bad values are refused in one line, naming the field (and the valid
 keys); every number must be finite and within float32's range, and numbers read from text are ASCII
 digits only (`parse_int`, `parse_float`, and the click types `WholeNumber`, `Number`).
+
+A config's fields are declared once: bounds and choices as types (`Annotated[int, Range(1)]`,
+`Literal[…]`), checked here for text, typed data and by the config itself (`check_fields`); `setting`
+adds a field's doc, from which `config_options` derives its command-line option (ssl_bench.protocol).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -25,20 +30,51 @@ from ssl_bench.errors import UserError
 FLOAT_MAX = 3.4028234663852886e38  # float32's largest: training computes in float32, where a larger number is inf
 MAX_STEPS = 10**8  # a step budget above this is refused: ~95× FixMatch's 2^20, the longest in the SSL literature (docs/errors.md)
 EXPECTED = {bool: "bool (true or false)", int: "int (a whole number)", float: "float (a number)", str: "str (text)"}  # in messages
+MUST = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}  # in a config's own checks
 
 
 @dataclass(frozen=True)
 class Range:
-    """The bounds of a number, declared with its type: `width: Annotated[int, Range(1, 4096)] = 32`."""
+    """The bounds of a number, declared with its type: `width: Annotated[int, Range(1, 4096)] = 32`;
+    `Range(0)` has no upper bound, `Range(0, low_open=True)` means > 0. A value with `bounds()` (a
+    `Schedule`) must stay within them over its whole course."""
 
     low: float
-    high: float
+    high: float = math.inf
     high_open: bool = False  # [low, high) instead of [low, high]
+    low_open: bool = False  # (low, …] instead of [low, …]
+    note: str = ""  # said after the field's name in errors: `threshold (τ, a probability) must be in [0, 1]`
+    finite: bool = False  # errors say `a finite number > 0` rather than `> 0` (a float is checked finite either way)
+    say: str = ""  # what errors say the value must do, instead of what the bounds make: "stay in [0, 1] over training"
 
-    def check(self, value: Any, key: str, what: str) -> None:
-        if not (self.low <= value and (value < self.high if self.high_open else value <= self.high)):
-            shown = lambda x: str(int(x)) if float(x).is_integer() else f"{x:g}"
-            raise UserError(f"{what}: {key} must be in [{shown(self.low)}, {shown(self.high)}{')' if self.high_open else ']'}, got {value!r}")
+    def holds(self, value: Any) -> bool:
+        low, high = value.bounds() if hasattr(value, "bounds") else (value, value)
+        above = self.low < low if self.low_open else self.low <= low
+        return above and (high < self.high if self.high_open else high <= self.high)
+
+    def condition(self, integer: bool = False) -> str:
+        """What the value must do, as errors say it: `be in [0, 1)`, `be at least 1` (a whole number without
+        an upper bound), `be > 0` or `be a finite number > 0` (a number without one)."""
+        shown = lambda x: str(int(x)) if float(x).is_integer() else f"{x:g}"
+        if self.say:
+            return self.say
+        if math.isinf(self.high):
+            if integer:
+                return f"be at least {shown(self.low + 1 if self.low_open else self.low)}"
+            return f"be {'a finite number ' if self.finite else ''}{'>' if self.low_open else '>='} {shown(self.low)}"
+        opening, closing = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"be in {opening}{shown(self.low)}, {shown(self.high)}{closing}"
+
+    def check(self, value: Any, key: str, what: str, integer: bool = False) -> None:
+        if not self.holds(value):
+            name = f"{key} ({self.note})" if self.note else key
+            got = str(value) if hasattr(value, "bounds") else repr(value)
+            raise UserError(f"{where(what, name)} must {self.condition(integer)}, got {got}")
+
+
+def where(what: str, key: str) -> str:
+    """The start of an error about `key`: `what: key`, or the bare `key` when a config checks itself."""
+    return f"{what}: {key}" if what else key
 
 
 INT_TEXT = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() and regex `\d` also take '５０', '٣', and int() '1_0'
@@ -105,10 +141,65 @@ class Number(click.FloatRange):
         return super().convert(value, param, ctx)
 
 
+def setting(default: Any = dataclasses.MISSING, doc: str = "", *, cli: bool = True, later: bool = False) -> Any:
+    """A config field declared once: its default and its doc, which is also its command-line help.
+
+    `cli=False`: not an option of the commands that take the config's options (`config_options`);
+    `later=True`: added after runs were recorded, so left out of records while at its default
+    (ssl_bench.protocol.LATER_FIELDS).
+    """
+    return dataclasses.field(default=default, metadata={"doc": doc, "cli": cli, "later": later})
+
+
+def option_fields(cls: type) -> tuple[str, ...]:
+    """The names of `cls`'s fields that are command-line options (declared with `setting`, `cli` true)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("cli", False))
+
+
+def click_type(tp: Any) -> Any:
+    """The click type of an annotated field type: its `Range` as `WholeNumber`/`Number` bounds, a `Literal`
+    as a `Choice`, `str` as text (a bool is a `--x/--no-x` flag, see `config_options`)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    rules = [r for r in args[1:] if isinstance(r, Range)] if origin is typing.Annotated else []
+    base = args[0] if origin is typing.Annotated else tp
+    bound = lambda x: None if x is None or math.isinf(x) else x
+    low, high = (rules[0].low, bound(rules[0].high)) if rules else (None, None)
+    if base is int:
+        return WholeNumber(min=None if low is None else int(low) + bool(rules[0].low_open), max=high)
+    if base is float:
+        low_open, high_open = (rules[0].low_open, rules[0].high_open) if rules else (False, False)
+        return Number(min=low, max=high, min_open=low_open, max_open=high_open)
+    if typing.get_origin(base) is typing.Literal:
+        return click.Choice([str(a) for a in typing.get_args(base)])
+    if base is str:
+        return click.STRING
+    raise TypeError(f"no command-line option for a field of type {tp}")
+
+
+def config_options(cls: type) -> list[Any]:
+    """click options for the `option_fields` of dataclass `cls`, derived from their declarations: `--batch-lb`
+    for `batch_lb` (`--compile/--no-compile` for a bool), the type's checks (`click_type`), and as help the
+    field's doc with its default, e.g. `[32]`. An option's own default is None (not given): the config's
+    default applies where the config is completed, and a sweep tells given options from the grid file's."""
+    options = []
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("cli", False):
+            continue
+        tp, flag, doc = field_types(cls)[f.name], "--" + f.name.replace("_", "-"), f.metadata["doc"]
+        if tp is bool:
+            shown = f.name if f.default else "no-" + f.name
+            options.append(click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=f"{doc} [{shown}]."))
+        else:
+            shown = f.default if f.default is not dataclasses.MISSING else "required"
+            options.append(click.option(flag, f.name, type=click_type(tp), default=None, help=f"{doc} [{shown}]."))
+    return options
+
+
 def check_finite(value: float, key: str, what: str, given: Any = None) -> None:
     """Refuse nan, ±inf and numbers beyond float32's range (1e39 is inf once it meets a tensor)."""
     if not (math.isfinite(value) and abs(value) <= FLOAT_MAX):
-        raise UserError(f"{what}: {key} must be a finite number (within float32's ±{FLOAT_MAX:.3g}), got {value if given is None else given!r}")
+        got = value if given is None else given
+        raise UserError(f"{where(what, key)} must be a finite number (within float32's ±{FLOAT_MAX:.3g}), got {got!r}")
 
 
 def parse_assignments(items: typing.Iterable[str], what: str) -> dict[str, str]:
@@ -166,7 +257,7 @@ def _convert(value: str, tp: Any, key: str, what: str) -> Any:
     if origin is typing.Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            raise UserError(f"{what}: {key} must be one of {', '.join(map(str, choices))}; got {value!r}")
+            raise UserError(f"{what}: {key} must be one of {', '.join(map(str, choices))}, got {value!r}")
         return value
     if hasattr(tp, "parse"):
         try:
@@ -199,8 +290,10 @@ def check_value(value: Any, tp: Any, key: str, what: str) -> Any:
 
     For typed data (TOML, JSON, Python) and for strings already converted by `_convert`: int fields take
     ints (not bools), float fields ints or floats (finite, within float32's range), bool fields bools;
-    `Annotated[…, Range(…)]` bounds are checked. Other classes (e.g. `Schedule`) are left to the config's
-    own `__post_init__`. Lists given for tuple fields come back as tuples.
+    `Annotated[…, Range(…)]` bounds are checked. A class with a `coerce` classmethod (`Schedule`, dninv's
+    `LayerWeights`) takes what `coerce` takes (e.g. a number or `linear:1:0.2` for a schedule) and gives
+    its instance; lists given for tuple fields come back as tuples. Without `what` (a config checking
+    itself, `check_fields`) the messages read `key must be …`.
     """
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
@@ -209,7 +302,7 @@ def check_value(value: Any, tp: Any, key: str, what: str) -> Any:
         value = check_value(value, args[0], key, what)
         for rule in args[1:]:
             if isinstance(rule, Range):
-                rule.check(value, key, what)
+                rule.check(value, key, what, integer=args[0] is int)
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -223,16 +316,21 @@ def check_value(value: Any, tp: Any, key: str, what: str) -> Any:
         raise errors[0]
     if origin is typing.Literal:
         if value not in args or isinstance(value, bool) != any(isinstance(a, bool) for a in args):
-            raise UserError(f"{what}: {key} must be one of {', '.join(map(str, args))}, got {value!r}")
+            raise UserError(f"{where(what, key)} must be one of {', '.join(map(str, args))}, got {value!r}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"{what}: {key} expects a list, got {value!r}")
+            raise UserError(f"{where(what, key)} expects a list, got {value!r}")
         return tuple(check_value(v, args[0] if args else Any, key, what) for v in value)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise UserError(f"{what}: {key} expects a table of key = value, got {value!r}")
+            raise UserError(f"{where(what, key)} expects a table of key = value, got {value!r}")
         return value
+    if isinstance(tp, type) and hasattr(tp, "coerce"):
+        try:
+            return tp.coerce(value)
+        except ValueError as exc:
+            raise UserError(f"{what + ': ' if what else ''}bad value for {key}: {exc}") from None
     wrong = {
         bool: not isinstance(value, bool),
         int: isinstance(value, bool) or not isinstance(value, int),
@@ -240,10 +338,34 @@ def check_value(value: Any, tp: Any, key: str, what: str) -> Any:
         str: not isinstance(value, str),
     }
     if wrong.get(tp, False):
+        if not what:
+            raise UserError(f"{key} must be {MUST[tp]}, got {value!r}")
         raise UserError(f"{what}: {key} expects {EXPECTED[tp]}, got {value!r}")
     if tp is float:
         check_finite(value, key, what)
     return value
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """The annotated types of a dataclass's fields, `Annotated` rules included."""
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def check_fields(config: Any) -> None:
+    """A config dataclass checking its own fields by their annotated types (`check_value`), from its
+    `__post_init__`: a `ValueError` `key must be …` for the first bad one, so that a config built in Python
+    is held to what `build_config` checks. A value given in another form that the type takes (a list for
+    a tuple, a number for a `Schedule`) is stored as the type's."""
+    types_ = field_types(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        try:
+            checked = check_value(value, types_[f.name], f.name, "")
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+        if checked is not value:
+            object.__setattr__(config, f.name, checked)
 
 
 def build_config(cls: type, overrides: dict[str, Any], what: str) -> Any:

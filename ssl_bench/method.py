@@ -18,9 +18,11 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Callable, ClassVar, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ssl_bench.errors import UserError
+from ssl_bench.losses import not_computed
 
 ENTRY_POINT_GROUP = "ssl_bench.methods"
 
@@ -90,14 +92,14 @@ class NoConfig:
 class SSLMethod:
     """Base class of every method.
 
-    A subclass sets `Config` (a frozen dataclass whose fields are the method's hyperparameters, each
-    validated in `__post_init__`), `terms` (the names of the loss terms it logs, exactly) and
+    A subclass sets `Config` (a frozen dataclass whose fields are the method's hyperparameters, typed for
+    ssl_bench.config's checks: `Annotated[float, Range(0, 1)]`, `Literal[…]`; `__post_init__` calls
+    `config.check_fields` and checks what spans fields), `terms` (the names of the loss terms it logs, exactly) and
     `supervised_equivalent` (the config values under which its gradients equal `supervised`'s, used by
     the contract tests; `unlabeled_active` where a confidence threshold keeps the unlabeled term silent at
     first), and implements `loss`.
     """
 
-    name: ClassVar[str] = ""
     Config: ClassVar[type] = NoConfig
     terms: ClassVar[tuple[str, ...]] = ()
     supervised_equivalent: ClassVar[dict[str, object]] = {}
@@ -114,6 +116,12 @@ class SSLMethod:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the scalar loss to minimize and its named, detached terms (keys == `self.terms`)."""
         raise NotImplementedError
+
+    def is_supervised(self) -> bool:
+        """Whether the config is at its `supervised_equivalent` values (e.g. an unlabeled weight of 0): the
+        step is then `supervised_step`, exactly `supervised`'s."""
+        equivalent = self.supervised_equivalent
+        return bool(equivalent) and all(getattr(self.config, k) == v for k, v in equivalent.items())
 
     def check_model(self, model: nn.Module) -> None:
         """Refuse (with a `UserError`) a model this configuration cannot use; called before training."""
@@ -149,6 +157,20 @@ class SSLMethod:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore what `state_dict` returned."""
+
+
+def supervised_step(
+    model: nn.Module,
+    batch: Batch,
+    terms: tuple[str, ...],
+    ce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The step of a method whose unsupervised part is off (its weight 0): one clean pass over the labeled
+    batch and its cross-entropy (`ce`, e.g. UDA's annealed one), exactly `supervised`'s step; of `terms`,
+    `ce` is logged and the others as NaN (not computed)."""
+    loss = ce(model(batch.x_lb), batch.y_lb)
+    skipped = not_computed(loss.device)
+    return loss, {name: loss.detach() if name == "ce" else skipped for name in terms}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The training protocol (SPEC §5): what a run is (`RunSpec`), checked and completed (`resolve`), and the
-protocol every method of a comparison shares (`ProtocolConfig`). The loop itself is ssl_bench.training.
+"""The training protocol (README, "The protocol"): what a run is (`RunSpec`), checked and completed
+(`resolve`), and the protocol every method of a comparison shares (`ProtocolConfig`). The loop itself is
+ssl_bench.training.
 
 For one seed, the split, the initial weights and the sequence of labeled / unlabeled batch indices come
 from their own seeded streams, so they do not depend on the method; a method's randomness draws from
@@ -11,12 +12,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 
 from ssl_bench import records
-from ssl_bench.config import build_config, to_jsonable
+from ssl_bench.config import Range, build_config, check_fields, setting, to_jsonable
 from ssl_bench.data import get_dataset
 from ssl_bench.data.splits import check_labels
 from ssl_bench.data.registry import DatasetInfo
@@ -26,52 +27,71 @@ from ssl_bench.method import SSLMethod, load_method
 from ssl_bench.models.registry import check_model
 from ssl_bench.precision import PRECISIONS
 
-# Protocol fields added after runs were recorded: left out of run ids, config.json and fingerprints while
-# at these defaults, so that earlier runs keep their folders and fingerprints (as `world_size` does).
-LATER_FIELDS = {"precision": "fp32", "compile": False, "augment": "none"}
-AUGMENT = ("none", "weak")  # the protocol's input augmentation, alike for every method (ssl_bench.augment)
+Count = Annotated[int, Range(1)]  # a whole number >= 1
+NonNegative = Annotated[float, Range(0, finite=True)]
 
 
 @dataclass(frozen=True)
 class ProtocolConfig:
-    steps: int  # optimizer steps (the budget)
-    lr: float  # Adam learning rate
-    batch_lb: int = 32  # labeled samples per step
-    batch_ulb: int = 128  # unlabeled samples per step
-    lr_schedule: str = "cosine"  # cosine (after the warm-up, lr·½(1 + cos(π·step/steps)): to 0 at the end of the budget) | constant. Cosine since issue 30: constant-lr Adam collapses the paper's nets once the labeled set is memorized (docs/dninv.md)
-    warmup_steps: int = 100  # linear lr warm-up: step i uses lr·(i+1)/N for i < N (docs/models.md); 0 = none
-    weight_decay: float = 0.0  # Adam L2 penalty
-    clip_grad_norm: float = 0.0  # max global gradient norm; 0 = no clipping
-    eval_every: int = 100  # steps between validation evaluations
-    eval_batch: int = 1024  # samples per evaluation forward pass
-    collapse_patience: float = 0.25  # stop a run collapsed (one predicted class) for this fraction of the budget; 0 = never (ssl_bench.health)
-    seed: int = 0  # seeds every stream: split, init, batch order, method, dropout
-    cpu_threads: int = 1  # torch threads on CPU: float reductions, hence results, depend on it (README, "The protocol")
-    precision: str = "fp32"  # fp32 | bf16 (autocast of the training step; ssl_bench.precision)
-    compile: bool = False  # torch.compile the step's gradient (ssl_bench.compiled); eager where it cannot
-    augment: str = "none"  # none | weak: the labeled and unlabeled batches of every method augmented alike, from a protocol stream
+    """The protocol every method of a comparison shares, each field declared once: its type (checked by
+    ssl_bench.config: `Range`, `Literal`), its default and its doc, which is also the help of its `run` /
+    `sweep` option (`--batch-lb` for `batch_lb`, derived by `config.config_options`). A field marked
+    `cli=False` is set through a grid file's `protocol = { … }` or a run's config.json; `steps`, `lr` and
+    `seed` are `RunSpec` fields with options of their own (their defaults come from the dataset, the model
+    and the sweep's seeds). A field added after runs were recorded is `later=True`: left out of run ids,
+    config.json and fingerprints while at its default (`LATER_FIELDS`), so that earlier runs keep their
+    folders and fingerprints.
+    """
+
+    steps: Count = setting(doc="Optimizer steps (the budget)", cli=False)
+    lr: Annotated[float, Range(0, low_open=True, finite=True)] = setting(doc="Adam learning rate", cli=False)
+    batch_lb: Count = setting(32, "Labeled samples per step")
+    batch_ulb: Count = setting(128, "Unlabeled samples per step")
+    # cosine: after the warm-up, lr·½(1 + cos(π·step/steps)), to 0 at the end of the budget. Cosine since issue 30:
+    # constant-lr Adam collapses the paper's nets once the labeled set is memorized (docs/dninv.md)
+    lr_schedule: Literal["cosine", "constant"] = setting(
+        "cosine",
+        "Learning rate after the warm-up: cosine decay to 0 over the budget, or constant (part of the protocol)",
+    )
+    # step i uses lr·(i+1)/N for i < N (docs/models.md)
+    warmup_steps: Annotated[int, Range(0)] = setting(100, "Linear learning-rate warm-up steps, 0 = none")
+    weight_decay: NonNegative = setting(0.0, "Adam L2 penalty", cli=False)
+    clip_grad_norm: NonNegative = setting(0.0, "Max global gradient norm; 0 = no clipping", cli=False)
+    eval_every: Count = setting(100, "Steps between validation evaluations")
+    eval_batch: Count = setting(1024, "Samples per evaluation forward pass", cli=False)
+    collapse_patience: Annotated[float, Range(0, 1)] = setting(
+        0.25,
+        "Stop a run collapsed (one predicted class) for this fraction of the budget; 0 = never (ssl_bench.health)",
+        cli=False,
+    )
+    seed: int = setting(0, "Seeds every stream: split, init, batch order, method, dropout", cli=False)
+    # float reductions, hence results, depend on it (README, "The protocol")
+    cpu_threads: Count = setting(1, "Torch threads of a CPU run (part of the protocol)")
+    precision: Literal[PRECISIONS] = setting(
+        "fp32", "Training precision: bf16 autocasts the step (part of the protocol)", later=True
+    )
+    compile: bool = setting(
+        False,
+        "torch.compile the training step; eager with one warning where it cannot (part of the protocol)",
+        later=True,
+    )
+    augment: Literal["none", "weak"] = setting(
+        "none",
+        "Input augmentation of every method's labeled and unlabeled batches, from a protocol stream "
+        "(part of the protocol)",
+        later=True,
+    )
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_lb", "batch_ulb", "eval_every", "eval_batch", "cpu_threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.augment not in AUGMENT:
-            raise ValueError(f"augment must be one of {', '.join(AUGMENT)}, got {self.augment!r}")
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"compile must be true or false, got {self.compile!r}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
-        if not 0 <= self.collapse_patience <= 1:
-            raise ValueError(f"collapse_patience must be in [0, 1], got {self.collapse_patience}")
-        for name in ("clip_grad_norm", "weight_decay"):
-            if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
-                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        check_fields(self)
+
+
+def later_fields(cls: type = ProtocolConfig) -> dict[str, Any]:
+    """The protocol fields added after runs were recorded (`later=True`), with their defaults."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.metadata.get("later")}
+
+
+LATER_FIELDS = later_fields()  # precision, compile, augment
 
 
 @dataclass(frozen=True)
@@ -196,7 +216,8 @@ def lr_factor(protocol: ProtocolConfig, step: int) -> float:
 
 def recorded_fields(p: ProtocolConfig) -> dict[str, Any]:
     """The protocol's fields as recorded, without the `LATER_FIELDS` that are at their defaults."""
-    return {k: v for k, v in dataclasses.asdict(p).items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+    later = later_fields(type(p))
+    return {k: v for k, v in dataclasses.asdict(p).items() if not (k in later and v == later[k])}
 
 
 def protocol_fields(p: ProtocolConfig, device: torch.device) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from ssl_bench.config import FLOAT_MAX, parse_float
 
@@ -53,6 +54,23 @@ class Schedule:
         return cls("constant", float(value), float(value))
 
     @classmethod
+    def coerce(cls, value: Any) -> "Schedule":
+        """A `Schedule` from a Schedule, a number, CLI text (`linear:1:0.2`, `parse`) or its JSON form
+        (`to_json`, as config.json holds it); ValueError otherwise."""
+        if isinstance(value, Schedule):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return cls.constant(value)
+        if isinstance(value, str):
+            return cls.parse(value)
+        if isinstance(value, dict):
+            try:
+                return cls(**value)
+            except TypeError:
+                pass
+        raise ValueError(f"expected a number or KIND:START:END, got {value!r}")
+
+    @classmethod
     def parse(cls, text: str) -> "Schedule":
         """`"0.2"`, `"constant:0.2"`, `"linear:1:0.2"` or `"cosine:1:0.2"`; raises ValueError otherwise."""
         parts = [p.strip() for p in str(text).split(":")]
@@ -81,6 +99,10 @@ class Schedule:
 
     def is_constant(self) -> bool:
         return self.start == self.end
+
+    def is_zero(self) -> bool:
+        """Zero for the whole run."""
+        return self.is_constant() and self.start == 0.0
 
     def to_json(self) -> float | dict:
         """A constant as its number; otherwise the resolved kind, start and end."""

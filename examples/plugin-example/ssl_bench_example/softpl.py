@@ -31,7 +31,6 @@ class SoftPLConfig:
 
 
 class SoftPL(SSLMethod):
-    name = "softpl"
     Config = SoftPLConfig
     terms = ("ce", "pl")  # exactly the keys `loss` logs
     supervised_equivalent = {"weight": 0.0}  # the config under which it is plain `supervised`
