@@ -122,7 +122,8 @@ class SweepJob:
     def __call__(self) -> str:
         from ssl_bench.runlock import RunBusy
         from ssl_bench.sweep import run_one
-        from ssl_bench.training import AlreadyComplete, NonFiniteLoss
+        from ssl_bench.runfolder import AlreadyComplete
+        from ssl_bench.training import NonFiniteLoss
 
         with Preemption() as preemption:
             try:

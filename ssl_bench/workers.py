@@ -49,7 +49,8 @@ def run_job(target: Callable, args: tuple) -> tuple[str, str]:
     """`target(*args)`, and how it ended as `(status, message)`: `ok`, `complete`, `busy` or `nonfinite`.
     Interrupts and errors propagate (a sweep's own process lets them; a worker reports them: `_worker`)."""
     from ssl_bench.runlock import RunBusy
-    from ssl_bench.training import AlreadyComplete, NonFiniteLoss
+    from ssl_bench.runfolder import AlreadyComplete
+    from ssl_bench.training import NonFiniteLoss
 
     try:
         target(*args)
