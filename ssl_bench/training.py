@@ -195,24 +195,6 @@ def train_step(ctx: RunContext, s: Session, batch: Batch, progress: Progress) ->
     return world.mean(torch.stack([loss.detach(), *(logged[k].detach().float() for k in s.terms)]))
 
 
-def stop_requested(stop, world: World, done: int, is_eval: bool, device: torch.device) -> bool:
-    """Whether to stop after step `done` for Ctrl-C / SIGTERM. Several ranks agree at the non-finite
-    check steps (a collective), so that they all stop at the same step."""
-    if world.size == 1:
-        return stop.signum is not None
-    if done % CHECK_EVERY == 0 or is_eval:
-        return world.any(stop.signum is not None, device)
-    return False
-
-
-def save_state(ctx: RunContext, s: Session) -> None:
-    """Save state.pt, with the tracker's and the monitor's current state and the wall time."""
-    s.loop.elapsed_s = time.perf_counter() - s.start
-    s.loop.tracker = s.tracker.state_dict()
-    s.loop.health = runstate.as_dict(s.health)
-    runstate.save(ctx.writer.run_dir, s.loop, identity=ctx.identity, **owners(ctx, s))
-
-
 def check_finite(ctx: RunContext, s: Session) -> None:
     """Stop the run with `failed.json` at the first non-finite loss (one host sync)."""
     bad_step = s.tracker.bad_step.item()
@@ -248,6 +230,24 @@ def evaluate(ctx: RunContext, s: Session) -> None:
     for t in s.trackers:
         t.log(row)
     loop.stopped = ctx.world.broadcast(s.health.stop)
+
+
+def stop_requested(stop, world: World, done: int, is_eval: bool, device: torch.device) -> bool:
+    """Whether to stop after step `done` for Ctrl-C / SIGTERM. Several ranks agree at the non-finite
+    check steps (a collective), so that they all stop at the same step."""
+    if world.size == 1:
+        return stop.signum is not None
+    if done % CHECK_EVERY == 0 or is_eval:
+        return world.any(stop.signum is not None, device)
+    return False
+
+
+def save_state(ctx: RunContext, s: Session) -> None:
+    """Save state.pt, with the tracker's and the monitor's current state and the wall time."""
+    s.loop.elapsed_s = time.perf_counter() - s.start
+    s.loop.tracker = s.tracker.state_dict()
+    s.loop.health = runstate.as_dict(s.health)
+    runstate.save(ctx.writer.run_dir, s.loop, identity=ctx.identity, **owners(ctx, s))
 
 
 def finish(ctx: RunContext, s: Session) -> dict[str, Any]:
