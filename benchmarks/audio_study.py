@@ -164,7 +164,8 @@ def labeled_accuracy(run_dir: Path) -> dict:
 
 def run_one(footing: str, variant: str, seed: int, out: Path, device: str, extra: dict, diag_every: int = 0) -> dict:
     from ssl_bench import augment
-    from ssl_bench.training import AlreadyComplete, train
+    from ssl_bench.runfolder import AlreadyComplete
+    from ssl_bench.training import train
 
     resolved = build(footing, variant, seed, device, extra)
     fn = merged(footing, variant, extra)["augment_fn"]
@@ -213,7 +214,9 @@ def diagnose(resolved, every: int) -> list[dict]:
     from ssl_bench.losses import entropy
     from ssl_bench.method import MethodContext, Progress
     from ssl_bench.seeding import derive_seed, make_generator
-    from ssl_bench.training import init_model, next_batch, prepare, protocol_streams, set_lr, torch_threads
+    from ssl_bench.preparation import init_model, prepare, torch_threads
+    from ssl_bench.streams import next_batch, protocol_streams
+    from ssl_bench.training import set_lr
     from ssl_bench.views import make_views
 
     p, info, dev, world = resolved.protocol, resolved.info, resolved.device, World()
@@ -276,7 +279,7 @@ def probe(args) -> None:
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from ssl_bench.training import prepare
+    from ssl_bench.preparation import prepare
 
     for seed in parse_seeds(args.seeds):
         resolved = build(args.footing, args.variant, seed, "cpu", json.loads(args.set))

@@ -154,7 +154,9 @@ def run_one(model_name: str, seed: int, variant: str, out: Path, device: str, di
     from ssl_bench.device_data import accuracy, predict, to_device
     from ssl_bench.method import MethodContext, Progress
     from ssl_bench.seeding import derive_seed, make_generator
-    from ssl_bench.training import init_model, next_batch, prepare, protocol_streams, set_lr, torch_threads
+    from ssl_bench.preparation import init_model, prepare, torch_threads
+    from ssl_bench.streams import next_batch, protocol_streams
+    from ssl_bench.training import set_lr
     from ssl_bench.distributed import World
     from ssl_bench.augment import AUGMENTATIONS
     from ssl_bench.views import make_views

@@ -1,7 +1,7 @@
-"""A run's data on the training device: the split's tensors, the batch index streams, evaluation.
+"""A run's data on the training device: the split's tensors, evaluation.
 
-Samples stay as stored (uint8 images stay uint8) and are normalized per batch; a batch is an index slice
-of an on-device `torch.randperm` (no DataLoader in the hot path, STYLE.md).
+Samples stay as stored (uint8 images stay uint8) and are normalized per batch; the batches are drawn by
+ssl_bench.streams.
 """
 
 from __future__ import annotations
@@ -67,47 +67,6 @@ def to_device(data: DataArrays, split: Split, device: torch.device) -> DeviceDat
         mean=mean.to(device),
         std=std.to(device),
     )
-
-
-class IndexStream:
-    """Batches of indices in [0, n): slices of successive on-device permutations (one per epoch)."""
-
-    def __init__(self, n: int, batch: int, generator: torch.Generator, device: torch.device):
-        self.n, self.batch, self.gen, self.device = n, batch, generator, device
-        self.buffer = torch.empty(0, dtype=torch.long, device=device)
-
-    def next(self) -> torch.Tensor:
-        while len(self.buffer) < self.batch:
-            perm = torch.randperm(self.n, generator=self.gen, device=self.device)
-            self.buffer = torch.cat([self.buffer, perm])
-        idx, self.buffer = self.buffer[: self.batch], self.buffer[self.batch :]
-        return idx  # (batch,)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Where the stream stands: its generator's state and the indices drawn but not yet served."""
-        return {"generator": self.gen.get_state(), "buffer": self.buffer.cpu()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.gen.set_state(state["generator"])
-        self.buffer = state["buffer"].to(self.device)
-
-
-class AugmentStream:
-    """The protocol's augmentation (`--augment`): one batched augmentation function and its own seeded
-    generator, applied alike to the labeled and unlabeled batches of every method, so that all methods
-    of a seed still see the same batches. Saved with the run state like the index streams."""
-
-    def __init__(self, augment, generator: torch.Generator):
-        self.augment, self.gen = augment, generator
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.augment(x, self.gen)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"generator": self.gen.get_state()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.gen.set_state(state["generator"])
 
 
 @torch.no_grad()

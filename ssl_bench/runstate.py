@@ -48,7 +48,7 @@ class LoopState:
     metrics_bytes: int = 0  # length of metrics.jsonl after `last_row`
     elapsed_s: float = 0.0  # training wall time before this process
     stopped: bool = False  # the health check stopped the run
-    tracker: dict[str, torch.Tensor] = field(default_factory=dict)  # running loss sums (training.LossTracker)
+    tracker: dict[str, torch.Tensor] = field(default_factory=dict)  # running loss sums (loss_tracker.LossTracker)
     health: dict[str, Any] = field(default_factory=dict)  # the HealthMonitor's fields
 
 

@@ -129,9 +129,8 @@ def test_protocol_augment_is_the_same_for_every_method_and_fingerprinted(tmp_pat
 def test_the_global_batch_is_augmented_before_it_is_sliced():
     """--augment draws do not depend on the number of processes: two ranks' slices make the one-process batch."""
     from ssl_bench.augment import augment_image
-    from ssl_bench.device_data import AugmentStream, IndexStream
     from ssl_bench.distributed import World
-    from ssl_bench.training import next_batch
+    from ssl_bench.streams import AugmentStream, IndexStream, next_batch
 
     class Data:
         x_lb, y_lb, x_ulb = torch.randn(20, 1, 6, 6), torch.arange(20) % 10, torch.randn(40, 1, 6, 6)

@@ -12,7 +12,7 @@ import torch
 
 from ssl_bench import records
 from ssl_bench.errors import UserError
-from ssl_bench.device_data import IndexStream
+from ssl_bench.streams import IndexStream
 from ssl_bench.protocol import RunSpec, resolve
 from ssl_bench.training import NonFiniteLoss, train
 
