@@ -10,7 +10,7 @@ BatchNorm in training mode does (`couples_samples`). Used by the `dninv` method 
 so that parameter gradients flow through `x̂`) and by `ssl-bench reconstruct`.
 
 `reconstruction_by_jvp` gives the same reconstruction error with the same parameter gradient without a
-double backward ("reverse over forward", SPEC §1): dninv's `formulation=jvp`.
+double backward ("reverse over forward", docs/design.md §1): dninv's `formulation=jvp`.
 """
 
 from __future__ import annotations

@@ -40,7 +40,10 @@ ACCURACIES = (  # result key, column title; the per-recording ones only where ru
 )
 DELTAS = (("test_acc", "best val"), ("test_acc_last", "last step"))  # paired differences to the baseline
 HEALTHY = "healthy seeds only: best val / last step (%)"  # a column of sections with a collapsed or diverged run
-U_MODEL_NOTE = "† our interpretation of the paper's inhibitor (\"U\") networks, which the paper does not define (SPEC §3)"
+U_MODEL_NOTE = (
+    "† our interpretation of the paper's inhibitor (\"U\") networks, which the paper does not define "
+    "(docs/design.md §3)"
+)
 STATS_NOTE = (
     "Accuracies in percent: mean ± sample standard deviation (n − 1 denominator; – for one seed) over all seeds "
     "of a row, runs that collapsed or diverged included at their measured test accuracy (usually near chance; "
@@ -290,7 +293,8 @@ def report_blocks(runs: list[Run], groups: list[Group], warnings: list[str], ski
     paper = [[d, *entry] for d in sorted({g.key["dataset"] for g in groups}) for entry in PAPER_NUMBERS.get(d, [])]
     if paper:
         blocks.append(("h", 2, "Reported in the paper (not reproduced here)"))
-        blocks.append(("p", "The paper's numbers (SPEC §6), test accuracy in percent, as printed: they are the paper's, not results of these runs, and come from other protocols."))
+        blocks.append(("p", "The paper's numbers (docs/design.md §6), test accuracy in percent, as printed: they are the "
+                            "paper's, not results of these runs, and come from other protocols."))
         blocks.append(("table", ["dataset", "setting", "method (source)", "test accuracy (%)"], paper))
     return blocks + provenance_blocks(runs, groups, skipped, command)
 

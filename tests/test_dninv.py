@@ -1,4 +1,4 @@
-"""`dninv` and `ssl_bench.inversion` against independent computations (SPEC §1).
+"""`dninv` and `ssl_bench.inversion` against independent computations (docs/design.md §1).
 
 The references below never call the code under test: `x̂` and `ẑ` come from explicit per-sample
 Jacobians (`torch.autograd.functional.jacobian`), analytic formulas, finite differences (`gradcheck`),
@@ -268,7 +268,7 @@ def test_detached_cotangent_is_not_the_gradient_of_the_loss():
 
 
 # --------------------------------------------------------------------------------------------------
-# Special cases (SPEC §1)
+# Special cases (docs/design.md §1)
 
 
 def tinycnn_and_digit_batch():

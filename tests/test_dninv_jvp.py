@@ -1,5 +1,5 @@
 """dninv's `formulation=jvp` (ssl_bench.inversion.reconstruction_by_jvp): R's parameter gradient by
-"reverse over forward" instead of a double backward (SPEC §1).
+"reverse over forward" instead of a double backward (docs/design.md §1).
 
 With r = stopgrad(x̂ − x), ⟨x̂, r⟩ = ⟨Jᵀf, r⟩ = ⟨f, J·r⟩, so the two formulations give the same loss and
 the same gradient. Checked in float64 against the double-backward form on every paper model family and

@@ -1,6 +1,6 @@
 """Mean Teacher (plugins/meanteacher.py) against independent computations.
 
-The regression guarded here (SPEC §2): a Mean Teacher whose consistency loss is identically zero
+The regression guarded here (docs/design.md §2): a Mean Teacher whose consistency loss is identically zero
 because the teacher is the student and both see the same input (USB). Here the term is non-zero as soon
 as the teacher's weights or its view differ from the student's, the teacher is an EMA of the student
 computed by hand, and the loss is recomputed by hand on a batch whose views are pinned.

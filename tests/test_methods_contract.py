@@ -1,4 +1,4 @@
-"""Contract tests, parametrized over every registered method (SPEC §2, STYLE "Tests").
+"""Contract tests, parametrized over every registered method (docs/design.md §2; §7 "Tests").
 
 Each method: one CPU step gives a finite loss and gradients on the parameters; the unlabeled batch
 changes the gradient (its unlabeled term is live); under its `supervised_equivalent` config its

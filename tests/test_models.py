@@ -1,4 +1,4 @@
-"""Topologies: parameter counts (SPEC §3), reference forwards written from the layer tables, the contract
+"""Topologies: parameter counts (docs/design.md §3), reference forwards written from the layer tables, the contract
 (forward, backward, dninv double backward, named layers) over every model, bird10net's shapes, timm, and
 the user errors."""
 
@@ -47,7 +47,7 @@ def unit(c_in: int, c_out: int) -> int:
 @pytest.mark.parametrize(
     "name, shape, expected",
     [
-        ("smallcnn", (1, 28, 28), 131_402),  # MNIST, SPEC §3
+        ("smallcnn", (1, 28, 28), 131_402),  # MNIST, docs/design.md §3
         ("largecnn", (3, 32, 32), 1_369_738),  # CIFAR-10
         ("resnet2_32", (1, 28, 28), 330_186),  # MNIST
         ("resnet3_16", (1, 28, 28), 137_162),  # MNIST
@@ -75,7 +75,7 @@ def test_paper_models_have_no_batchnorm_and_timm_resnet_has():
 
 
 # --------------------------------------------------------------------------------------------------
-# Reference forwards, written from SPEC §3's tables with torch.nn.functional and the model's weights
+# Reference forwards, written from docs/design.md §3's tables with torch.nn.functional and the model's weights
 
 
 def u(z):

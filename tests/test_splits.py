@@ -1,4 +1,5 @@
-"""Split properties (SPEC §4): balanced, disjoint, deterministic per seed, by group, refused when impossible."""
+"""Split properties (docs/design.md §4): balanced, disjoint, deterministic per seed, by group, refused when
+impossible."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Train / validation / labeled / unlabeled splits (SPEC §4), drawn from the seed and fingerprinted.
+"""Train / validation / labeled / unlabeled splits (docs/design.md §4), drawn from the seed and fingerprinted.
 
 Validation is carved from the training data first; the labeled set is then drawn class-balanced
 (`labels / classes` per class) from what remains; the unlabeled set is the rest of the training data

@@ -1,4 +1,4 @@
-"""`bird10net`: the paper's 1-D CNN for raw bird-song audio (appendix A.2, SPEC §3).
+"""`bird10net`: the paper's 1-D CNN for raw bird-song audio (appendix A.2, docs/design.md §3).
 
 conv1d 1→42 (kernel 1024, stride 512) → ReLU → maxpool1d(4, 2) → conv1d 42→42 (kernel 3, stride 2) →
 ReLU → dense 32 → ReLU → dropout 0.5 → dense 10. The dense layer's input size follows from the input

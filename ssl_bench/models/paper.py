@@ -1,8 +1,8 @@
-"""The paper's image networks (SPEC §3), without BatchNorm.
+"""The paper's image networks (docs/design.md §3), without BatchNorm.
 
 - `smallcnn`, `largecnn`: Conv-Small and Conv-Large of the ladder network (Rasmus et al. 2015, arXiv
   1507.02672), the layer strings of its reference code (CuriousAI/ladder README), without the noise and
-  BatchNorm of the ladder, and without Conv-Small's final dense layer (SPEC §3's parameter counts have none).
+  BatchNorm of the ladder, and without Conv-Small's final dense layer (docs/design.md §3's parameter counts have none).
 - `resnet2_32`, `resnet3_16`: ResnetD-W, a stem conv and 3 stages of D units `act(conv3×3(x) + conv1×1(x))`.
 - `smallucnn`, `largeucnn`, `uresnet2_32`, `uresnet3_16`: OUR INTERPRETATION of the paper's "U" /
   inhibitor networks, which the paper does not define: every activation is `U(z) = concat[relu(z),
@@ -173,7 +173,7 @@ class PaperResNet(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
-# Variants (lr: the paper's Adam learning rate, SPEC §5; for our U nets, which the paper defines nowhere,
+# Variants (lr: the paper's Adam learning rate, docs/design.md §5; for our U nets, which the paper defines nowhere,
 # the largest of 0.01/3, 1e-3 and 3e-4 at which each trained without diverging — docs/models.md)
 
 
