@@ -207,7 +207,6 @@ def diagnose(resolved, every: int) -> list[dict]:
     import torch
     import torch.nn.functional as F
 
-    from ssl_bench.augment import AUGMENTATIONS
     from ssl_bench.device_data import to_device
     from ssl_bench.distributed import World
     from ssl_bench.inversion import reconstruct_layers, squared_error
@@ -226,7 +225,7 @@ def diagnose(resolved, every: int) -> list[dict]:
         model = init_model(resolved, tuple(data.x_train.shape[1:])).to(dev).train()
         dd = to_device(data, split, dev)
         torch.manual_seed(derive_seed(p.seed, world.stream_purpose("global")))
-        method = resolved.method_cls(resolved.method_config, MethodContext(info.modality, info.num_classes, make_generator(p.seed, world.stream_purpose("method"), dev), AUGMENTATIONS[info.modality]))
+        method = resolved.method_cls(resolved.method_config, MethodContext(info.modality, info.num_classes, make_generator(p.seed, world.stream_purpose("method"), dev)))
         optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
         streams = protocol_streams(dd, p, info.modality, dev)
         method.setup(model)

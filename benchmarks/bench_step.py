@@ -37,7 +37,6 @@ import pytest
 import torch
 
 from ssl_bench import compiled
-from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config
 from ssl_bench.method import Batch, MethodContext, Progress, load_method
 from ssl_bench.models import create_model, get_model_entry, model_names
@@ -66,7 +65,7 @@ def make_step(model_name: str, method_name: str, batch_size: tuple[int, int] = B
     method_name, params = VARIANTS.get(method_name, (method_name, {}))
     cls = load_method(method_name)
     gen = torch.Generator(device=DEVICE).manual_seed(0)
-    method = cls(build_config(cls.Config, params, method_name), MethodContext("image", CLASSES, gen, AUGMENTATIONS["image"]))
+    method = cls(build_config(cls.Config, params, method_name), MethodContext("image", CLASSES, gen))
     g = torch.Generator().manual_seed(1)
     batch = Batch(
         torch.randn(B_LB, *SHAPE, generator=g).to(DEVICE, memory_format=MEMORY_FORMAT),

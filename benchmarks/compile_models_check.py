@@ -25,7 +25,6 @@ import time
 import torch
 
 from ssl_bench import compiled
-from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config
 from ssl_bench.method import Batch, MethodContext, Progress, load_method
 from ssl_bench.models import create_model, layer_names
@@ -51,7 +50,7 @@ def three_steps(model_name: str, name: str, params: dict, compile: bool, precisi
         names = layer_names(model)
         params = {**params, "gamma": {names[min(1, len(names) - 1)]: 0.1, names[-1]: 0.05}}
     cls = load_method(name)
-    method = cls(build_config(cls.Config, params, name), MethodContext(modality, 10, torch.Generator().manual_seed(5), AUGMENTATIONS[modality]))
+    method = cls(build_config(cls.Config, params, name), MethodContext(modality, 10, torch.Generator().manual_seed(5)))
     method.setup(model)
     warnings: list[str] = []
     step = compiled.CompiledGradients(model, method, precision, CPU, f"{model_name}/{name}", warnings.append) if compile else compiled.eager_gradients(model, method, precision, CPU)

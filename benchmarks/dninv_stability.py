@@ -158,7 +158,6 @@ def run_one(model_name: str, seed: int, variant: str, out: Path, device: str, di
     from ssl_bench.streams import next_batch, protocol_streams
     from ssl_bench.training import set_lr
     from ssl_bench.distributed import World
-    from ssl_bench.augment import AUGMENTATIONS
     from ssl_bench.views import make_views
     from ssl_bench.health import COLLAPSE_SHARE
 
@@ -174,7 +173,7 @@ def run_one(model_name: str, seed: int, variant: str, out: Path, device: str, di
         model.to(dev).train()
         torch.manual_seed(derive_seed(p.seed, world.stream_purpose("global")))
         generator = make_generator(p.seed, world.stream_purpose("method"), dev)
-        method = resolved.method_cls(resolved.method_config, MethodContext(info.modality, info.num_classes, generator, AUGMENTATIONS[info.modality]))
+        method = resolved.method_cls(resolved.method_config, MethodContext(info.modality, info.num_classes, generator))
         beta2 = VARIANTS[variant][2].get("adam_beta2", 0.999)
         eps = VARIANTS[variant][2].get("adam_eps", 1e-8)
         optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, betas=(0.9, beta2), eps=eps, weight_decay=p.weight_decay)

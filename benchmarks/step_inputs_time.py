@@ -15,7 +15,6 @@ import time
 import torch
 
 from ssl_bench import compiled
-from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.method import MethodContext, load_method
 from ssl_bench.models import create_model
 
@@ -39,7 +38,7 @@ def main() -> None:
         shape = (3, 32, 32) if name in ("largecnn",) or name.startswith("timm:") else (1, 28, 28)
         for method_name in ("entmin", "meanteacher"):
             model, cls = create_model(name, num_classes=10, input_shape=shape), load_method(method_name)
-            method = cls(cls.Config(), MethodContext("image", 10, torch.Generator(), AUGMENTATIONS["image"]))
+            method = cls(cls.Config(), MethodContext("image", 10, torch.Generator()))
             method.setup(model)
             step = compiled.CompiledGradients(model, method, "fp32", torch.device("cpu"), name, print)
 

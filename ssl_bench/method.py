@@ -81,7 +81,6 @@ class MethodContext:
     modality: str  # "image" | "signal"
     num_classes: int
     generator: torch.Generator  # the method's own random stream, on the training device
-    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # batched, modality-specific
 
 
 @dataclass(frozen=True)

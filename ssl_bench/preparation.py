@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from ssl_bench import compiled
-from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.data import DataArrays, Split, default_data_dir, make_split
 from ssl_bench.distributed import World
 from ssl_bench.errors import UserError
@@ -62,7 +61,7 @@ def make_method(resolved: Resolved, world: World) -> SSLMethod:
     """The run's method, with its own random stream on the run's device (one per rank)."""
     info, device = resolved.info, resolved.device
     generator = make_generator(resolved.protocol.seed, world.stream_purpose("method"), device)
-    context = MethodContext(info.modality, info.num_classes, generator, AUGMENTATIONS[info.modality])
+    context = MethodContext(info.modality, info.num_classes, generator)
     return resolved.method_cls(resolved.method_config, context)
 
 

@@ -68,7 +68,6 @@ from sklearn.metrics import (
 )
 from torch import nn
 
-from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config, to_jsonable
 from ssl_bench.errors import UserError
 from ssl_bench.method import Batch, MethodContext, Progress, load_method
@@ -165,7 +164,7 @@ class DNInvUSB(AlgorithmBase):
         if not args.use_cat:
             raise UserError("dninv: use_cat must be True (labeled and unlabeled samples are forwarded together)")
         kind = modality(args)
-        context = MethodContext(kind, args.num_classes, torch.Generator().manual_seed(args.seed), AUGMENTATIONS[kind])
+        context = MethodContext(kind, args.num_classes, torch.Generator().manual_seed(args.seed))
         self.dninv = DNInv(dninv_config(args), context)  # before USB builds data and model: bad arguments fail first
         super().__init__(args, net_builder, tb_log, logger)
         self.dninv.check_model(LogitsOf(self.model))  # γ layer names

@@ -8,14 +8,13 @@ import math
 import torch
 from torch import nn
 
-from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config
 from ssl_bench.method import MethodContext, load_method
 
 
 def make_method(name: str, num_classes: int = 10, **params):
     cls = load_method(name)
-    ctx = MethodContext("image", num_classes, torch.Generator().manual_seed(5), AUGMENTATIONS["image"])
+    ctx = MethodContext("image", num_classes, torch.Generator().manual_seed(5))
     return cls(build_config(cls.Config, params, name), ctx)
 
 

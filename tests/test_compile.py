@@ -22,7 +22,6 @@ from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.utils import counters
 
 from ssl_bench import compiled, records
-from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.cli import cli
 from ssl_bench.config import build_config
 from ssl_bench.method import Batch, MethodContext, Progress, SSLMethod, load_method, method_names
@@ -46,7 +45,7 @@ def make(name: str, net: tuple[str, tuple[int, ...]] = TINY, **params):
     torch.manual_seed(0)
     model = create_model(net[0], num_classes=10, input_shape=net[1])
     cls = load_method(name)
-    method = cls(build_config(cls.Config, params, name), MethodContext("image", 10, torch.Generator().manual_seed(5), AUGMENTATIONS["image"]))
+    method = cls(build_config(cls.Config, params, name), MethodContext("image", 10, torch.Generator().manual_seed(5)))
     method.setup(model)  # as the loop does
     return model, method
 
@@ -147,7 +146,7 @@ def test_a_step_that_does_not_compile_runs_eager_with_one_warning(monkeypatch):
     def run(compile: bool):
         torch.manual_seed(0)
         model = SharedBlock()
-        method = cls(build_config(cls.Config, {"gamma": "block:0.1"}, "dninv"), MethodContext("image", 10, torch.Generator().manual_seed(5), AUGMENTATIONS["image"]))
+        method = cls(build_config(cls.Config, {"gamma": "block:0.1"}, "dninv"), MethodContext("image", 10, torch.Generator().manual_seed(5)))
         method.setup(model)
         warnings: list[str] = []
         step = compiled.CompiledGradients(model, method, "fp32", CPU, "shared/dninv", warnings.append) if compile else compiled.eager_gradients(model, method, "fp32", CPU)
@@ -201,7 +200,7 @@ def bn_steps(name: str, compile: bool, **params):
     torch.manual_seed(0)
     model = bn_net()
     cls = load_method(name)
-    method = cls(build_config(cls.Config, params, name), MethodContext("image", 10, torch.Generator().manual_seed(5), AUGMENTATIONS["image"]))
+    method = cls(build_config(cls.Config, params, name), MethodContext("image", 10, torch.Generator().manual_seed(5)))
     method.setup(model)
     warnings: list[str] = []
     step = compiled.CompiledGradients(model, method, "fp32", CPU, f"bn/{name}", warnings.append) if compile else compiled.eager_gradients(model, method, "fp32", CPU)
@@ -236,7 +235,7 @@ def test_the_compiled_step_reads_the_buffers_the_model_holds_now(monkeypatch):
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
     torch.manual_seed(0)
     model, cls = bn_net(), load_method("supervised")
-    step = compiled.CompiledGradients(model, cls(cls.Config(), MethodContext("image", 10, torch.Generator(), AUGMENTATIONS["image"])), "fp32", CPU, "bn/supervised", print)
+    step = compiled.CompiledGradients(model, cls(cls.Config(), MethodContext("image", 10, torch.Generator())), "fp32", CPU, "bn/supervised", print)
     step(make_batch(), Progress(0, 2))
     model[1].running_mean = torch.zeros(8)
     step(make_batch(), Progress(1, 2))
@@ -249,7 +248,7 @@ def test_dninv_warns_about_batchnorm_at_setup_once_compiled_or_not(monkeypatch):
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
     cls = load_method("dninv")
     with pytest.warns(UserWarning, match="BatchNorm in training mode"):  # from setup itself
-        cls(cls.Config(), MethodContext("image", 10, torch.Generator(), AUGMENTATIONS["image"])).setup(bn_net())
+        cls(cls.Config(), MethodContext("image", 10, torch.Generator())).setup(bn_net())
     for compile in (False, True):
         with pytest.warns(UserWarning, match="BatchNorm in training mode") as caught:
             bn_steps("dninv", compile=compile)
@@ -347,7 +346,7 @@ class NoisySupervised(SSLMethod):
 def test_a_loss_that_draws_from_a_generator_runs_eager_with_one_warning(monkeypatch):
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
     model, _ = make("supervised")
-    method = NoisySupervised(NoisySupervised.Config(), MethodContext("image", 10, torch.Generator().manual_seed(5), AUGMENTATIONS["image"]))
+    method = NoisySupervised(NoisySupervised.Config(), MethodContext("image", 10, torch.Generator().manual_seed(5)))
     warnings: list[str] = []
     step = compiled.CompiledGradients(model, method, "fp32", CPU, "tinycnn/noisy", warnings.append)
     loss, _ = step(make_batch(), Progress(3, 20))

@@ -16,7 +16,6 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ssl_bench import records
-from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config
 from ssl_bench.distributed import World
 from ssl_bench.method import Batch, MethodContext, Progress, load_method, method_names
@@ -30,7 +29,7 @@ def method_and_model(name: str, config: dict):
     torch.manual_seed(0)
     model = create_model("tinycnn", num_classes=10, input_shape=SHAPE, modality="image")
     cls = load_method(name)
-    context = MethodContext("image", 10, torch.Generator().manual_seed(0), AUGMENTATIONS["image"])
+    context = MethodContext("image", 10, torch.Generator().manual_seed(0))
     return cls(build_config(cls.Config, config, name), context), model
 
 

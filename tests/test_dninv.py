@@ -15,7 +15,6 @@ from torch import nn
 from torch.autograd.functional import jacobian
 
 from ssl_bench import records
-from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.cli import cli
 from ssl_bench.config import build_config, to_jsonable
 from ssl_bench.errors import UserError
@@ -30,7 +29,7 @@ DNInv = load_method("dninv")
 
 def make_method(name: str = "dninv", **params):
     cls = load_method(name)
-    ctx = MethodContext("image", 10, torch.Generator().manual_seed(5), AUGMENTATIONS["image"])
+    ctx = MethodContext("image", 10, torch.Generator().manual_seed(5))
     return cls(build_config(cls.Config, params, name), ctx)
 
 

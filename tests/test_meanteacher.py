@@ -15,7 +15,6 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config
 from ssl_bench.method import Batch, MethodContext, Progress, View, load_method
 from ssl_bench.models import create_model
@@ -24,7 +23,7 @@ from ssl_bench.views import make_views
 
 def make_method(**params):
     cls = load_method("meanteacher")
-    ctx = MethodContext("image", 10, torch.Generator().manual_seed(5), AUGMENTATIONS["image"])
+    ctx = MethodContext("image", 10, torch.Generator().manual_seed(5))
     return cls(build_config(cls.Config, params, "meanteacher"), ctx)
 
 

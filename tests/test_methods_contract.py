@@ -37,7 +37,7 @@ def make_model() -> torch.nn.Module:
 
 def make_method(name: str, **params):
     cls = load_method(name)
-    ctx = MethodContext("image", 10, torch.Generator().manual_seed(5), AUGMENTATIONS["image"])
+    ctx = MethodContext("image", 10, torch.Generator().manual_seed(5))
     return cls(build_config(cls.Config, params, name), ctx)
 
 

@@ -12,7 +12,6 @@ from scipy import stats
 from ssl_bench_plugins.mixmatch import mixup, mixup_draws, sample_beta
 from torch import nn
 
-from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config
 from ssl_bench.losses import sharpen
 from ssl_bench.method import Batch, MethodContext, Progress, View, load_method
@@ -22,7 +21,7 @@ from ssl_bench.views import make_views
 
 def make_method(**params):
     cls = load_method("mixmatch")
-    ctx = MethodContext("image", 10, torch.Generator().manual_seed(5), AUGMENTATIONS["image"])
+    ctx = MethodContext("image", 10, torch.Generator().manual_seed(5))
     return cls(build_config(cls.Config, params, "mixmatch"), ctx)
 
 

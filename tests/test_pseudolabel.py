@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config
 from ssl_bench.method import Batch, MethodContext, Progress, load_method
 from ssl_bench.models import create_model
@@ -20,7 +19,7 @@ PseudoLabel = load_method("pseudolabel")
 
 
 def make_method(**params):
-    ctx = MethodContext("image", 10, torch.Generator().manual_seed(5), AUGMENTATIONS["image"])
+    ctx = MethodContext("image", 10, torch.Generator().manual_seed(5))
     return PseudoLabel(build_config(PseudoLabel.Config, params, "pseudolabel"), ctx)
 
 

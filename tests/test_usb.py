@@ -28,7 +28,6 @@ from torch.autograd.functional import jacobian
 from torchvision import transforms
 
 from ssl_bench import usb
-from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config
 from ssl_bench.errors import UserError
 from ssl_bench.method import Batch, MethodContext, Progress, load_method
@@ -142,7 +141,7 @@ def test_loss_and_gradients_equal_ssl_bench_dninv(tmp_path, params, it):
     out, log = alg.train_step(**alg.process_batch(**data_lb, **data_ulb))
     out["loss"].backward()
 
-    dninv = load_method("dninv")(build_config(load_method("dninv").Config, params, "dninv"), MethodContext("image", K, torch.Generator(), AUGMENTATIONS["image"]))
+    dninv = load_method("dninv")(build_config(load_method("dninv").Config, params, "dninv"), MethodContext("image", K, torch.Generator()))
     batch = Batch(data_lb["x_lb"], data_lb["y_lb"], data_ulb["x_ulb_w"])
     loss, terms = dninv.loss(plain, batch, Progress(it, 10))
     loss.backward()

@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config
 from ssl_bench.method import Batch, MethodContext, Progress, load_method
 from ssl_bench.models import create_model
@@ -27,7 +26,7 @@ PROGRESS = Progress(3, 10)
 
 
 def make_method(seed: int = 5, **params):
-    ctx = MethodContext("image", 10, torch.Generator().manual_seed(seed), AUGMENTATIONS["image"])
+    ctx = MethodContext("image", 10, torch.Generator().manual_seed(seed))
     return VAT(build_config(VAT.Config, params, "vat"), ctx)
 
 
