@@ -23,12 +23,12 @@ from torch._dynamo.utils import counters
 
 from ssl_bench import compiled, records
 from ssl_bench.cli import cli
-from ssl_bench.config import build_config
-from ssl_bench.method import Batch, MethodContext, Progress, SSLMethod, load_method, method_names
+from ssl_bench.method import Batch, Progress, SSLMethod, method_names
 from ssl_bench.models import create_model
 from ssl_bench.protocol import ProtocolConfig, RunSpec, protocol_fields, resolve
 from ssl_bench.training import train
 from ssl_bench.views import make_views
+from tests import method_checks
 
 CPU = torch.device("cpu")
 
@@ -44,8 +44,7 @@ def make_batch(shape: tuple[int, ...] = TINY[1]) -> Batch:
 def make(name: str, net: tuple[str, tuple[int, ...]] = TINY, **params):
     torch.manual_seed(0)
     model = create_model(net[0], num_classes=10, input_shape=net[1])
-    cls = load_method(name)
-    method = cls(build_config(cls.Config, params, name), MethodContext("image", 10, torch.Generator().manual_seed(5)))
+    method = method_checks.make_method(name, **params)
     method.setup(model)  # as the loop does
     return model, method
 
@@ -141,12 +140,11 @@ def test_a_step_that_does_not_compile_runs_eager_with_one_warning(monkeypatch):
     the compiled form refuses (a γ layer that runs twice in a forward) falls back — one line naming model,
     method and reason, then exactly eager."""
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
-    cls = load_method("dninv")
 
     def run(compile: bool):
         torch.manual_seed(0)
         model = SharedBlock()
-        method = cls(build_config(cls.Config, {"gamma": "block:0.1"}, "dninv"), MethodContext("image", 10, torch.Generator().manual_seed(5)))
+        method = method_checks.make_method("dninv", gamma="block:0.1")
         method.setup(model)
         warnings: list[str] = []
         step = compiled.CompiledGradients(model, method, "fp32", CPU, "shared/dninv", warnings.append) if compile else compiled.eager_gradients(model, method, "fp32", CPU)
@@ -199,8 +197,7 @@ def buffers_of(model: nn.Module, method: SSLMethod) -> dict[str, torch.Tensor]:
 def bn_steps(name: str, compile: bool, **params):
     torch.manual_seed(0)
     model = bn_net()
-    cls = load_method(name)
-    method = cls(build_config(cls.Config, params, name), MethodContext("image", 10, torch.Generator().manual_seed(5)))
+    method = method_checks.make_method(name, **params)
     method.setup(model)
     warnings: list[str] = []
     step = compiled.CompiledGradients(model, method, "fp32", CPU, f"bn/{name}", warnings.append) if compile else compiled.eager_gradients(model, method, "fp32", CPU)
@@ -234,8 +231,8 @@ def test_the_compiled_step_reads_the_buffers_the_model_holds_now(monkeypatch):
     reassigned during a run (not only updated in place) is the one the next step updates."""
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
     torch.manual_seed(0)
-    model, cls = bn_net(), load_method("supervised")
-    step = compiled.CompiledGradients(model, cls(cls.Config(), MethodContext("image", 10, torch.Generator())), "fp32", CPU, "bn/supervised", print)
+    model, method = bn_net(), method_checks.make_method("supervised", seed=None)
+    step = compiled.CompiledGradients(model, method, "fp32", CPU, "bn/supervised", print)
     step(make_batch(), Progress(0, 2))
     model[1].running_mean = torch.zeros(8)
     step(make_batch(), Progress(1, 2))
@@ -246,9 +243,8 @@ def test_dninv_warns_about_batchnorm_at_setup_once_compiled_or_not(monkeypatch):
     """`warnings.warn` does not trace: dninv says that BatchNorm in training mode couples the samples of a
     batch at setup, before the first (compiled) step, and not again."""
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
-    cls = load_method("dninv")
     with pytest.warns(UserWarning, match="BatchNorm in training mode"):  # from setup itself
-        cls(cls.Config(), MethodContext("image", 10, torch.Generator())).setup(bn_net())
+        method_checks.make_method("dninv", seed=None).setup(bn_net())
     for compile in (False, True):
         with pytest.warns(UserWarning, match="BatchNorm in training mode") as caught:
             bn_steps("dninv", compile=compile)
@@ -346,7 +342,7 @@ class NoisySupervised(SSLMethod):
 def test_a_loss_that_draws_from_a_generator_runs_eager_with_one_warning(monkeypatch):
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
     model, _ = make("supervised")
-    method = NoisySupervised(NoisySupervised.Config(), MethodContext("image", 10, torch.Generator().manual_seed(5)))
+    method = method_checks.make_method(NoisySupervised)
     warnings: list[str] = []
     step = compiled.CompiledGradients(model, method, "fp32", CPU, "tinycnn/noisy", warnings.append)
     loss, _ = step(make_batch(), Progress(3, 20))

@@ -16,10 +16,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ssl_bench import records
-from ssl_bench.config import build_config
 from ssl_bench.distributed import World
-from ssl_bench.method import Batch, MethodContext, Progress, load_method, method_names
+from ssl_bench.method import Batch, Progress, method_names
 from ssl_bench.models import create_model
+from tests import method_checks
 from tests.conftest import ROOT
 
 B_LB, B_ULB, SHAPE = 8, 16, (1, 8, 8)
@@ -28,9 +28,7 @@ B_LB, B_ULB, SHAPE = 8, 16, (1, 8, 8)
 def method_and_model(name: str, config: dict):
     torch.manual_seed(0)
     model = create_model("tinycnn", num_classes=10, input_shape=SHAPE, modality="image")
-    cls = load_method(name)
-    context = MethodContext("image", 10, torch.Generator().manual_seed(0))
-    return cls(build_config(cls.Config, config, name), context), model
+    return method_checks.make_method(name, seed=0, **config), model
 
 
 def global_batch() -> Batch:

@@ -20,17 +20,16 @@ from ssl_bench.config import build_config, to_jsonable
 from ssl_bench.errors import UserError
 from ssl_bench.functional import functional_transforms
 from ssl_bench.inversion import reconstruct, reconstruct_layers
-from ssl_bench.method import Batch, MethodContext, Progress, load_method
+from ssl_bench.method import Batch, Progress, load_method
 from ssl_bench.models import create_model
 from ssl_bench.schedules import Schedule
+from tests import method_checks
 
 DNInv = load_method("dninv")
 
 
 def make_method(name: str = "dninv", **params):
-    cls = load_method(name)
-    ctx = MethodContext("image", 10, torch.Generator().manual_seed(5))
-    return cls(build_config(cls.Config, params, name), ctx)
+    return method_checks.make_method(name, **params)
 
 
 def make_batch(shape=(1, 6, 6), n_lb=3, n_ulb=4, classes=3, dtype=torch.float64, seed=0) -> Batch:

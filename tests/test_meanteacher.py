@@ -15,16 +15,14 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_bench.config import build_config
-from ssl_bench.method import Batch, MethodContext, Progress, View, load_method
+from ssl_bench.method import Batch, Progress, View, load_method
 from ssl_bench.models import create_model
 from ssl_bench.views import make_views
+from tests import method_checks
 
 
 def make_method(**params):
-    cls = load_method("meanteacher")
-    ctx = MethodContext("image", 10, torch.Generator().manual_seed(5))
-    return cls(build_config(cls.Config, params, "meanteacher"), ctx)
+    return method_checks.make_method("meanteacher", **params)
 
 
 def make_model(seed: int = 0) -> nn.Module:

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from ssl_bench.augment import AUGMENTATIONS
-from ssl_bench.config import build_config
-from ssl_bench.method import Batch, MethodContext, Progress, load_method, method_names
+from ssl_bench.method import Batch, Progress, load_method, method_names
 from ssl_bench.models import create_model
 from ssl_bench.views import make_views
+from tests import method_checks
 
 METHODS = method_names()
 SEMI = [m for m in METHODS if load_method(m).supervised_equivalent]
@@ -36,9 +36,7 @@ def make_model() -> torch.nn.Module:
 
 
 def make_method(name: str, **params):
-    cls = load_method(name)
-    ctx = MethodContext("image", 10, torch.Generator().manual_seed(5))
-    return cls(build_config(cls.Config, params, name), ctx)
+    return method_checks.make_method(name, **params)
 
 
 def loop_loss(method, model, batch: Batch, progress: Progress):

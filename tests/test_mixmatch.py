@@ -12,17 +12,15 @@ from scipy import stats
 from ssl_bench_plugins.mixmatch import mixup, mixup_draws, sample_beta
 from torch import nn
 
-from ssl_bench.config import build_config
 from ssl_bench.losses import sharpen
-from ssl_bench.method import Batch, MethodContext, Progress, View, load_method
+from ssl_bench.method import Batch, Progress, View, load_method
 from ssl_bench.models import create_model
 from ssl_bench.views import make_views
+from tests import method_checks
 
 
 def make_method(**params):
-    cls = load_method("mixmatch")
-    ctx = MethodContext("image", 10, torch.Generator().manual_seed(5))
-    return cls(build_config(cls.Config, params, "mixmatch"), ctx)
+    return method_checks.make_method("mixmatch", **params)
 
 
 def make_model() -> nn.Module:

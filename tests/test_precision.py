@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from ssl_bench import compiled
-from ssl_bench.config import build_config
 from ssl_bench.inversion import reconstruct
-from ssl_bench.method import Batch, MethodContext, Progress, load_method, method_names
+from ssl_bench.method import Batch, Progress, method_names
 from ssl_bench.models import create_model
 from ssl_bench.precision import autocast
 from ssl_bench.views import make_views
+from tests import method_checks
 
 CPU = torch.device("cpu")
 
@@ -30,8 +30,7 @@ def batch() -> Batch:
 def step_grads(name: str, precision: str) -> list[torch.Tensor]:
     torch.manual_seed(0)
     model = create_model("tinycnn", num_classes=10, input_shape=(1, 8, 8))
-    cls = load_method(name)
-    method = cls(build_config(cls.Config, {}, name), MethodContext("image", 10, torch.Generator().manual_seed(5)))
+    method = method_checks.make_method(name)
     method.setup(model)
     loss, _ = compiled.eager_gradients(model, method, precision, CPU)(make_views(method, batch(), "image"), Progress(3, 10))
     assert loss.dtype == torch.float32 and torch.isfinite(loss)

@@ -11,16 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssl_bench.config import build_config
-from ssl_bench.method import Batch, MethodContext, Progress, load_method
+from ssl_bench.method import Batch, Progress, load_method
 from ssl_bench.models import create_model
+from tests import method_checks
 
 PseudoLabel = load_method("pseudolabel")
 
 
 def make_method(**params):
-    ctx = MethodContext("image", 10, torch.Generator().manual_seed(5))
-    return PseudoLabel(build_config(PseudoLabel.Config, params, "pseudolabel"), ctx)
+    return method_checks.make_method("pseudolabel", **params)
 
 
 def make_model(dtype=torch.float64) -> torch.nn.Module:

@@ -30,7 +30,8 @@ from torchvision import transforms
 from ssl_bench import usb
 from ssl_bench.config import build_config
 from ssl_bench.errors import UserError
-from ssl_bench.method import Batch, MethodContext, Progress, load_method
+from ssl_bench.method import Batch, Progress, load_method
+from tests import method_checks
 
 pytestmark = [  # USB's own deprecations, not this project's
     pytest.mark.filterwarnings("ignore:.*GradScaler:FutureWarning", "ignore:.*GradScaler is enabled:UserWarning"),
@@ -141,7 +142,7 @@ def test_loss_and_gradients_equal_ssl_bench_dninv(tmp_path, params, it):
     out, log = alg.train_step(**alg.process_batch(**data_lb, **data_ulb))
     out["loss"].backward()
 
-    dninv = load_method("dninv")(build_config(load_method("dninv").Config, params, "dninv"), MethodContext("image", K, torch.Generator()))
+    dninv = method_checks.make_method("dninv", K, seed=None, **params)
     batch = Batch(data_lb["x_lb"], data_lb["y_lb"], data_ulb["x_ulb_w"])
     loss, terms = dninv.loss(plain, batch, Progress(it, 10))
     loss.backward()

@@ -16,18 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_bench.config import build_config
-from ssl_bench.method import Batch, MethodContext, Progress, load_method
+from ssl_bench.method import Batch, Progress, load_method
 from ssl_bench.models import create_model
 from ssl_bench.views import make_views
+from tests import method_checks
 
 VAT = load_method("vat")
 PROGRESS = Progress(3, 10)
 
 
 def make_method(seed: int = 5, **params):
-    ctx = MethodContext("image", 10, torch.Generator().manual_seed(seed))
-    return VAT(build_config(VAT.Config, params, "vat"), ctx)
+    return method_checks.make_method("vat", seed=seed, **params)
 
 
 def make_model(dtype=torch.float64) -> nn.Module:
