@@ -12,7 +12,8 @@ Footings: `report` is what reports/chirps-bird10net was made with (bird10net, ke
 chirps in 250 ms windows with 50 % overlap, SNR 10 dB, 2000 steps, lr 0.01/3, no augmentation);
 `defaults` passes only the model, the report's SNR and budget (`ssl-bench run --dataset chirps --model
 bird10net -d snr_db=10 --steps 2000` at this commit: since issue 30, 500 ms windows with 90 % overlap and
-the kernel/stride derived from the window). `--diag-every K` adds, for dninv runs, a diagnostic pass every K steps on that step's batch:
+the kernel/stride derived from the window). `--diag-every K` adds, for dninv runs, a diagnostic pass every K
+steps on that step's batch:
 each loss term, the gradient norm of each weighted term and their cosines (as benchmarks/dninv_stability.py
 in the issue-30 work); the harness's own run is left untouched (the diagnostics run in a second,
 identical loop only when asked for, see `diagnose`).
@@ -20,7 +21,8 @@ identical loop only when asked for, see `diagnose`).
     # one run:
     python benchmarks/audio_study.py one --footing report --variant base --seed 0 --out runs/audio-study
     # a grid, N processes at a time (each OMP_NUM_THREADS=1, cpu_threads 1), then the table:
-    python benchmarks/audio_study.py grid --footing report --variants base,lr_1e-3,no_dropout --seeds 0,1,2 --jobs 16 --device cuda --out runs/audio-study
+    python benchmarks/audio_study.py grid --footing report --variants base,lr_1e-3,no_dropout --seeds 0,1,2 \\
+        --jobs 16 --device cuda --out runs/audio-study
     python benchmarks/audio_study.py summary runs/audio-study
     python benchmarks/audio_study.py list   # the footings and variants
     # an independent check of learnability: logistic regression on log-spectrograms of the same windows
@@ -293,7 +295,8 @@ def probe(args) -> None:
             clf = LogisticRegression(C=args.C, max_iter=3000).fit((a_lb - mu) / sd, y_lb)
             logits = clf.decision_function((b.numpy() - mu) / sd)
             per_rec = np.mean([logits[g_te == g].mean(0).argmax() == y_te[g_te == g][0] for g in np.unique(g_te)])
-            print(f"| {args.footing} | {args.variant} | {seed} | {name} | {len(y_lb)} | {100 * clf.score((a_lb - mu) / sd, y_lb):.1f} | "
+            print(f"| {args.footing} | {args.variant} | {seed} | {name} | {len(y_lb)} | "
+                  f"{100 * clf.score((a_lb - mu) / sd, y_lb):.1f} | "
                   f"{100 * (logits.argmax(1) == y_te).mean():.1f} | {100 * per_rec:.1f} |", flush=True)
 
 
@@ -375,13 +378,16 @@ def summary(args) -> None:
     order, footings = {v: i for i, v in enumerate(VARIANTS)}, {f: i for i, f in enumerate(FOOTINGS)}
     groups = dict(sorted(groups.items(), key=lambda kv: (footings.get(kv[0][0], len(footings)), kv[0][2], order.get(kv[0][1], len(order)))))
     ceilings: dict[str, float] = {}
-    print("| footing | variant | n | test/window @best val | test/window @last | per recording @best val | labeled-window acc @best val | @last | val best | best step | wall s/run | windows with ≥ ½ call |")
+    print("| footing | variant | n | test/window @best val | test/window @last | per recording @best val "
+          "| labeled-window acc @best val | @last | val best | best step | wall s/run | windows with ≥ ½ call |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (footing, variant, extra), rs in groups.items():
         rs.sort(key=lambda r: r["seed"])
         col = lambda k: [r.get(k) for r in rs]
-        print(f"| {footing} | {variant}{extra} | {len(rs)} | {mean_sd(col('test_acc'))} | {mean_sd(col('test_acc_last'))} | {mean_sd(col('test_acc_recording'))} | "
-              f"{mean_sd(col('train_acc_best'))} | {mean_sd(col('train_acc_last'))} | {mean_sd(col('val_acc_best'))} | {mean_sd(col('best_step'), 1.0)} | {mean_sd(col('wall_time_s'), 1.0)} | "
+        print(f"| {footing} | {variant}{extra} | {len(rs)} | {mean_sd(col('test_acc'))} | "
+              f"{mean_sd(col('test_acc_last'))} | {mean_sd(col('test_acc_recording'))} | "
+              f"{mean_sd(col('train_acc_best'))} | {mean_sd(col('train_acc_last'))} | {mean_sd(col('val_acc_best'))} | "
+              f"{mean_sd(col('best_step'), 1.0)} | {mean_sd(col('wall_time_s'), 1.0)} | "
               f"{ceiling(rs[0]['dataset_options'], ceilings)} |")
     paired = [(k, rs) for k, rs in groups.items() if baseline(k[1]) and (k[0], baseline(k[1]), k[2]) in groups]
     if paired:
@@ -393,11 +399,13 @@ def summary(args) -> None:
         for (footing, variant, extra), rs in paired:
             base_rs = groups[(footing, baseline(variant), extra)]
             d = lambda k: paired_difference({r["seed"]: 100 * r[k] for r in rs}, {r["seed"]: 100 * r[k] for r in base_rs})
-            print(f"| {footing} | {variant}{extra} | {baseline(variant)} | {d('test_acc')} | {d('test_acc_last')} | {d('test_acc_recording')} |")
+            print(f"| {footing} | {variant}{extra} | {baseline(variant)} | {d('test_acc')} | {d('test_acc_last')} | "
+                  f"{d('test_acc_recording')} |")
     diag = [r for r in rows if r.get("diag")]
     if diag:
         print("\ndninv's terms and the gradient norms of its weighted terms (mean over seeds, at the steps shown):\n")
-        print("| footing | variant | step | CE | rec | ent | ‖∇ α·CE‖ | ‖∇ (1−α)β·R‖ | ‖∇ (1−α)(1−β)·E‖ | ratio rec/ce | cos(ce, rec) |")
+        print("| footing | variant | step | CE | rec | ent | ‖∇ α·CE‖ | ‖∇ (1−α)β·R‖ | ‖∇ (1−α)(1−β)·E‖ "
+              "| ratio rec/ce | cos(ce, rec) |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         by: dict[tuple, list[dict]] = {}
         for r in diag:
@@ -408,7 +416,8 @@ def summary(args) -> None:
             for s in shown:
                 ds = [d for r in rs for d in r["diag"] if d["step"] == s]
                 m = lambda k: sum(d[k] for d in ds) / len(ds)
-                print(f"| {footing} | {variant} | {s} | {m('ce'):.3f} | {m('rec'):.3f} | {m('ent'):.3f} | {m('g_ce'):.3g} | {m('g_rec'):.3g} | {m('g_ent'):.3g} | "
+                print(f"| {footing} | {variant} | {s} | {m('ce'):.3f} | {m('rec'):.3f} | {m('ent'):.3f} | "
+                      f"{m('g_ce'):.3g} | {m('g_rec'):.3g} | {m('g_ent'):.3g} | "
                       f"{sum(d['g_rec'] / max(d['g_ce'], 1e-30) for d in ds) / len(ds):.3g} | {m('cos_ce_rec'):+.2f} |")
 
 
@@ -443,14 +452,17 @@ def main() -> None:
     if args.cmd == "one":
         extra = json.loads(args.set)
         r = run_one(args.footing, args.variant, args.seed, Path(args.out), args.device, extra, args.diag_every)
-        print(f"{r['method']} test/window {100 * r['test_acc']:.1f} %, per recording {100 * (r['test_acc_recording'] or 0):.1f} %, "
-              f"labeled windows {100 * r['train_acc_best']:.1f} % (best val) / {100 * r['train_acc_last']:.1f} % (last), {r['wall_time_s']:.0f} s on {r['device']}")
+        print(f"{r['method']} test/window {100 * r['test_acc']:.1f} %, "
+              f"per recording {100 * (r['test_acc_recording'] or 0):.1f} %, "
+              f"labeled windows {100 * r['train_acc_best']:.1f} % (best val) / {100 * r['train_acc_last']:.1f} % (last), "
+              f"{r['wall_time_s']:.0f} s on {r['device']}")
     elif args.cmd == "grid":
         grid(args)
     elif args.cmd == "summary":
         summary(args)
     elif args.cmd == "probe":
-        print("| footing | variant | seed | features | labeled windows | labeled acc | test/window | per recording |\n|---|---|---|---|---|---|---|---|")
+        print("| footing | variant | seed | features | labeled windows | labeled acc | test/window | per recording |\n"
+              "|---|---|---|---|---|---|---|---|")
         probe(args)
     else:
         for k, v in FOOTINGS.items():

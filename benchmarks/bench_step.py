@@ -1,9 +1,9 @@
 """Step time of `dninv` against `supervised` and an entropy-regularized step (`entmin`), per image model.
 
 A step is what the training loop does per batch: the method's views (if it declares any), `method.loss`
-→ `backward`, `method.after_step` (the optimizer update is the same for every method and left out). Every method gets the same model, the same MNIST-shaped batch
-(1×28×28, 10 classes) and the same device. Run explicitly (the project's pytest config disables
-benchmarks by default):
+→ `backward`, `method.after_step` (the optimizer update is the same for every method and left out). Every
+method gets the same model, the same MNIST-shaped batch (1×28×28, 10 classes) and the same device. Run
+explicitly (the project's pytest config disables benchmarks by default):
 
     .venv/bin/python -m pytest benchmarks/bench_step.py --benchmark-enable --benchmark-json=out.json
 
@@ -16,7 +16,8 @@ unlabeled; default 8,24 on CPU and 80,80 on CUDA; several batches separated by `
 both; default eager), `BENCH_CUDNN_BENCHMARK` (1: `torch.backends.cudnn.benchmark`, cuDNN times its
 convolution algorithms on the first call of each shape instead of choosing by heuristics; default 0),
 `BENCH_CHANNELS_LAST` (1: model and inputs in `torch.channels_last` memory format, the layout cuDNN's
-tensor-core kernels use; default 0), `BENCH_SHAPE` (input C,H,W; default 1,28,28: MNIST's shape). A compiled step is the training loop's (ssl_bench.compiled); its compile time
+tensor-core kernels use; default 0), `BENCH_SHAPE` (input C,H,W; default 1,28,28: MNIST's shape). A compiled
+step is the training loop's (ssl_bench.compiled); its compile time
 (first call) is in `extra_info`, not in the timing. `python benchmarks/bench_step.py summarize out.json`
 prints the tables (mean step time and the ratios dninv/supervised and dninv/entmin, and with `dninv_jvp`
 its ratios to entmin and to dninv) kept in benchmarks/results/. On CPU, e.g. (docs/dninv.md):
@@ -130,7 +131,9 @@ def summarize(path: str) -> str:
         tables.setdefault(key, {}).setdefault(params["model"], {})[params["method"]] = bench["stats"]["mean"] * 1e3
         if extra.get("mode") == "compiled":
             compile_s[(*key, params["model"], params["method"])] = extra.get("first_call_s")
-    lines = [f"device: {extra.get('device')}; inputs {extra.get('shape', '1×28×28')}; threads {extra.get('threads')}; cudnn.benchmark {extra.get('cudnn_benchmark', False)}; channels-last {extra.get('channels_last', False)}; torch {extra.get('torch')}; {doc['datetime']}"]
+    lines = [f"device: {extra.get('device')}; inputs {extra.get('shape', '1×28×28')}; threads {extra.get('threads')}; "
+             f"cudnn.benchmark {extra.get('cudnn_benchmark', False)}; channels-last {extra.get('channels_last', False)}; "
+             f"torch {extra.get('torch')}; {doc['datetime']}"]
     fmt = lambda t, m: f"{t[m]:.2f}" if m in t else "–"
     ratio = lambda t, a, b: f"{t[a] / t[b]:.2f}" if a in t and b in t else "–"
     for (batch, precision, mode), times in tables.items():
@@ -141,7 +144,8 @@ def summarize(path: str) -> str:
                   + (f" compile s (entmin, dninv{', dninv_jvp' if jvp else ''}) |" if mode == "compiled" else ""),
                   "|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if jvp else "") + ("---|" if mode == "compiled" else "")]
         for model, t in sorted(times.items()):
-            row = f"| {model} | {fmt(t, 'supervised')} | {fmt(t, 'entmin')} | {fmt(t, 'dninv')} | {ratio(t, 'dninv', 'supervised')} | {ratio(t, 'dninv', 'entmin')} |"
+            row = (f"| {model} | {fmt(t, 'supervised')} | {fmt(t, 'entmin')} | {fmt(t, 'dninv')} | "
+                   f"{ratio(t, 'dninv', 'supervised')} | {ratio(t, 'dninv', 'entmin')} |")
             if jvp:
                 row += f" {fmt(t, 'dninv_jvp')} | {ratio(t, 'dninv_jvp', 'entmin')} | {ratio(t, 'dninv_jvp', 'dninv')} |"
             if mode == "compiled":

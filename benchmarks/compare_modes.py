@@ -42,7 +42,8 @@ def main() -> None:
                     step()
                     times[mode].append(time.perf_counter() - start)
             med = {mode: statistics.median(t) * 1e3 for mode, t in times.items()}
-            print(f"| {model} | {precision} | {med['eager']:.1f} | {med['compiled']:.1f} | {med['eager'] / med['compiled']:.2f} |", flush=True)
+            print(f"| {model} | {precision} | {med['eager']:.1f} | {med['compiled']:.1f} | "
+                  f"{med['eager'] / med['compiled']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ relative gradient difference of the last step, whether every buffer (BatchNorm's
 model's and those of the method's own modules, e.g. Mean Teacher's teacher) ends equal, both losses, the
 compiled side's wall time.
 
-    .venv/bin/python benchmarks/compile_models_check.py [MODELS] [--methods a,b,…] [--precision fp32|bf16] [--float64] [--backend aot_eager|inductor]
+    .venv/bin/python benchmarks/compile_models_check.py [MODELS] [--methods a,b,…] [--precision fp32|bf16] \\
+        [--float64] [--backend aot_eager|inductor]
 
 `timm:<name>` models (BatchNorm) run at 3×32×32.
 
@@ -70,7 +71,8 @@ def three_steps(model_name: str, name: str, params: dict, compile: bool, precisi
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="?", default=MODELS)
-    ap.add_argument("--methods", help="comma-separated method names (default: the cases above); dninv_jvp is dninv formulation=jvp, dninv_gamma dninv with per-layer terms on the model's second and last named layers (γ 0.1, 0.05)")
+    ap.add_argument("--methods", help="comma-separated method names (default: the cases above); dninv_jvp is dninv formulation=jvp, "
+                    "dninv_gamma dninv with per-layer terms on the model's second and last named layers (γ 0.1, 0.05)")
     ap.add_argument("--backend", default="aot_eager")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="the step's autocast, eager and compiled alike")
     ap.add_argument("--float64", action="store_true", help="model and inputs in float64 (with --precision fp32): what is left is no longer float32 rounding")
@@ -78,10 +80,12 @@ def main() -> None:
     dtype = torch.float64 if args.float64 else torch.float32
     compiled.BACKEND = args.backend
     torch.set_num_threads(2)
-    print(f"torch {torch.__version__}, backend {args.backend}, {args.precision}{', float64 model and inputs' if args.float64 else ''}, CPU\n")
+    print(f"torch {torch.__version__}, backend {args.backend}, "
+          f"{args.precision}{', float64 model and inputs' if args.float64 else ''}, CPU\n")
     variants = {"dninv_jvp": ("dninv", {"formulation": "jvp"}), "dninv_gamma": ("dninv", {"gamma": "auto"})}
     cases = CASES if args.methods is None else [variants.get(m, (m, {})) for m in args.methods.split(",")]
-    print("| model | method | compiled | max rel. gradient difference | gradient cosine | buffers equal | loss eager / compiled | compiled s |")
+    print("| model | method | compiled | max rel. gradient difference | gradient cosine | buffers equal "
+          "| loss eager / compiled | compiled s |")
     print("|---|---|---|---:|---:|---|---|---:|")
     for model_name in args.models.split(","):
         for name, params in cases:
@@ -95,7 +99,8 @@ def main() -> None:
             rel = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(gc, ge))
             cos = torch.nn.functional.cosine_similarity(torch.cat([g.flatten() for g in gc]).double(), torch.cat([g.flatten() for g in ge]).double(), dim=0).item()  # float64: a float32 cosine can read 1.00001
             same = bc.keys() == be.keys() and all(torch.equal(bc[k], be[k]) for k in bc)
-            print(f"| {model_name} | {label} | {'yes' if fallback is None else 'no: ' + fallback} | {rel:.1e} | {cos:.6f} | {'yes' if same else 'NO'} ({len(bc)}) | {le:.5f} / {lc:.5f} | {seconds:.1f} |", flush=True)
+            print(f"| {model_name} | {label} | {'yes' if fallback is None else 'no: ' + fallback} | {rel:.1e} | "
+                  f"{cos:.6f} | {'yes' if same else 'NO'} ({len(bc)}) | {le:.5f} / {lc:.5f} | {seconds:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as out:
             result = train(resolve(spec), out, show_progress=False)
         record = result.get("compiled_step") or {}
-        print(f"| {backend} | {100 * result['test_acc']:.2f} | {record.get('compiled', '–')} | {record.get('first_call_s', '–')} |", flush=True)
+        print(f"| {backend} | {100 * result['test_acc']:.2f} | {record.get('compiled', '–')} | "
+              f"{record.get('first_call_s', '–')} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,9 @@ def main() -> None:
         compiled.optimizer_step = lambda optimizer, compile: optimizer.step
     params = dict(kv.split("=", 1) for kv in args.params)
     compiled.BACKEND = args.backend
-    print(f"backend {args.backend}, {args.steps} steps, digits{f' {args.size}×{args.size}' if args.size else ''} 50 labels, model {args.model or 'tinycnn'}, params {params or 'defaults'}{', Adam eager' if args.eager_adam else ''}, CPU\n")
+    print(f"backend {args.backend}, {args.steps} steps, "
+          f"digits{f' {args.size}×{args.size}' if args.size else ''} 50 labels, model {args.model or 'tinycnn'}, "
+          f"params {params or 'defaults'}{', Adam eager' if args.eager_adam else ''}, CPU\n")
     print("| method | compiled to the end | first call s | run s | test % | eager test % |")
     print("|---|---|---:|---:|---:|---:|")
     for name in args.methods.split(","):
@@ -55,7 +57,8 @@ def main() -> None:
                 eager = f"{100 * train(resolve(spec(False)), out, show_progress=False)['test_acc']:.2f}"
         record = result["compiled_step"]
         status = ("yes" if record["compiled"] else f"no: {record['fallback']}") + (f"; Adam eager: {record['optimizer_fallback']}" if record.get("optimizer_fallback") else "")
-        print(f"| {name} | {status} | {record['first_call_s']} | {seconds:.0f} | {100 * result['test_acc']:.2f} | {eager} |", flush=True)
+        print(f"| {name} | {status} | {record['first_call_s']} | {seconds:.0f} | "
+              f"{100 * result['test_acc']:.2f} | {eager} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -267,7 +267,8 @@ def plan_jobs(plan: str, seeds: list[int]) -> list[tuple[str, int, str]]:
 def grid(args) -> None:
     jobs = plan_jobs(args.plan, parse_seeds(args.seeds))
     todo = [j for j in jobs if not (Path(args.out) / f"{j[0]}-{j[2]}-s{j[1]}.json").exists()]
-    print(f"{len(todo)} of {len(jobs)} runs to do, {args.jobs} at a time on {args.device}; no new run after {args.deadline} s", flush=True)
+    print(f"{len(todo)} of {len(jobs)} runs to do, {args.jobs} at a time on {args.device}; "
+          f"no new run after {args.deadline} s", flush=True)
     t0 = time.perf_counter()
 
     def launch(job):
@@ -317,13 +318,17 @@ def summary(args) -> None:
         sys.exit(f"no results in {args.folder}")
     devices = sorted({r["device_name"] for r in runs})
     print(f"# dninv stability study ({len(runs)} runs; device: {', '.join(devices)})\n")
-    print("Digits stand-ins (MNIST-shaped 1×28×28 for smallcnn and the ResNets, CIFAR-shaped 3×32×32 for largecnn), 50 labels,")
-    print("twice the committed report's budget; evaluations every 50 steps. Collapsed: ≥ 95 % of the validation set in one class")
+    print("Digits stand-ins (MNIST-shaped 1×28×28 for smallcnn and the ResNets, "
+          "CIFAR-shaped 3×32×32 for largecnn), 50 labels,")
+    print("twice the committed report's budget; evaluations every 50 steps. "
+          "Collapsed: ≥ 95 % of the validation set in one class")
     print("at some evaluation after the warm-up (`at last`: at the last one). Accuracies: mean ± sd over seeds, in %.\n")
     print("Death events: runs in which the share of dead ReLU channels (no positive output on any validation sample) rose")
-    print("by ≥ 20 points between two evaluations 50 steps apart. Worst drop: the largest fall of validation accuracy below")
+    print("by ≥ 20 points between two evaluations 50 steps apart. "
+          "Worst drop: the largest fall of validation accuracy below")
     print("its best so far, the run's worst moment (mean over seeds, points).\n")
-    print("| model | variant | seeds | collapsed (ever / at last) | death events | worst drop | best val | val @ last | test @ last |")
+    print("| model | variant | seeds | collapsed (ever / at last) | death events | worst drop "
+          "| best val | val @ last | test @ last |")
     print("|---|---|---|---|---|---|---|---|---|")
     order = list(VARIANTS)
     key = lambda r: (list(STAND_INS).index(r["model"]), order.index(r["variant"]), r["seed"])
@@ -336,9 +341,13 @@ def summary(args) -> None:
         at_last = sum(r["collapsed_last"] for r in rs)
         deaths = sum(death_event(r) for r in rs)
         drop = sum(worst_drop(r) for r in rs) / len(rs)
-        print(f"| {m} | {v} | {len(rs)} | {ever} / {at_last} | {deaths} | {100 * drop:.1f} | {mean_sd([r['best_val'] for r in rs])} | {mean_sd([r['val_last'] for r in rs])} | {mean_sd([r['test_last'] for r in rs])} |")
-    print("\n## Before a collapse: diagnostics of collapsed dninv runs (last diagnostic before the collapse vs the first after warm-up)\n")
-    print("| run | collapsed at | ce | rec | ent | ‖∇αCE‖ | ‖∇(1−α)βR‖ | ‖∇(1−α)(1−β)E‖ | cos(CE,R) | cos(CE,E) | logit norm (val) | dead channels | rel. update |")
+        print(f"| {m} | {v} | {len(rs)} | {ever} / {at_last} | {deaths} | {100 * drop:.1f} | "
+              f"{mean_sd([r['best_val'] for r in rs])} | {mean_sd([r['val_last'] for r in rs])} | "
+              f"{mean_sd([r['test_last'] for r in rs])} |")
+    print("\n## Before a collapse: diagnostics of collapsed dninv runs "
+          "(last diagnostic before the collapse vs the first after warm-up)\n")
+    print("| run | collapsed at | ce | rec | ent | ‖∇αCE‖ | ‖∇(1−α)βR‖ | ‖∇(1−α)(1−β)E‖ | cos(CE,R) | cos(CE,E) "
+          "| logit norm (val) | dead channels | rel. update |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         if r["collapsed_at"] is None or not r["diag"]:
@@ -347,8 +356,10 @@ def summary(args) -> None:
         for tag, d in (("warm-up end", next((d for d in r["diag"] if d["step"] >= 100), r["diag"][0])),
                        ("before", max((d for d in r["diag"] if d["step"] < r["collapsed_at"]), key=lambda d: d["step"]))):
             e = ev.get(min(ev, key=lambda s: abs(s - d["step"])))
-            print(f"| {r['model']} {r['variant']} s{r['seed']} ({tag}, step {d['step']}) | {r['collapsed_at']} | {d['ce']:.3g} | {d['rec']:.3g} | {d['ent']:.3g} | "
-                  f"{d['g_ce']:.3g} | {d['g_rec']:.3g} | {d['g_ent']:.3g} | {d['cos_ce_rec']:.2f} | {d['cos_ce_ent']:.2f} | "
+            print(f"| {r['model']} {r['variant']} s{r['seed']} ({tag}, step {d['step']}) | {r['collapsed_at']} | "
+                  f"{d['ce']:.3g} | {d['rec']:.3g} | {d['ent']:.3g} | "
+                  f"{d['g_ce']:.3g} | {d['g_rec']:.3g} | {d['g_ent']:.3g} | "
+                  f"{d['cos_ce_rec']:.2f} | {d['cos_ce_ent']:.2f} | "
                   f"{e['val_logit_norm']:.3g} | {e['dead_channels']:.2f} | {d['rel_update']:.2g} |")
 
 

@@ -81,10 +81,13 @@ def main() -> None:
         peak = f"{max(peaks):.0f}" if peaks else "–"  # None on CPU
         fallbacks = sorted({r["compiled_step"][key].split(":")[0] + f" ({r['method']}{', Adam' if key == 'optimizer_fallback' else ''})"
                             for r in results for key in ("fallback", "optimizer_fallback") if (r.get("compiled_step") or {}).get(key)})
-        rows.append(f"| {name} | `{options.strip() or '(defaults)'}` | {wall:.0f} | {base / wall:.2f}× | {len(results)} | {accs} | {utilization(util_path) if sampler else '–'} | {peak} | {'; '.join(fallbacks) or '–'} |")
+        rows.append(f"| {name} | `{options.strip() or '(defaults)'}` | {wall:.0f} | {base / wall:.2f}× | {len(results)} | "
+                    f"{accs} | {utilization(util_path) if sampler else '–'} | {peak} | {'; '.join(fallbacks) or '–'} |")
         print(rows[-1], flush=True)
-    print(f"\nMNIST-50-shaped grid: digits 1×28×28, 50 labels, smallcnn, seeds {args.seeds}, {args.steps} steps, `{args.parallel} {args.extra}`\n")
-    print("| config | options | wall s | speed-up | runs | test % (best val) per method | GPU utilization | peak MB per run | fallbacks |")
+    print(f"\nMNIST-50-shaped grid: digits 1×28×28, 50 labels, smallcnn, seeds {args.seeds}, {args.steps} steps, "
+          f"`{args.parallel} {args.extra}`\n")
+    print("| config | options | wall s | speed-up | runs | test % (best val) per method | GPU utilization "
+          "| peak MB per run | fallbacks |")
     print("|---|---|---:|---:|---:|---|---|---:|---|")
     print("\n".join(rows))
 

@@ -76,7 +76,8 @@ def run(args, model_name: str, init: str, warmup: int, seed: int, data) -> str:
         pred = torch.cat([model(xt[i : i + 256]) for i in range(0, len(xt), 256)]).argmax(1)
     acc = 100 * (pred == yt).float().mean().item()
     classes = len(pred.unique())
-    return f"| {model_name} | {init} | {warmup} | {seed} | {acc:.1f} | {classes} | {'**one class**' if classes == 1 else ''} | {time.perf_counter() - start:.0f} |"
+    return (f"| {model_name} | {init} | {warmup} | {seed} | {acc:.1f} | {classes} | "
+            f"{'**one class**' if classes == 1 else ''} | {time.perf_counter() - start:.0f} |")
 
 
 def main() -> None:
@@ -95,7 +96,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = stand_in(args.size, args.chans)
-    print(f"digits at {args.chans}×{args.size}×{args.size}, {args.labels} labels, {args.steps} steps, batch {args.batch}, torch {torch.__version__}")
+    print(f"digits at {args.chans}×{args.size}×{args.size}, {args.labels} labels, {args.steps} steps, "
+          f"batch {args.batch}, torch {torch.__version__}")
     print("| model | init | warm-up | seed | test % | classes predicted | | s |\n|---|---|---:|---:|---:|---:|---|---:|")
     for model_name in args.models.split(","):
         for init in args.inits.split(","):

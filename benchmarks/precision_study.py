@@ -63,7 +63,8 @@ def runs(args) -> list[str]:
                 accs.append(100 * r["test_acc"])
                 walls.append(r["wall_time_s"])
             sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            rows.append(f"| {method} | {precision} | {statistics.fmean(accs):.2f} ± {sd:.2f} | {', '.join(f'{a:.2f}' for a in accs)} | {statistics.fmean(walls):.1f} |")
+            rows.append(f"| {method} | {precision} | {statistics.fmean(accs):.2f} ± {sd:.2f} | "
+                        f"{', '.join(f'{a:.2f}' for a in accs)} | {statistics.fmean(walls):.1f} |")
             print(rows[-1], flush=True)
     return rows
 

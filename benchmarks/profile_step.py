@@ -46,7 +46,8 @@ def main() -> None:
         for _ in range(args.steps):
             step()
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(f"{args.model} {args.method} batch {args.batch} {args.precision} {args.mode} on {bench_step.describe_device()}; "
+    print(f"{args.model} {args.method} batch {args.batch} {args.precision} {args.mode} "
+          f"on {bench_step.describe_device()}; "
           f"{args.steps} steps profiled; first call {info.get('first_call_s')} s; fallback: {info.get('fallback')}")
     print(prof.key_averages().table(sort_by=sort, row_limit=args.top, max_name_column_width=60))
 

@@ -53,7 +53,8 @@ def main() -> None:
                 read_once = compiled._read(slots)
                 assert list(mine) == list(read_once) and all(mine[k] is read_once[k] for k in mine)
             read = lambda: (compiled._read(step.params), compiled._read(step.buffers))
-            print(f"| {name} | {method_name} | {len(params) + len(buffers)} | {per_step_us(walk):.0f} | {per_step_us(read):.0f} |", flush=True)
+            print(f"| {name} | {method_name} | {len(params) + len(buffers)} | {per_step_us(walk):.0f} | "
+                  f"{per_step_us(read):.0f} |", flush=True)
 
 
 if __name__ == "__main__":

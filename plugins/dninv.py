@@ -157,10 +157,12 @@ class DNInv(SSLMethod):
     def check_model(self, model) -> None:
         unknown = [name for name in self.config.gamma.names() if name not in layer_names(model)]
         if unknown:
-            raise UserError(f"dninv gamma: unknown layer {', '.join(map(repr, unknown))} for {type(model).__name__}; its layers: {', '.join(layer_names(model))}")
+            raise UserError(f"dninv gamma: unknown layer {', '.join(map(repr, unknown))} for {type(model).__name__}; "
+                            f"its layers: {', '.join(layer_names(model))}")
         inexact = forward_mode_inexact(model) if self.config.formulation == "jvp" and self.use_rec else []
         if inexact:
-            raise UserError(f"dninv formulation=jvp: its gradient is not exact through {name_layers(inexact)} of {type(model).__name__}; use formulation=double_backward")
+            raise UserError(f"dninv formulation=jvp: its gradient is not exact through {name_layers(inexact)} "
+                            f"of {type(model).__name__}; use formulation=double_backward")
 
     def loss(self, model, batch, progress):
         cfg = self.config

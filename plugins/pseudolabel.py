@@ -16,8 +16,9 @@ class probability reaches τ contribute; the others count as zeros in the mean o
 The default is that modern form, τ = 0.95: the paper's form, τ = 0 (`-p threshold=0`: every unlabeled
 sample gets its pseudo-label), killed the paper's own MNIST network on MNIST-shaped data in our check
 (smallcnn on digits at 1×28×28, 130 steps of 8 + 8: one class on seed 0, 25 % on seed 1, where τ = 0.95
-gave 77.9 % and 76.9 %, supervised 77.1 % and 78.7 %), and the reports show both forms. USB also uses a weight of 1 reached linearly over the first 40 % of training
-(`alpha_f=1, t1=0, t2=0.4`; Oliver et al. ramp over 40 % with a sigmoid shape instead).
+gave 77.9 % and 76.9 %, supervised 77.1 % and 78.7 %), and the reports show both forms. USB also uses a
+weight of 1 reached linearly over the first 40 % of training (`alpha_f=1, t1=0, t2=0.4`; Oliver et al. ramp
+over 40 % with a sigmoid shape instead).
 
 The unlabeled batch is its own forward pass (as in `entmin`); BatchNorm running averages see both passes
 (Oliver et al. normalize labeled and unlabeled samples together; USB freezes the averages for the

@@ -68,7 +68,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 PROTOCOL_OPTIONS = option_fields(ProtocolConfig)  # batch_lb, lr_schedule, …: the protocol's options of run and sweep
-STEPS_WHY = "the largest step budget ssl-bench takes (10^8: ~95x FixMatch's 2^20, the longest schedule in SSL papers; a larger one is almost surely a typo, docs/errors.md)"
+STEPS_WHY = ("the largest step budget ssl-bench takes (10^8: ~95x FixMatch's 2^20, the longest schedule in SSL papers; "
+             "a larger one is almost surely a typo, docs/errors.md)")
 
 
 def run_options(f, required: bool = True):
@@ -92,7 +93,8 @@ def run_options(f, required: bool = True):
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Training device [auto]."),
         click.option("--out", type=click.Path(file_okay=False), default="runs", help="Folder for run records [runs]."),
         click.option("--state-every", type=WholeNumber(min=1), default=500, show_default=True, help="Steps between saves of the resumable state (also saved at every evaluation and on Ctrl-C / SIGTERM)."),
-        click.option("--log", "log", multiple=True, type=click.Choice(["tensorboard"]), help="Live tracking while runs train: tensorboard (the tensorboard extra), under each run folder (repeatable)."),
+        click.option("--log", "log", multiple=True, type=click.Choice(["tensorboard"]), help="Live tracking while runs train: tensorboard (the tensorboard extra), "
+                     "under each run folder (repeatable)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -104,7 +106,9 @@ def cluster_options(f):
     from ssl_bench.slurm import EXECUTORS
 
     options = [
-        click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True, help="Where runs train: local (processes here, --workers), slurm (one SLURM job array through submitit: the slurm extra), submitit-local (the slurm path as processes here, to try it without a cluster)."),
+        click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True, help="Where runs train: local (processes here, --workers), "
+                     "slurm (one SLURM job array through submitit: the slurm extra), "
+                     "submitit-local (the slurm path as processes here, to try it without a cluster)."),
         click.option("--partition", default=None, help="slurm: the partition [the cluster's default]."),
         click.option("--time-min", type=WholeNumber(min=1), default=None, help="slurm: time limit of each job (one run), minutes; a longer run is requeued and resumes [60]."),
         click.option("--gpus-per-job", type=WholeNumber(min=0), default=None, help="slurm: GPUs per job (one run); 0 for CPU runs [1]."),
@@ -228,7 +232,8 @@ def run(method: str, seed: int, params: tuple[str, ...], force: bool, restart: b
 @click.option("--seeds", default=None, help="Comma-separated seeds [0,1,2].")
 @functools.partial(run_options, required=False)
 @click.option("-p", "params", multiple=True, metavar="METHOD.KEY=VALUE", help="A method's config field, e.g. -p dninv.alpha=0.6 (repeatable).")
-@click.option("--workers", type=WholeNumber(min=1), default=1, show_default=True, help="Runs in parallel: a pool of N worker processes, each training runs one after another (spread over the visible GPUs, or CPU processes).")
+@click.option("--workers", type=WholeNumber(min=1), default=1, show_default=True, help="Runs in parallel: a pool of N worker processes, "
+              "each training runs one after another (spread over the visible GPUs, or CPU processes).")
 @click.option("--runs-per-gpu", type=WholeNumber(min=1), default=None, help="Runs side by side on each visible GPU (workers = K × GPUs), each pinned to its GPU.")
 @click.option("--retry-failed", is_flag=True, help="Run again the runs that failed (diverged) before; by default they are skipped.")
 @click.option("--quiet", is_flag=True, help="Only the overall progress bar.")
@@ -264,7 +269,8 @@ def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tupl
         click.echo(f"flagged: {run_id}: {flag}", err=True)
     if outcome.failed or outcome.flagged:
         raise UserError(
-            f"of {len(specs)} runs, {len(outcome.failed)} failed (failed.json) and {len(outcome.flagged)} collapsed or diverged "
+            f"of {len(specs)} runs, {len(outcome.failed)} failed (failed.json) "
+            f"and {len(outcome.flagged)} collapsed or diverged "
             "(flagged in result.json), listed above; the table shows the others"
         )
 
@@ -324,7 +330,8 @@ def split_list(text: str, option: str) -> list[str]:
     """`"a, b"` -> `["a", "b"]`; a list with nothing in it is refused (it would run nothing, or silently all)."""
     parts = [part.strip() for part in text.split(",") if part.strip()]
     if not parts:
-        raise UserError(f"{option} is empty; give a comma-separated list, e.g. {option} {'0,1,2' if option == '--seeds' else 'supervised,dninv'}")
+        raise UserError(f"{option} is empty; give a comma-separated list, "
+                        f"e.g. {option} {'0,1,2' if option == '--seeds' else 'supervised,dninv'}")
     return parts
 
 
@@ -347,8 +354,10 @@ def merge_params(a: dict, b: dict) -> dict:
 
 def summary_line(result: dict) -> str:
     line = (
-        f"{result['method']} on {result['dataset']} ({result['labels'] or 'all'} labels, {result['model']}, seed {result['seed']}): "
-        f"test acc {100 * result['test_acc']:.2f}% at best val (step {result['best_step']}, val {100 * result['val_acc_best']:.2f}%), "
+        f"{result['method']} on {result['dataset']} "
+        f"({result['labels'] or 'all'} labels, {result['model']}, seed {result['seed']}): "
+        f"test acc {100 * result['test_acc']:.2f}% at best val "
+        f"(step {result['best_step']}, val {100 * result['val_acc_best']:.2f}%), "
         f"{100 * result['test_acc_last']:.2f}% at last step; {result['wall_time_s']:.1f} s on {result['device']}"
     )
     if "test_acc_recording" in result:
@@ -417,7 +426,8 @@ def status(runs_dir: str, grid: str | None, methods: str | None, seeds: str | No
     for name in result.unreadable:
         click.echo(f"Warning: {name}: no readable config.json; not counted", err=True)
     for name, why in result.damaged.items():
-        click.echo(f"Warning: {name}: damaged record, {why}; counted as damaged, not complete (report skips it; `run --force` runs it again)", err=True)
+        click.echo(f"Warning: {name}: damaged record, {why}; counted as damaged, not complete "
+                   "(report skips it; `run --force` runs it again)", err=True)
     if not result.rows:
         click.echo(f"no runs in {runs_dir}")
         return

@@ -75,10 +75,14 @@ class CompiledGradients:
         loss = _Loss(model, method, precision, device)  # after method.setup (which creates its modules)
         grad_fn = torch.func.grad_and_value(lambda params, buffers, batch, progress: torch.func.functional_call(loss, (params, buffers), (batch, progress)), has_aux=True)
         mode = "reduce-overhead" if device.type == "cuda" else None  # CUDA graphs for the static shapes of a run
-        torch._dynamo.reset()  # a fresh cache per run: a sweep trains its runs one after another in one process, and Dynamo's recompile limit counts per function
+        # a fresh cache per run: a sweep trains its runs one after another in one process, and Dynamo's recompile
+        # limit counts per function
+        torch._dynamo.reset()
         self.compiled = torch.compile(grad_fn, fullgraph=True, dynamic=False, mode=mode, backend=BACKEND)  # static shapes (but Progress.step, STEP_SOURCE)
         self.params = _slots(loss, [f"model.{n}" for n, p in model.named_parameters() if p.requires_grad])  # the step's inputs, found once
-        self.buffers = _slots(loss, [n for n, _ in loss.named_buffers()])  # inputs too: BatchNorm updates its running statistics in place, which a captured tensor cannot be inside torch.func.grad
+        # buffers are inputs too: BatchNorm updates its running statistics in place, which a captured tensor cannot be
+        # inside torch.func.grad
+        self.buffers = _slots(loss, [n for n, _ in loss.named_buffers()])
         self.first_call_s: float | None = None
         self.fallback: str | None = None
 
@@ -159,7 +163,8 @@ class CompiledOptimizerStep:
         self.optimizer, self.name, self.warn = optimizer, name, warn
         self.compiled = torch.compile(optimizer.step, backend=BACKEND)
         self.fallback: str | None = None
-        self._checked: tuple[dict, int] | None = None  # the state dict (itself, not its id, which a new dict may reuse) and its size, whose counts are float64
+        # the state dict (itself, not its id, which a new dict may reuse) and its size, whose counts are float64
+        self._checked: tuple[dict, int] | None = None
 
     def __call__(self) -> None:
         if self.fallback is not None or not self._float64_counts():  # no state yet: this step creates it

@@ -34,7 +34,8 @@ class Grid:
     def specs(self) -> list[RunSpec]:
         unknown = sorted(set(self.params) - set(self.methods))
         if unknown:
-            raise UserError(f"params given for {', '.join(unknown)}, which is not among the sweep's methods: {', '.join(self.methods)}")
+            raise UserError(f"params given for {', '.join(unknown)}, "
+                            f"which is not among the sweep's methods: {', '.join(self.methods)}")
         out = []
         for dataset, labels, model, method in itertools.product(self.datasets, self.labels, self.models, self.methods):
             grid = self.params.get(method, {})
@@ -165,7 +166,8 @@ def check_protocol_table(table: Any, path: Path) -> None:
 
 def check_steps(value: Any, key: str, path: Path) -> None:
     if isinstance(value, int) and value > MAX_STEPS:
-        raise UserError(f"{path}: [sweep] {key} must be at most {MAX_STEPS} (10^8, the largest step budget ssl-bench takes; docs/errors.md), got {value}")
+        raise UserError(f"{path}: [sweep] {key} must be at most {MAX_STEPS} "
+                        f"(10^8, the largest step budget ssl-bench takes; docs/errors.md), got {value}")
 
 
 def check_method_params(method: str, params: dict[str, Any], path: Path) -> None:

@@ -6,8 +6,9 @@ there anyway):
 - **collapsed**: the model predicts one class for at least `COLLAPSE_SHARE` (95 %) of the validation
   set — a network whose ReLUs died outputs the same logits for every input and sits at chance, its
   cross-entropy at ln K. Judged from the first evaluation after the learning-rate warm-up on (before it,
-  the network has barely moved from its initialization). The first such evaluation prints a warning. A run that stays collapsed at every
-  evaluation for `collapse_patience` of its budget (protocol field, default 0.25) is stopped there; a
+  the network has barely moved from its initialization). The first such evaluation prints a warning. A
+  run that stays collapsed at every evaluation for `collapse_patience` of its budget (protocol field,
+  default 0.25) is stopped there; a
   slow learner that starts at chance and recovers within that window is not (a later healthy evaluation
   clears the streak). A run that is collapsed at its last evaluation is flagged even if it was not stopped.
 - **diverged**: the mean training loss since the previous evaluation is finite but more than
@@ -16,7 +17,8 @@ there anyway):
 
 A flagged run still writes `result.json` (its accuracies, so nothing is hidden) with
 `health = {"status": "collapsed" | "diverged", "step": …, "detail": …}`; `sweep` lists it like a failure,
-and `report` counts it in its method's means at its measured accuracy and says so (ssl_bench.report). Healthy runs carry `{"status": "ok"}`.
+and `report` counts it in its method's means at its measured accuracy and says so (ssl_bench.report).
+Healthy runs carry `{"status": "ok"}`.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ class HealthMonitor:
         self.share = share
         limit = EXPLODE_FACTOR * max(abs(self.initial_loss or 0.0), 1.0)
         if math.isfinite(mean_loss) and mean_loss > limit:
-            self.flag("diverged", step, f"mean loss {mean_loss:.4g} at step {step}, over {EXPLODE_FACTOR:.0f}× the first step's {self.initial_loss:.4g}")
+            self.flag("diverged", step, f"mean loss {mean_loss:.4g} at step {step}, "
+                      f"over {EXPLODE_FACTOR:.0f}× the first step's {self.initial_loss:.4g}")
             self.stop = True
             return f"diverged: {self.detail}; stopped ({HINT})"
         if share < COLLAPSE_SHARE or step < self.grace_steps:
@@ -71,7 +74,9 @@ class HealthMonitor:
         if self.collapsed_since is None:
             self.collapsed_since = step
         ln_k = math.log(self.num_classes)
-        self.flag("collapsed", self.collapsed_since, f"predicts class {top} for {share:.0%} of the validation set since step {self.collapsed_since} (mean loss {mean_loss:.4g}; ln {self.num_classes} = {ln_k:.4g})")
+        self.flag("collapsed", self.collapsed_since,
+                  f"predicts class {top} for {share:.0%} of the validation set since step {self.collapsed_since} "
+                  f"(mean loss {mean_loss:.4g}; ln {self.num_classes} = {ln_k:.4g})")
         patience = math.ceil(self.collapse_patience * self.steps)
         if self.collapse_patience > 0 and step - self.collapsed_since >= patience:
             self.stop = True

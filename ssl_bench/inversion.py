@@ -89,7 +89,8 @@ def _reconstruct_layers_func(model, x, layers, *, input, detach_cotangent, taps)
     whose derivative is the output's."""
     untapped = [n for n in layers if taps is None or n not in taps.names]
     if untapped:
-        raise NotImplementedError(f"layer {', '.join(untapped)} is not tapped: a compiled step reconstructs inner layers through LayerTaps made before compiling")
+        raise NotImplementedError(f"layer {', '.join(untapped)} is not tapped: "
+                                  "a compiled step reconstructs inner layers through LayerTaps made before compiling")
     logits, vjp_fn, captured = _vjp_updating_buffers(model, x, layers, taps)
     cotangent = logits.detach() if detach_cotangent else logits  # (B, K)
     x_hat, *inner = vjp_fn(cotangent)
@@ -139,12 +140,14 @@ def reconstruction_by_jvp(
     pass draws the same dropout masks and a step updates buffers once. Refused (ValueError) for a model
     with layers whose forward-mode derivative PyTorch does not differentiate exactly in reverse
     (`forward_mode_inexact`). Inside the compiled step's transforms (ssl_bench.functional): `torch.func.vjp`
-    and `torch.func.jvp`; there the random state cannot be put back, so active dropout raises NotImplementedError (a compiled
-    step then runs eager).
+    and `torch.func.jvp`; there the random state cannot be put back, so active dropout raises
+    NotImplementedError (a compiled step then runs eager).
     """
     inexact = forward_mode_inexact(model)
     if inexact:
-        raise ValueError(f"x̂ by JVP is not exact for {type(model).__name__}: {name_layers(inexact)} (PyTorch's forward-mode norm formulas are not differentiable through their statistics); use the double backward")
+        raise ValueError(f"x̂ by JVP is not exact for {type(model).__name__}: {name_layers(inexact)} "
+                         "(PyTorch's forward-mode norm formulas are not differentiable through their statistics); "
+                         "use the double backward")
     if inside_transforms() and any(isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0 for m in model.modules()):
         raise NotImplementedError("x̂ by JVP with dropout has no torch.func form here (its two passes must draw the same masks)")
     restore = _state_restorer(model, x.device)

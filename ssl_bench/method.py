@@ -102,7 +102,9 @@ class SSLMethod:
     Config: ClassVar[type] = NoConfig
     terms: ClassVar[tuple[str, ...]] = ()
     supervised_equivalent: ClassVar[dict[str, object]] = {}
-    unlabeled_active: ClassVar[dict[str, object]] = {}  # config values under which the unlabeled term acts even on an untrained model (a confidence threshold of 0); the contract tests use them
+    # config values under which the unlabeled term acts even on an untrained model (a confidence threshold
+    # of 0); the contract tests use them
+    unlabeled_active: ClassVar[dict[str, object]] = {}
 
     def __init__(self, config: object, context: MethodContext):
         if not isinstance(config, self.Config):

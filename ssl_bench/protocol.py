@@ -171,7 +171,8 @@ class Resolved:
         """A readable, deterministic folder name: same run → same folder (sweeps resume on it)."""
         labels = "all" if self.spec.labels is None else self.spec.labels
         model = self.model.replace(":", "_").replace("/", "_")
-        return f"{self.info.name}-{labels}-{model}-{self.spec.method}-s{self.protocol.seed}-{records.fingerprint(self.as_json())[:8]}"
+        return (f"{self.info.name}-{labels}-{model}-{self.spec.method}-s{self.protocol.seed}-"
+                f"{records.fingerprint(self.as_json())[:8]}")
 
 
 def resolve_device(device: str) -> torch.device:

@@ -65,7 +65,8 @@ def load_run(run_dir: Path, data_dir: str | None = None):
     if split.fingerprint(resolved.info.name) != recorded:
         raise UserError(
             f"the split drawn again for {run_dir.name} differs from the one in its split.json "
-            f"({split.fingerprint(resolved.info.name)} vs {recorded}): the dataset files or the split code changed since the run"
+            f"({split.fingerprint(resolved.info.name)} vs {recorded}): "
+            "the dataset files or the split code changed since the run"
         )
     dd = to_device(data, split, torch.device("cpu"))
     model = init_model(resolved, tuple(data.x_train.shape[1:]))
@@ -74,7 +75,8 @@ def load_run(run_dir: Path, data_dir: str | None = None):
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError, ValueError) as exc:  # other layer names or shapes
         first = str(exc).split("\n\t")[1:2] or [str(exc)]
-        raise UserError(f"{run_dir / records.BEST_CKPT} does not fit the run's model {resolved.model} ({' '.join(first[0].split())})") from None
+        raise UserError(f"{run_dir / records.BEST_CKPT} does not fit the run's model {resolved.model} "
+                        f"({' '.join(first[0].split())})") from None
     return model.eval(), dd, config, ckpt.get("step")
 
 
@@ -97,10 +99,12 @@ def load_checkpoint(path: Path) -> dict:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a foreign pickle: refused below
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise UserError(f"{path} is not an ssl-bench checkpoint: not a file of tensors (damaged, foreign or unsafe; only tensors are ever loaded)") from None
+        raise UserError(f"{path} is not an ssl-bench checkpoint: not a file of tensors "
+                        "(damaged, foreign or unsafe; only tensors are ever loaded)") from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         reason = " ".join(str(exc).split(". ")[0].split())[:200]  # torch's first sentence
-        raise UserError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {reason}); it is truncated, damaged or not ssl-bench's") from None
+        raise UserError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {reason}); "
+                        "it is truncated, damaged or not ssl-bench's") from None
     if not (isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict)):
         raise UserError(f"{path} is not an ssl-bench checkpoint (no model weights in it)")
     return ckpt

@@ -66,12 +66,18 @@ PAPER_NUMBERS = {
     "svhn": [
         ("500 labels", "DN inversion (this paper), ReLU / sigmoid nets", "86.9–89.75 / 88.2–89.5"),
         ("500 labels", "Π-model / Improved GAN (cited in this paper)", "92.95 / 81.56"),
-        ("1000 labels", "Oliver et al. 2018 (WRN-28-2, one protocol; not from this paper): supervised / Π / pseudo-label / Mean Teacher / VAT", "87.17 / 92.81 / 92.38 / 94.35 / 94.37 (100 − error; errors 12.83 / 7.19 / 7.62 / 5.65 / 5.63)"),
+        ("1000 labels",
+         ("Oliver et al. 2018 (WRN-28-2, one protocol; not from this paper): "
+          "supervised / Π / pseudo-label / Mean Teacher / VAT"),
+         "87.17 / 92.81 / 92.38 / 94.35 / 94.37 (100 − error; errors 12.83 / 7.19 / 7.62 / 5.65 / 5.63)"),
     ],
     "cifar10": [
         ("4000 labels", "DN inversion (this paper), ReLU / sigmoid nets", "75.3–77.75 / 73.1–75.25"),
         ("4000 labels", "Π-model / Bad-GAN (cited in this paper)", "83.45 / 85.59"),
-        ("4000 labels", "Oliver et al. 2018 (WRN-28-2, one protocol; not from this paper): supervised / Π / pseudo-label / Mean Teacher / VAT", "79.74 / 83.63 / 82.22 / 84.13 / 86.14 (100 − error; errors 20.26 / 16.37 / 17.78 / 15.87 / 13.86)"),
+        ("4000 labels",
+         ("Oliver et al. 2018 (WRN-28-2, one protocol; not from this paper): "
+          "supervised / Π / pseudo-label / Mean Teacher / VAT"),
+         "79.74 / 83.63 / 82.22 / 84.13 / 86.14 (100 − error; errors 20.26 / 16.37 / 17.78 / 15.87 / 13.86)"),
     ],
     "bird10": [
         ("all labels", "DN inversion as regularizer (this paper) / its supervised baseline", "≈ 51.2–52.95 / 51.40"),
@@ -178,10 +184,12 @@ def provenance_blocks(runs: list[Run], groups: list[Group], skipped: list[Skippe
         for seed in sorted({r.seed for r in g.runs if not r.failed}):
             of_seed = [r for r in g.runs if r.seed == seed and not r.failed]
             table.append([g.name, str(seed), counted(r.fingerprint for r in of_seed), counted(r.result.get("split_fingerprint") for r in of_seed)])
-    blocks.append(("p", "Protocol fingerprints per group and seed (one per seed: every method of a seed saw the same split, initial weights and batches):"))
+    blocks.append(("p", "Protocol fingerprints per group and seed "
+                        "(one per seed: every method of a seed saw the same split, initial weights and batches):"))
     blocks.append(("table", ["group", "seed", "protocol fingerprint", "split fingerprint"], table))
     if failed:
-        blocks.append(("p", f"Runs stopped by a non-finite loss (failed.json, no result.json; in the tables as diverged, at 0 %): {len(failed)}"))
+        blocks.append(("p", "Runs stopped by a non-finite loss "
+                            f"(failed.json, no result.json; in the tables as diverged, at 0 %): {len(failed)}"))
         blocks.append(("ul", [f"`{r.path}`: {r.result['health']['detail']}" for r in failed]))
     if skipped:
         blocks.append(("p", f"Skipped run folders (not averaged): {len(skipped)}"))
@@ -204,12 +212,14 @@ def build_report(dirs: list[Path], out: Path, *, baseline: str = "supervised", r
         if damaged:
             shown = "; ".join(f"{s.path}: {s.reason}" for s in damaged[:3]) + ("; …" if len(damaged) > 3 else "")
             found = f"found {len(skipped)} run folders, none complete and readable ({shown})"
-        raise UserError(f"nothing to report under {where}: {found}; make runs with `ssl-bench run …` or `ssl-bench sweep …` (a sweep resumes unfinished runs) and pass their --out folder")
+        raise UserError(f"nothing to report under {where}: {found}; make runs with `ssl-bench run …` or `ssl-bench sweep …` "
+                        "(a sweep resumes unfinished runs) and pass their --out folder")
     groups, warnings = make_groups(runs, baseline)
     flagged = [r for r in runs if r.flag]
     if flagged:
         warnings.insert(0, f"{len(flagged)} run(s) collapsed or diverged; they count in the tables' means and Δ at their "
-                        "measured test accuracy (a run without one as 0 %), and only the column “healthy seeds only” leaves them out: "
+                        "measured test accuracy (a run without one as 0 %), "
+                        "and only the column “healthy seeds only” leaves them out: "
                         + "; ".join(f"{r.path.name} {r.flag}" + (" (no result.json: counted as 0 %)" if r.failed else f" (no {' or '.join(r.unmeasured)} recorded: counted as 0 %)" if r.unmeasured else "")
                                     for r in flagged))
     if not any(row.method == baseline for g in groups for row in g.rows):
@@ -275,7 +285,8 @@ def report_blocks(runs: list[Run], groups: list[Group], warnings: list[str], ski
     failed_note = f" and {failed} run(s) stopped by a non-finite loss" if failed else ""
     flagged_note = f", {flagged} of them collapsed or diverged (see Warnings)" if flagged else ""
     skipped_note = f"; {len(skipped)} run folder(s) skipped as incomplete or damaged (listed under Provenance)" if skipped else ""
-    blocks.append(("p", f"{len(runs) - failed} complete run(s){failed_note} in {len(groups)} protocol group(s){flagged_note}{skipped_note}."))
+    blocks.append(("p", f"{len(runs) - failed} complete run(s){failed_note} "
+                        f"in {len(groups)} protocol group(s){flagged_note}{skipped_note}."))
     if warnings:
         blocks += [("h", 2, "Warnings"), ("ul", warnings)]
     blocks += [("h", 2, "Results"), ("p", STATS_NOTE.format(baseline=baseline))]

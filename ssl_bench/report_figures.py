@@ -32,7 +32,8 @@ def group_figures(group: Group, out: Path) -> list[tuple]:
     blocks = [("img", os.path.relpath(path, out), caption)]
     for i, grid in enumerate(heatmap_grids(group)):
         path = heatmap(grid, out / "figures" / f"heatmap-{group.name}-{i + 1}.png")
-        caption = f"{group.name} {grid['title']} ({grid['model']}): test accuracy at best validation (%) over α × β, mean over seeds as in the table (n per cell)"
+        caption = (f"{group.name} {grid['title']} ({grid['model']}): test accuracy at best validation (%) over α × β, "
+                   "mean over seeds as in the table (n per cell)")
         blocks.append(("img", os.path.relpath(path, out), caption))
     return blocks
 
@@ -147,7 +148,8 @@ def reconstruction_blocks(groups: list[Group], out: Path, data_dir: str | None, 
     try:
         from ssl_bench.reconstruct import save_reconstruction_figure  # local: the report goes on without it
     except Exception as exc:  # ImportError, or an error inside the optional module
-        return blocks + [("p", f"Reconstruction figures are unavailable: cannot import `ssl_bench.reconstruct` ({type(exc).__name__}: {exc}).")]
+        return blocks + [("p", "Reconstruction figures are unavailable: cannot import `ssl_bench.reconstruct` "
+                               f"({type(exc).__name__}: {exc}).")]
     for group, row in rows:
         healthy = [r for _, r in sorted(row.runs.items()) if not r.flag]
         if not healthy:
@@ -157,7 +159,8 @@ def reconstruction_blocks(groups: list[Group], out: Path, data_dir: str | None, 
         try:
             path = Path(save_reconstruction_figure(run.path, out / "figures" / f"reconstruction-{run.path.name}.png", data_dir=data_dir))
         except Exception as exc:  # one failing run does not stop the report
-            blocks.append(("p", f"{group.name} {row.label}, seed {run.seed}: no reconstruction figure ({type(exc).__name__}: {exc})."))
+            blocks.append(("p", f"{group.name} {row.label}, seed {run.seed}: "
+                                f"no reconstruction figure ({type(exc).__name__}: {exc})."))
             continue
         caption = f"{group.name} {row.label} ({row.model}), seed {run.seed}: inputs and their reconstructions (test split)"
         blocks.append(("img", os.path.relpath(path, out), caption))

@@ -142,8 +142,9 @@ def make_groups(runs: list[Run], baseline: str) -> tuple[list[Group], list[str]]
         if len(parts) > 1:
             seeds = sorted({r.seed for r in members if len({m.fingerprint for m in members if m.seed == r.seed} - {None}) > 1})
             warnings.append(
-                f"{describe_section(key)}, {key['model']}: runs of seed {', '.join(map(str, seeds))} carry different protocol "
-                f"fingerprints (different split, initial weights or batches, e.g. made by different code); they are shown "
+                f"{describe_section(key)}, {key['model']}: runs of seed {', '.join(map(str, seeds))} "
+                "carry different protocol fingerprints "
+                "(different split, initial weights or batches, e.g. made by different code); they are shown "
                 f"as separate groups {', '.join(names)} and never averaged together"
             )
     return groups, warnings
@@ -158,7 +159,8 @@ def make_rows(runs: list[Run], baseline: str, shown: dict[str, set[str]]) -> tup
         row_id = json.dumps([method, {k: canonical(v) for k, v in params.items()}, model], sort_keys=True)
         row = rows.setdefault(row_id, Row(row_label(method, params, shown.get(method, set())), method, params, model, {}))
         if run.seed in row.runs:
-            warnings.append(f"{row.label}: seed {run.seed} appears twice ({row.runs[run.seed].path} and {run.path}); using the first")
+            warnings.append(f"{row.label}: seed {run.seed} appears twice ({row.runs[run.seed].path} and {run.path}); "
+                            "using the first")
             row.duplicates.append(run)
             continue
         row.runs[run.seed] = run

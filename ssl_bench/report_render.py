@@ -30,7 +30,8 @@ def markdown(blocks: list[tuple]) -> str:
     return "\n\n".join(out) + "\n"
 
 
-CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1200px;\
+margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}
 th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}code,pre{background:#f4f4f4;padding:2px 4px}
 pre{padding:8px;overflow-x:auto}figure{margin:1em 0}img{max-width:100%}figcaption{font-style:italic;color:#555}"""
@@ -42,7 +43,8 @@ def inline_html(text: str) -> str:
 
 def to_html(blocks: list[tuple], base: Path, title: str) -> str:
     """A self-contained page: inline CSS, figures embedded as data: URIs, no external resource."""
-    out = [f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{CSS}</style></head><body>']
+    out = [f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+           f'<style>{CSS}</style></head><body>']
     for kind, *args in blocks:
         if kind == "h":
             out.append(f"<h{args[0]}>{inline_html(args[1])}</h{args[0]}>")
@@ -59,5 +61,6 @@ def to_html(blocks: list[tuple], base: Path, title: str) -> str:
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif kind == "img":
             data = base64.b64encode((base / args[0]).read_bytes()).decode()
-            out.append(f'<figure><img alt="{html.escape(args[1])}" src="data:image/png;base64,{data}"><figcaption>{inline_html(args[1])}</figcaption></figure>')
+            out.append(f'<figure><img alt="{html.escape(args[1])}" src="data:image/png;base64,{data}">'
+                       f'<figcaption>{inline_html(args[1])}</figcaption></figure>')
     return "\n".join(out) + "\n</body></html>\n"

@@ -141,7 +141,8 @@ def read_identity(path: Path) -> dict[str, Any]:
         raise refuse(f"cannot read it ({exc.strerror or exc})") from None
     except pickle.UnpicklingError as exc:  # weights_only refused an object: the file is never run
         found = re.search(r"GLOBAL (\S+)", str(exc))
-        raise refuse(f"it holds objects other than tensors and plain values ({found.group(1) if found else first_sentence(exc)}), which are never loaded") from None
+        raise refuse("it holds objects other than tensors and plain values "
+                     f"({found.group(1) if found else first_sentence(exc)}), which are never loaded") from None
     except Exception as exc:  # truncated or not a torch.save file at all
         raise refuse(f"it is damaged or not a saved state ({first_sentence(exc)})") from None
     if not isinstance(state, dict) or "format" not in state:
@@ -149,7 +150,8 @@ def read_identity(path: Path) -> dict[str, Any]:
         raise refuse(f"it is not a run state (it holds {held})")
     if type(state["format"]) is not int or state["format"] != FORMAT:
         older = type(state["format"]) is int and state["format"] < FORMAT
-        raise refuse(f"it was saved in state format {state['format']!r} by {'an older' if older else 'another'} ssl-bench, and this version resumes format {FORMAT} only")
+        raise refuse(f"it was saved in state format {state['format']!r} by {'an older' if older else 'another'} ssl-bench, "
+                     f"and this version resumes format {FORMAT} only")
     saved = state.get("identity")
     if not isinstance(saved, dict) or not all(k in saved for k in (*FINGERPRINTS, "protocol", "method", "params")):
         raise refuse("it does not say which run it belongs to (no complete identity)")

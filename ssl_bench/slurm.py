@@ -71,7 +71,8 @@ def check_cluster(options: SlurmOptions) -> None:
     """Refuse `--executor slurm` where SLURM cannot be reached (submitit needs `srun`), before any work."""
     require_submitit()
     if options.cluster == "slurm" and shutil.which("srun") is None:
-        raise UserError("--executor slurm: no SLURM here (srun is not on PATH); submit from the cluster's login node, or try the same jobs here with --executor submitit-local")
+        raise UserError("--executor slurm: no SLURM here (srun is not on PATH); submit from the cluster's login node, "
+                        "or try the same jobs here with --executor submitit-local")
 
 
 def parse_sbatch(items: tuple[str, ...]) -> tuple[tuple[str, str | bool], ...]:
@@ -81,10 +82,12 @@ def parse_sbatch(items: tuple[str, ...]) -> tuple[tuple[str, str | bool], ...]:
         key, sep, value = item.partition("=")
         key = key.strip().lstrip("-")
         if not key or (sep and not value.strip()) or any(c.isspace() for c in key):
-            raise UserError(f"--sbatch expects KEY=VALUE (an sbatch option without its dashes, e.g. --sbatch account=myproj), got {item!r}")
+            raise UserError("--sbatch expects KEY=VALUE (an sbatch option without its dashes, e.g. --sbatch account=myproj), "
+                            f"got {item!r}")
         norm = key.replace("_", "-")
         if norm in MANAGED:
-            raise UserError(f"--sbatch {key} is set by ssl-bench and submitit (one array task per run, logs under --out, the preemption signal); leave it out")
+            raise UserError(f"--sbatch {key} is set by ssl-bench and submitit "
+                            "(one array task per run, logs under --out, the preemption signal); leave it out")
         if norm in OWN_OPTIONS:
             raise UserError(f"--sbatch {key}: use {OWN_OPTIONS[norm]} instead")
         parsed.append((key, value.strip() if sep else True))
@@ -273,4 +276,5 @@ def follow(jobs: dict[int, object], watched: list[int], run_dirs: list[Path], fi
         message = f"stopped waiting; the sweep's {len(mine)} unfinished jobs go on; {follow_hint}"
         raise Interrupted(getattr(exc, "signum", signal.SIGINT), message) from None
     if problems:
-        raise UserError(f"{len(problems)} runs did not end complete or failed; the first: {problems[0]}; {follow_hint}, then rerun the sweep to submit them again")
+        raise UserError(f"{len(problems)} runs did not end complete or failed; the first: {problems[0]}; "
+                        f"{follow_hint}, then rerun the sweep to submit them again")

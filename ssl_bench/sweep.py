@@ -67,8 +67,11 @@ def run_sweep(
     Runs another process holds are not submitted but waited for.
     """
     if world_from_env().size > 1:
-        raise UserError("sweep runs each run in its own process; for one run on several processes use torchrun with `run` (README, Multi-GPU)")
-    resolved = [resolve(spec if cluster is None else dataclasses.replace(spec, device="cpu")) for spec in specs]  # every name and value is checked before any work (on a cluster, on the login node: the run id does not depend on the device)
+        raise UserError("sweep runs each run in its own process; "
+                        "for one run on several processes use torchrun with `run` (README, Multi-GPU)")
+    # every name and value is checked before any work (on a cluster, on the login node: the run id does not depend
+    # on the device)
+    resolved = [resolve(spec if cluster is None else dataclasses.replace(spec, device="cpu")) for spec in specs]
     ids = [r.run_id() for r in resolved]
     if len(set(ids)) != len(ids):
         raise UserError("the sweep lists the same run twice; check for repeated seeds or values")
@@ -122,7 +125,8 @@ def run_sweep(
         submit = [i for i in indices if i not in held]
         jobs = slurm.submit([specs[i] for i in submit], out, cluster, retry_failed=retry_failed, state_every=state_every, log=log) if submit else []
         if jobs:
-            echo(f"sweep: submitted {len(jobs)} runs as job array {slurm.array_id(jobs)} ({cluster.cluster}); job logs in {cluster.folder or out / '.submitit'}")
+            echo(f"sweep: submitted {len(jobs)} runs as job array {slurm.array_id(jobs)} ({cluster.cluster}); "
+                 f"job logs in {cluster.folder or out / '.submitit'}")
         if held:
             echo(f"sweep: {len(held)} runs are being written by another process; not submitted, waited for")
         if not wait:
@@ -141,7 +145,8 @@ def run_sweep(
             raise  # stopped waiting; the jobs go on (slurm.follow says so)
         saved = sum(runstate.exists(out / run_id) for run_id in ids)
         n_complete = sum(records.is_complete(out / run_id) for run_id in ids)
-        message = f"sweep stopped with {n_complete} of {len(ids)} runs complete and {saved} saved to resume; rerun the same command to go on"
+        message = (f"sweep stopped with {n_complete} of {len(ids)} runs complete and {saved} saved to resume; "
+                   "rerun the same command to go on")
         raise Interrupted(getattr(exc, "signum", signal.SIGINT), message) from None
     finally:
         bar.close()

@@ -39,7 +39,9 @@ class TensorBoardTracker:
         if purge_step is not None:
             try:
                 keep_earlier_sessions(folder, purge_step)
-            except OSError:  # cannot rewrite them (disk full): left to TensorBoard's purge, right when the names sort in session order
+            except OSError:
+                # cannot rewrite them (disk full): left to TensorBoard's purge, right when the names sort in
+                # session order
                 pass
         # purge_step also writes TensorBoard's SessionLog.START: a TensorBoard already showing the killed
         # session's events (it does not reread EARLIER) drops those past the resumed step

@@ -160,7 +160,8 @@ class DNInvUSB(AlgorithmBase):
 
     def __init__(self, args, net_builder, tb_log=None, logger=None):
         if args.ulb_loss_ratio != 1.0:  # refused, not silently ignored
-            raise UserError(f"dninv: ulb_loss_ratio must be 1.0 (alpha and beta weigh the unlabeled terms), got {args.ulb_loss_ratio}")
+            raise UserError("dninv: ulb_loss_ratio must be 1.0 (alpha and beta weigh the unlabeled terms), "
+                            f"got {args.ulb_loss_ratio}")
         if not args.use_cat:
             raise UserError("dninv: use_cat must be True (labeled and unlabeled samples are forwarded together)")
         kind = modality(args)
@@ -197,7 +198,8 @@ class DNInvUSB(AlgorithmBase):
         return {k: to_device(v, device) for k, v in kwargs.items() if k in wanted and v is not None}
 
     def evaluate(self, eval_dest="eval", out_key="logits", return_logits=False):
-        """USB's (EMA weights, same metrics and keys), which moves each batch with `.cuda()`; off a GPU, on the model's device."""
+        """USB's (EMA weights, same metrics and keys), which moves each batch with `.cuda()`; off a GPU, on the
+        model's device."""
         device = self.device
         if device.type == "cuda":
             return super().evaluate(eval_dest, out_key, return_logits)
@@ -246,7 +248,9 @@ def read_yaml(text: str, where: str, lines: bool = True):
         tag = re.search(r"tag '([^']*)'", exc.problem or "")
         if tag:
             name = tag.group(1).replace("tag:yaml.org,2002:", "!!")
-            raise UserError(f"{where}{at_line(exc) if lines else ''}: the YAML tag {name} is refused: a config is read as plain data (text, numbers, booleans, lists, mappings), tags construct no objects") from exc
+            raise UserError(f"{where}{at_line(exc) if lines else ''}: the YAML tag {name} is refused: "
+                            "a config is read as plain data (text, numbers, booleans, lists, mappings), "
+                            "tags construct no objects") from exc
         raise UserError(f"{where}{at_line(exc) if lines else ''}: not valid YAML: {exc.problem}") from exc
     except YAMLError as exc:
         raise UserError(f"{where}{at_line(exc) if lines else ''}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from exc
@@ -301,11 +305,13 @@ def check_config(config: dict, origin: dict[str, str]) -> None:
     """
     algorithm = config.get("algorithm", "fixmatch")  # USB's default
     if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
-        raise UserError(f"{origin.get('algorithm')}: unknown algorithm {algorithm!r}; USB knows {', '.join(sorted(ALGORITHMS.keys()))}")
+        raise UserError(f"{origin.get('algorithm')}: unknown algorithm {algorithm!r}; "
+                        f"USB knows {', '.join(sorted(ALGORITHMS.keys()))}")
     imb = config.get("imb_algorithm")
     if imb is not None:
         if not isinstance(imb, str) or imb not in name2imbalg:
-            raise UserError(f"{origin.get('imb_algorithm')}: unknown imb_algorithm {imb!r}; USB knows {', '.join(sorted(name2imbalg.keys()))}")
+            raise UserError(f"{origin.get('imb_algorithm')}: unknown imb_algorithm {imb!r}; "
+                            f"USB knows {', '.join(sorted(name2imbalg.keys()))}")
     defaults = vars(get_config({"algorithm": algorithm, "imb_algorithm": imb}))
     defaults.pop("c")  # the command line's config file, not an argument
     for key, value in config.items():
@@ -372,7 +378,8 @@ TORCHVISION_FILES = {
 }
 GETTING_DATA = {
     "cifar10": "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and extract it there",
-    "cifar100": "download cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and extract it there",
+    "cifar100": "download cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
+                "and extract it there",
     "stl10": "download stl10_binary.tar.gz from https://cs.stanford.edu/~acoates/stl10/ and extract it there",
     "svhn": "download them from http://ufldl.stanford.edu/housenumbers/ (format 2, cropped digits) into that folder",
 }
@@ -393,7 +400,8 @@ def missing_data_message(args: argparse.Namespace, exc: Exception) -> str:
         missing = [f for f in files if not (where / f).is_file()]
         what = f"expected {', '.join(missing)} in {where}" if missing else f"the files in {where} ({', '.join(files)}) are not the official ones (torchvision checks their MD5)"
         return f"{why}: {what}; {GETTING_DATA[args.dataset]}, or set data_dir"
-    return f"{why}: USB's loader reads it from {folder}; put the dataset's files there (USB's docs name them), or set data_dir"
+    return (f"{why}: USB's loader reads it from {folder}; "
+            "put the dataset's files there (USB's docs name them), or set data_dir")
 
 
 def resume_failure(exc: Exception) -> str:
@@ -412,7 +420,8 @@ def run(config: dict) -> dict:
     if not isinstance(config, dict):
         raise TypeError("run takes a plain dict of USB arguments (load_config reads a file)")
     if os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "0").lower() in ("1", "y", "yes", "true"):
-        raise UserError("unset TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD: USB loads checkpoints (resume, pretrain_path) with torch's default weights_only=True, which it would turn off")
+        raise UserError("unset TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD: USB loads checkpoints (resume, pretrain_path) "
+                        "with torch's default weights_only=True, which it would turn off")
     args = get_config(config)
     if args.gpu == "None":
         args.gpu = None
@@ -449,7 +458,8 @@ def run(config: dict) -> dict:
                     warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a foreign pickle: refused
                     algorithm.load_model(args.load_path)
             except Exception as exc:  # a truncated, foreign or malicious file, or another network's weights
-                raise UserError(f"cannot resume from load_path {args.load_path} ({resume_failure(exc)}); delete it or set resume: False") from exc
+                raise UserError(f"cannot resume from load_path {args.load_path} ({resume_failure(exc)}); "
+                                "delete it or set resume: False") from exc
         algorithm.train()
     except OSError as exc:  # a folder that cannot be made, a full disk, a file that cannot be read
         target = f" {exc.filename}" if exc.filename else ""

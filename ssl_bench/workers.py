@@ -138,7 +138,8 @@ def run_in_processes(target: Callable, jobs: list[tuple[int, tuple]], workers: i
             busy = [w for w in pool if w.index is not None]
             if not busy:
                 if pending:  # only killed from outside (a worker ends itself only after reporting)
-                    raise UserError(f"every worker process of the sweep died; {len(pending)} runs not started (rerun the same command to go on)")
+                    raise UserError(f"every worker process of the sweep died; {len(pending)} runs not started "
+                                    "(rerun the same command to go on)")
                 break
             ready = wait_any([w.conn for w in busy] + [w.process.sentinel for w in busy])
             for w in busy:

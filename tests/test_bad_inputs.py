@@ -364,7 +364,9 @@ def mismatched(run_dir: Path, tmp: Path) -> None:
 
 
 RECONSTRUCT_CASES = [
-    ("best.pt truncated", damaged_run(truncated, "reconstruct"), "best.pt is not a readable checkpoint (RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central directory); it is truncated"),
+    ("best.pt truncated", damaged_run(truncated, "reconstruct"),
+     ("best.pt is not a readable checkpoint (RuntimeError: PytorchStreamReader failed reading zip archive: "
+      "failed finding central directory); it is truncated")),
     ("best.pt a text file", damaged_run(write("best.pt", b"not a checkpoint\n"), "reconstruct"), "best.pt is not an ssl-bench checkpoint: not a file of tensors"),
     ("best.pt a malicious pickle", damaged_run(malicious, "reconstruct"), "best.pt is not an ssl-bench checkpoint: not a file of tensors"),
     ("best.pt a bare tensor", damaged_run(lambda d, t: torch.save(torch.zeros(3), d / "best.pt"), "reconstruct"), "best.pt is not an ssl-bench checkpoint"),
@@ -405,7 +407,8 @@ def test_damaged_run_folders(setup, words, real_run, tmp_path, monkeypatch):
 
 
 def test_case_count():
-    """The issue asks for at least 60 cases across run, sweep, grids, report, reconstruct, list, data, output folders."""
+    """The issue asks for at least 60 cases across run, sweep, grids, report, reconstruct, list, data, output
+    folders."""
     cases = RUN_CASES + OUT_CASES + SWEEP_CASES + GRID_CASES + LIST_CASES + DATA_CASES + REPORT_CASES + RECONSTRUCT_CASES
     assert len(cases) >= 60 and len({i for i, _, _ in cases}) == len(cases)
 
@@ -561,7 +564,9 @@ def test_click_usage_errors_keep_clicks_format(args, tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, words", [
     (["run", *RUN[1:], "--steps", "５０"], "Invalid value for '--steps': '５０' is not a whole number (ASCII digits 0-9 only, no '_')"),
     (["run", *RUN[1:], "--steps", "1_0"], "Invalid value for '--steps': '1_0' is not a whole number"),
-    (["run", *RUN[1:], "--steps", "1000000000000"], "Invalid value for '--steps': 1000000000000 is above 100000000, the largest step budget ssl-bench takes (10^8"),
+    (["run", *RUN[1:], "--steps", "1000000000000"],
+     "Invalid value for '--steps': 1000000000000 is above 100000000, "
+     "the largest step budget ssl-bench takes (10^8"),
     (["run", *RUN[1:], "--steps", "100000001"], "100000001 is above 100000000"),
     (["run", *RUN[1:], "--lr", "1_0.5"], "Invalid value for '--lr': '1_0.5' is not a number (ASCII digits 0-9 only, no '_')"),
     (["run", *RUN[1:], "--lr", "０.１"], "'０.１' is not a number"),

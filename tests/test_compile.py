@@ -4,8 +4,9 @@ Compiled and eager gradients agree for every registered method on `tinycnn` (a m
 trace runs eager with exactly one warning line and then equals eager bit for bit). Most cases compile
 with the `aot_eager` backend — the same Dynamo + torch.func + AOTAutograd tracing as `inductor`, without
 code generation, which costs 20–70 s per function on this project's 2-core machine; one test compiles
-dninv with inductor (slow-marked, opt-in: SSL_BENCH_INDUCTOR=1) and prints its compile time. Eager steps are untouched: a run without
-`--compile` keeps its run id and gives the same numbers as before the option existed.
+dninv with inductor (slow-marked, opt-in: SSL_BENCH_INDUCTOR=1) and prints its compile time. Eager steps
+are untouched: a run without `--compile` keeps its run id and gives the same numbers as before the option
+existed.
 """
 
 from __future__ import annotations
@@ -159,8 +160,10 @@ def test_a_step_that_does_not_compile_runs_eager_with_one_warning(monkeypatch):
 
 # The paper's models (no BatchNorm; docs/models.md) at their datasets' shapes. In CI: SmallCNN with dninv's two
 # formulations (≈ 5 s); the rest (≈ 2 min on 2 cores) with `make test-heavy`.
-PAPER_NETS = [("smallcnn", (1, 28, 28)), ("largecnn", (3, 32, 32)), ("resnet2_32", (1, 28, 28)), ("resnet3_16", (1, 28, 28)),
-              ("smallucnn", (1, 28, 28)), ("largeucnn", (3, 32, 32)), ("uresnet2_32", (1, 28, 28)), ("uresnet3_16", (1, 28, 28))]  # fmt: skip
+PAPER_NETS = [("smallcnn", (1, 28, 28)), ("largecnn", (3, 32, 32)),
+              ("resnet2_32", (1, 28, 28)), ("resnet3_16", (1, 28, 28)),
+              ("smallucnn", (1, 28, 28)), ("largeucnn", (3, 32, 32)),
+              ("uresnet2_32", (1, 28, 28)), ("uresnet3_16", (1, 28, 28))]  # fmt: skip
 PAPER_METHODS = [("dninv", {}), ("dninv", {"formulation": "jvp"}), ("entmin", {}), ("pimodel", {})]
 PAPER_CASES = [
     pytest.param(net, name, params, marks=() if net[0] == "smallcnn" and name == "dninv" else pytest.mark.heavy, id=f"{net[0]}-{name}-{'-'.join(params.values()) or 'defaults'}")
@@ -255,10 +258,11 @@ def test_the_compiled_optimizer_step_follows_the_eager_one(monkeypatch):
     """`--compile` compiles Adam's step too (`compiled.optimizer_step`): over 12 steps whose learning rate
     changes every step, as in the warm-up, the weights follow eager Adam's up to float rounding, from at most
     two graphs (the first step, which creates Adam's state, runs eager; the learning rate, a Python float,
-    is a constant in the first graph and symbolic in the second: not a recompilation per step). Adam's step counts are float64, so its bias corrections
-    are eager's: with the float32 counts a compiled Adam makes, the weights were 1.4e-5 of the largest
-    apart after 12 steps (2026-11-28), a 40-step dninv run on MNIST-shaped digits ended at 72.03 % test
-    accuracy against eager's 62.98 %; now 1.8e-6 and the same 62.98 % (benchmarks/compiled_runs_check.py)."""
+    is a constant in the first graph and symbolic in the second: not a recompilation per step). Adam's step
+    counts are float64, so its bias corrections are eager's: with the float32 counts a compiled Adam makes,
+    the weights were 1.4e-5 of the largest apart after 12 steps (2026-11-28), a 40-step dninv run on
+    MNIST-shaped digits ended at 72.03 % test accuracy against eager's 62.98 %; now 1.8e-6 and the same
+    62.98 % (benchmarks/compiled_runs_check.py)."""
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
 
     def weights_after_12_steps(compile: bool) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
@@ -351,7 +355,8 @@ def test_a_loss_that_draws_from_a_generator_runs_eager_with_one_warning(monkeypa
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("SSL_BENCH_INDUCTOR"), reason="inductor's code generation takes 20-70 s on 2 CPU cores, too much for the suite's 10 minutes; SSL_BENCH_INDUCTOR=1 runs it (benchmarks/gpu_session.sh does, on the device)")
+@pytest.mark.skipif(not os.environ.get("SSL_BENCH_INDUCTOR"), reason="inductor's code generation takes 20-70 s on 2 CPU cores, too much for the suite's 10 minutes; "
+                    "SSL_BENCH_INDUCTOR=1 runs it (benchmarks/gpu_session.sh does, on the device)")
 def test_inductor_compiled_dninv_equals_eager(capsys):
     """The real backend: generated code gives dninv's double-backward gradient to 1e-5 (compile time printed)."""
     start = time.perf_counter()
@@ -360,7 +365,8 @@ def test_inductor_compiled_dninv_equals_eager(capsys):
     assert_close(g, g_ref)
     assert torch.allclose(loss, loss_ref, rtol=1e-5)
     with capsys.disabled():
-        print(f"\ninductor: dninv on tinycnn compiled in {step.first_call_s:.1f} s (test {time.perf_counter() - start:.1f} s)")
+        print(f"\ninductor: dninv on tinycnn compiled in {step.first_call_s:.1f} s "
+              f"(test {time.perf_counter() - start:.1f} s)")
 
 
 def spec(**protocol) -> RunSpec:

@@ -70,7 +70,8 @@ def test_a_run_held_by_another_process_is_refused_naming_it(tmp_path):
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     run_dir = tmp_path / resolve(SPEC).run_id()
-    code = f"import sys, time\nfrom ssl_bench.runlock import run_lock\nwith run_lock({str(run_dir)!r}):\n    print('held', flush=True)\n    time.sleep(600)"
+    code = (f"import sys, time\nfrom ssl_bench.runlock import run_lock\nwith run_lock({str(run_dir)!r}):\n"
+            "    print('held', flush=True)\n    time.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     holder.kill()

@@ -4,8 +4,8 @@ For each dataset's default model and for every paper model (and a timm model), a
 a short dninv run at the model's default learning rate and the default warm-up, on an offline stand-in of
 the right shape, must end healthy (not collapsed, not diverged) and clearly above chance. The image nets
 get the warm-up plus 30 steps at the full learning rate (the old defaults died within 15 steps at it) on
-batches of 8 + 8 (4 + 4 for largeucnn); the small models 300 steps on 16 + 16, bird10net 300 on 32 + 32. The runs use both cores;
-the whole matrix takes a few minutes on 2 cores. docs/models.md lists the numbers
+batches of 8 + 8 (4 + 4 for largeucnn); the small models 300 steps on 16 + 16, bird10net 300 on 32 + 32.
+The runs use both cores; the whole matrix takes a few minutes on 2 cores. docs/models.md lists the numbers
 (`pytest tests/test_defaults.py -s` prints them).
 """
 
@@ -51,8 +51,9 @@ CASES = [
 # `make test-heavy`, left out of `make test` / CI to keep the suite under 10 minutes. The datasets'
 # defaults and the paper's other models stay in CI.
 HEAVY_CASES = {"smallucnn", "largeucnn", "uresnet2_32", "uresnet3_16", "timm resnet18"}
-# dninv on chirps' default (tinycnn on 2,000-sample windows since issue 30's windowing) doubled to ≈ 2.5 min on the loaded
-# 2-core machine: heavy too. dninv on chirps stays in CI through the bird10net case, dninv on tinycnn through digits.
+# dninv on chirps' default (tinycnn on 2,000-sample windows since issue 30's windowing) doubled to ≈ 2.5 min on
+# the loaded 2-core machine: heavy too. dninv on chirps stays in CI through the bird10net case, dninv on tinycnn
+# through digits.
 HEAVY_PAIRS = {("chirps default", "dninv")}
 MIN_ACC = 0.3  # chance is 0.1 for these 10-class sets; audio: per recording (a window may hold no call)
 

@@ -145,7 +145,8 @@ def test_a_batchnorm_model_is_refused_in_one_line():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(32, 3))
     with pytest.raises(UserError) as err:
         make_method("dninv", **JVP).check_model(model)
-    assert str(err.value) == "dninv formulation=jvp: its gradient is not exact through 1 (BatchNorm2d) of Sequential; use formulation=double_backward"
+    assert str(err.value) == ("dninv formulation=jvp: its gradient is not exact through 1 (BatchNorm2d) of Sequential; "
+                              "use formulation=double_backward")
     make_method("dninv").check_model(model)  # the double backward takes it (with its BatchNorm warning at the first step)
     make_method("dninv", beta=0.0, **JVP).check_model(model)  # no reconstruction, nothing to refuse
     with pytest.raises(ValueError, match="x̂ by JVP is not exact for Sequential: 1 \\(BatchNorm2d\\)"):

@@ -30,7 +30,8 @@ def write_run(root: Path, method: str, seed: int, test_acc: float | None, test_a
     """A run folder as `protocol.train` writes it; `test_acc=None` leaves it incomplete (no result.json)."""
     params = params or {}
     protocol = {**PROTOCOL, **(protocol or {}), "seed": seed}
-    run_id = f"{dataset}-{labels}-{model}-{method}-{hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:6]}-s{seed}-{commit}"
+    run_id = (f"{dataset}-{labels}-{model}-{method}-"
+              f"{hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:6]}-s{seed}-{commit}")
     run_dir = root / run_id
     run_dir.mkdir(parents=True)
     config = {"method": method, "params": params, "dataset": dataset, "dataset_options": {}, "labels": labels, "val_size": 300,
@@ -200,15 +201,19 @@ def test_collapsed_and_diverged_runs_count_against_their_method(tmp_path, monkey
     assert dn[d_best] == ci(-77.0, T975[2] * math.sqrt(97) / math.sqrt(3), 3)  # -69, -74, -88
 
     # said above the tables, never silently dropped; the healthy run without accuracy is damaged, not 0 %
-    assert "11 complete run(s) and 1 run(s) stopped by a non-finite loss in 1 protocol group(s), 5 of them collapsed or diverged (see Warnings)" in md
+    assert ("11 complete run(s) and 1 run(s) stopped by a non-finite loss in 1 protocol group(s), "
+            "5 of them collapsed or diverged (see Warnings)") in md
     warning = md.split("## Warnings")[1].split("##")[0]
     assert "5 run(s) collapsed or diverged" in warning and f"{collapsed.name} collapsed at step 50" in warning
-    assert f"{diverged.name} diverged at step 50: diverged for the test (no test_acc or test_acc_last recorded: counted as 0 %)" in warning
-    assert f"{failed.name} diverged at step 3: non-finite loss at step 3 of dninv: loss=nan (no result.json: counted as 0 %)" in warning
+    assert (f"{diverged.name} diverged at step 50: diverged for the test "
+            "(no test_acc or test_acc_last recorded: counted as 0 %)") in warning
+    assert (f"{failed.name} diverged at step 3: non-finite loss at step 3 of dninv: loss=nan "
+            "(no result.json: counted as 0 %)") in warning
     assert f"`{failed}`: non-finite loss at step 3 of dninv: loss=nan" in md.split("## Provenance")[1]
     assert f"`{damaged}`: damaged record: result.json: test_acc" in md
     assert "| P1 | entmin | tinycnn | 2 of 3 · 1 collapsed | 64.00 ±" in result.stdout
-    assert "*P1: validation accuracy against step, mean ± std over seeds (healthy runs only: a collapsed or diverged run may have stopped early)*" in md
+    assert ("*P1: validation accuracy against step, mean ± std over seeds "
+            "(healthy runs only: a collapsed or diverged run may have stopped early)*") in md
 
     # report.html shows the same table
     md_rows, html_rows = results_tables(md, page)

@@ -234,6 +234,7 @@ def test_a_state_saved_on_a_gpu_is_refused_on_the_cpu(tmp_path, stopped):
     del protocol["protocol"]["cpu_threads"]
     state["identity"]["protocol_fingerprint"] = records.fingerprint(protocol)
     torch.save(state, run_dir / runstate.STATE)
-    expected = "it was saved with device_type=cuda, cpu_threads=(not set), this run has device_type=cpu, cpu_threads=1 (protocol fingerprint "
+    expected = ("it was saved with device_type=cuda, cpu_threads=(not set), "
+                "this run has device_type=cpu, cpu_threads=1 (protocol fingerprint ")
     refused(BASE, tmp_path, run_dir, expected)
     restarts(BASE, tmp_path, run_dir)

@@ -15,7 +15,8 @@ FLAGS = ["--methods", "supervised,entmin", "--seeds", "0,1,2,3", "--dataset", "d
 def make_runs(out):
     """Folders as runs leave them: seeds 0-3 of supervised and entmin, in every state but one not started."""
     resolved = {(m, s): resolve(RunSpec(method=m, dataset="digits", labels=50, seed=s, steps=30, device="cpu")) for m in ("supervised", "entmin") for s in range(4)}
-    states = {("supervised", 0): "complete", ("supervised", 1): "complete", ("supervised", 2): "failed", ("supervised", 3): "running",
+    states = {("supervised", 0): "complete", ("supervised", 1): "complete",
+              ("supervised", 2): "failed", ("supervised", 3): "running",
               ("entmin", 0): "flagged", ("entmin", 1): "interrupted", ("entmin", 2): "interrupted"}  # fmt: skip
     for key, state in states.items():
         run_dir = out / resolved[key].run_id()

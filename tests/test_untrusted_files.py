@@ -184,7 +184,8 @@ UNSAFE = {
     "torch.load multi-line": "import torch\ntorch.load(\n    p,\n    map_location='cpu',\n)\n",
     "from torch import load": "from torch import load\n",
     "semilearn's reader": "from semilearn.core.utils import over_write_args_from_file\n",
-    "semilearn's reader by attribute": "import semilearn\nsemilearn.core.utils.misc.over_write_args_from_file(ns, path)\n",
+    "semilearn's reader by attribute": "import semilearn\n"
+                                       "semilearn.core.utils.misc.over_write_args_from_file(ns, path)\n",
     "eval": "eval(text)\n",
     "exec": "exec(code)\n",
 }

@@ -207,7 +207,8 @@ def test_missing_data_names_the_files(tmp_path, monkeypatch, capsys):
     argv = ["--c", str(EXAMPLE), "--save_dir", str(tmp_path / "saved"), "--data_dir", str(tmp_path / "data"), "--use_tensorboard", "false"]
     line = fails(argv, capsys)
     folder = tmp_path / "data" / "cifar10" / "cifar-10-batches-py"
-    assert line == (f"Error: USB could not download cifar10 (no network (test)): expected data_batch_1, data_batch_2, data_batch_3, "
+    assert line == ("Error: USB could not download cifar10 (no network (test)): "
+                    "expected data_batch_1, data_batch_2, data_batch_3, "
                     f"data_batch_4, data_batch_5, test_batch, batches.meta in {folder}; download cifar-10-python.tar.gz from "
                     "https://www.cs.toronto.edu/~kriz/cifar.html and extract it there, or set data_dir")
 

@@ -169,7 +169,8 @@ def recordings_from_manifest(manifest: Path) -> list[Recording]:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"cannot read {where}: {exc}") from None
     if not rows or not {"file", "label"} <= set(header):
-        raise UserError(f"{where}: expected a header row with columns file,label[,split] and at least one row; got columns {','.join(header) or '(none)'}")
+        raise UserError(f"{where}: expected a header row with columns file,label[,split] and at least one row; "
+                        f"got columns {','.join(header) or '(none)'}")
     has_split = "split" in header
     recordings, seen = [], {}
     for line, row in enumerate(rows, start=2):
@@ -182,7 +183,8 @@ def recordings_from_manifest(manifest: Path) -> list[Recording]:
         path = Path(row["file"]).expanduser()
         path = (path if path.is_absolute() else manifest.parent / path).resolve()
         if path in seen:
-            raise UserError(f"{where}: {row['file']} is listed twice (lines {seen[path]} and {line}); a recording must be in one split only")
+            raise UserError(f"{where}: {row['file']} is listed twice (lines {seen[path]} and {line}); "
+                            "a recording must be in one split only")
         seen[path] = line
         recordings.append(Recording(path, row["label"], split))
     missing = [r.path for r in recordings if not r.path.is_file()]

@@ -51,7 +51,8 @@ class ChirpOptions:
         if not 0 <= self.overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap!r}")
         if self.window < 1 or self.window > self.length:
-            raise ValueError(f"window_ms must be positive and at most the recording ({1000 * self.duration_s:g} ms), got {self.window_ms!r}")
+            raise ValueError(f"window_ms must be positive and at most the recording ({1000 * self.duration_s:g} ms), "
+                             f"got {self.window_ms!r}")
         if round(self.sample_rate * CALL_MS[0] / 1000) < 8:
             raise ValueError(f"sample_rate {self.sample_rate} is too low for {CALL_MS[0]:g} ms calls")
 

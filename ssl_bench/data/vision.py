@@ -57,7 +57,8 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a cut .gz ends in EOFError, a damaged one in zlib.error
-        raise CorruptFile(f"{path} is not a readable {'gzip ' if path.suffix == '.gz' else ''}file ({exc}); delete it and download again") from None
+        raise CorruptFile(f"{path} is not a readable {'gzip ' if path.suffix == '.gz' else ''}file ({exc}); "
+                          "delete it and download again") from None
     header = 4 + 4 * ndim
     if len(raw) < header or raw[0:2] != b"\x00\x00" or raw[2] != 0x08 or raw[3] != ndim:
         raise CorruptFile(f"{path} is not an IDX file of {ndim}-D unsigned bytes (bad header); delete it and download again")
@@ -78,7 +79,8 @@ def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except Exception as exc:  # scipy raises ValueError, OSError, KeyError, zlib errors… for damaged files
         raise CorruptFile(f"{path} is not a readable SVHN .mat file ({type(exc).__name__}: {exc}); delete it and download again") from None
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3) or y.size != x.shape[3]:
-        raise CorruptFile(f"{path}: expected X of shape (32, 32, 3, N) uint8 and N labels, got X {x.shape} {x.dtype} and {y.size} labels")
+        raise CorruptFile(f"{path}: expected X of shape (32, 32, 3, N) uint8 and N labels, "
+                          f"got X {x.shape} {x.dtype} and {y.size} labels")
     y = y.reshape(-1).astype(np.int64)
     if y.min() < 1 or y.max() > 10:
         raise CorruptFile(f"{path}: SVHN labels must be 1..10, found {y.min()}..{y.max()}")
@@ -110,9 +112,11 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             batch = _ArrayUnpickler(f, encoding="latin1").load()
         data, labels = np.asarray(batch["data"]), np.asarray(batch["labels"], dtype=np.int64)
     except Exception as exc:  # truncation gives EOFError / UnpicklingError; other damage anything
-        raise CorruptFile(f"{path} is not a readable CIFAR-10 python batch ({type(exc).__name__}: {exc}); delete it and download again") from None
+        raise CorruptFile(f"{path} is not a readable CIFAR-10 python batch ({type(exc).__name__}: {exc}); "
+                          "delete it and download again") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-        raise CorruptFile(f"{path}: expected data (N, 3072) uint8 and N labels, got {data.shape} {data.dtype} and {len(labels)} labels")
+        raise CorruptFile(f"{path}: expected data (N, 3072) uint8 and N labels, "
+                          f"got {data.shape} {data.dtype} and {len(labels)} labels")
     if len(labels) and (labels.min() < 0 or labels.max() > 9):
         raise CorruptFile(f"{path}: CIFAR-10 labels must be 0..9, found {labels.min()}..{labels.max()}")
     return data.reshape(-1, 3, 32, 32), labels
@@ -214,7 +218,8 @@ MNIST_SOURCE = Source(
     },
     read=_read_mnist,
     download=_download_mnist,
-    by_hand="copy the four MNIST idx files (plain or .gz; torchvision's mirror: https://ossci-datasets.s3.amazonaws.com/mnist/) there",
+    by_hand="copy the four MNIST idx files (plain or .gz; "
+    "torchvision's mirror: https://ossci-datasets.s3.amazonaws.com/mnist/) there",
     gz_ok=True,
 )
 SVHN_SOURCE = Source(
@@ -231,7 +236,8 @@ CIFAR10_SOURCE = Source(
     parts={"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
     read=_read_cifar,
     download=_download_cifar,
-    by_hand="download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and extract it in {data_dir}",
+    by_hand="download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
+    "and extract it in {data_dir}",
 )
 
 

@@ -53,7 +53,8 @@ class Bird10Net(nn.Module):
         channels, length = input_shape
         out_length = conv_out(conv_out(conv_out(length, kernel, stride), 4, 2), 3, 2)
         if out_length < 1:  # conv2 needs 3 pooled steps, the pool 8 conv1 steps
-            raise ValueError(f"with kernel {kernel} and stride {stride} it needs signals of at least {kernel + 7 * stride} samples, got {length}")
+            raise ValueError(f"with kernel {kernel} and stride {stride} "
+                             f"it needs signals of at least {kernel + 7 * stride} samples, got {length}")
         self.conv1 = nn.Sequential(nn.Conv1d(channels, width, kernel, stride), nn.ReLU())
         self.pool1 = nn.MaxPool1d(4, 2)
         self.conv2 = nn.Sequential(nn.Conv1d(width, width, 3, 2), nn.ReLU())
@@ -69,5 +70,6 @@ class Bird10Net(nn.Module):
 
 @register_model(modalities=("signal",), lr=0.01 / 3)
 def bird10net(*, num_classes: int, input_shape: tuple[int, ...], width: Channels = 42, kernel: Length | None = None, stride: Length | None = None, hidden: Channels = 32, dropout: Dropout = 0.5):
-    """Bird10 1-D CNN on raw audio (paper A.2); any sample rate and window length (kernel/stride: the paper's share of the window)."""
+    """Bird10 1-D CNN on raw audio (paper A.2); any sample rate and window length (kernel/stride: the paper's
+    share of the window)."""
     return Bird10Net(num_classes, input_shape, width=width, kernel=kernel, stride=stride, hidden=hidden, dropout=dropout)

@@ -68,7 +68,8 @@ class ModelEntry:
         valid = self.options()
         unknown = sorted(set(options) - set(valid))
         if unknown:
-            raise UserError(f"model {self.name!r}: unknown option {', '.join(unknown)}; valid options: {', '.join(valid) or '(none)'}")
+            raise UserError(f"model {self.name!r}: unknown option {', '.join(unknown)}; "
+                            f"valid options: {', '.join(valid) or '(none)'}")
         hints = typing.get_type_hints(self.build, include_extras=True)
         for key, value in options.items():
             check_value(value, hints.get(key, typing.Any), key, f"model {self.name!r}")
