@@ -1,4 +1,4 @@
-"""Mean Teacher (plugins/meanteacher.py) against independent computations.
+"""Mean Teacher (ssl_bench_plugins/meanteacher.py) against independent computations.
 
 The regression guarded here (SPEC §2): a Mean Teacher whose consistency loss is identically zero
 because the teacher is the student and both see the same input (USB). Here the term is non-zero as soon

@@ -1,4 +1,4 @@
-"""UDA (plugins/uda.py) against independent computations.
+"""UDA (ssl_bench_plugins/uda.py) against independent computations.
 
 The strong view is pinned (built here, not by the harness); the "original" is `batch.x_ulb`. The loss is
 recomputed by hand in float64 with the method's own concatenated forward over [labeled, original, strong]
