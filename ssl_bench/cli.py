@@ -22,9 +22,9 @@ from ssl_bench.config import (
     parse_int,
     parse_option_values,
 )
-from ssl_bench.distributed import world_from_env
+from ssl_bench.run.distributed import world_from_env
 from ssl_bench.errors import UserError
-from ssl_bench.health import HINT, flag_of
+from ssl_bench.run.health import HINT, flag_of
 from ssl_bench.interrupts import Interrupted, sigterm_raises
 from ssl_bench.protocol import ProtocolConfig
 from ssl_bench.reconstruct import reconstruct_command
@@ -206,7 +206,7 @@ def run(method: str, seed: int, params: tuple[str, ...], force: bool, restart: b
         ssl-bench run --method supervised --dataset digits --labels 50 --seed 1 --steps 300
     """
     from ssl_bench.protocol import RunSpec, resolve
-    from ssl_bench.training import train
+    from ssl_bench.run.training import train
 
     check_output_folder(kw["out"])
     spec = RunSpec(method=method, seed=seed, params=parse_assignments(params, "-p"), **model_dataset_kwargs(kw))

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from ssl_bench import records
 from ssl_bench.config import Range, check_value
 from ssl_bench.errors import UserError
-from ssl_bench.health import flag_of
+from ssl_bench.run.health import flag_of
 
 REQUIRED = ("method", "model", "seed", "test_acc", "test_acc_last", "protocol_fingerprint")  # in result.json
 MEASURED = ("test_acc", "test_acc_last")  # required of a healthy run; a flagged run may lack them (missing, null or NaN)
@@ -61,7 +61,7 @@ class Run:
 
     @property
     def status(self) -> str:
-        """`ok`, or the health check's flag: `collapsed` or `diverged` (ssl_bench.health)."""
+        """`ok`, or the health check's flag: `collapsed` or `diverged` (ssl_bench.run.health)."""
         return (self.result.get("health") or {}).get("status", "ok")
 
     @property

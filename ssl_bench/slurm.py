@@ -32,8 +32,8 @@ from ssl_bench.errors import UserError
 from ssl_bench.interrupts import Interrupted, sigterm_raises
 from ssl_bench.runlock import RunBusy, is_locked
 from ssl_bench.sweep_run import run_one
-from ssl_bench.runfolder import AlreadyComplete
-from ssl_bench.training import NonFiniteLoss
+from ssl_bench.run.runfolder import AlreadyComplete
+from ssl_bench.run.training import NonFiniteLoss
 
 EXECUTORS = ("local", "slurm", "submitit-local")  # local = ssl_bench.workers' process pool
 INSTALL_HINT = "pip install 'ssl-bench[slurm]'"

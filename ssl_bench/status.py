@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ssl_bench import records
 from ssl_bench.errors import UserError
-from ssl_bench.health import flag_of
+from ssl_bench.run.health import flag_of
 from ssl_bench.report_groups import canonical, method_defaults, row_label
 from ssl_bench.report_runs import RESULT_TYPES, DamagedRecord, check_fields, check_params, read_record
 from ssl_bench.runlock import is_locked

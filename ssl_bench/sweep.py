@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ssl_bench import records, runstate, slurm
-from ssl_bench.distributed import world_from_env
+from ssl_bench import records, slurm
+from ssl_bench.run import runstate
+from ssl_bench.run.distributed import world_from_env
 from ssl_bench.errors import UserError
-from ssl_bench.health import flag_of
+from ssl_bench.run.health import flag_of
 from ssl_bench.interrupts import Interrupted
 from ssl_bench.protocol import Resolved, RunSpec, resolve
 from ssl_bench.report_groups import canonical, method_defaults, row_label
@@ -31,7 +32,7 @@ from ssl_bench.runlock import is_locked
 from ssl_bench.slurm import SlurmOptions
 from ssl_bench.stats import summarize
 from ssl_bench.sweep_run import run_one
-from ssl_bench.training import STATE_EVERY
+from ssl_bench.run.training import STATE_EVERY
 from ssl_bench.workers import run_in_processes, run_job
 
 
@@ -39,7 +40,7 @@ from ssl_bench.workers import run_in_processes, run_job
 class SweepOutcome:
     results: list[dict]  # result.json of every complete, healthy run of the sweep, in spec order
     failed: dict[str, str]  # run id -> error, for runs with a non-finite loss (their folders hold failed.json)
-    flagged: dict[str, str] = field(default_factory=dict)  # run id -> flag, for runs that collapsed or diverged (ssl_bench.health)
+    flagged: dict[str, str] = field(default_factory=dict)  # run id -> flag, for runs that collapsed or diverged (ssl_bench.run.health)
 
 
 def run_sweep(

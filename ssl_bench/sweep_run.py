@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ssl_bench import records
 from ssl_bench.protocol import RunSpec, resolve
-from ssl_bench.training import NonFiniteLoss, train
+from ssl_bench.run.training import NonFiniteLoss, train
 
 
 def run_one(

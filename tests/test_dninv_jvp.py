@@ -15,7 +15,8 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from ssl_bench import compiled, inversion
+from ssl_bench import inversion
+from ssl_bench.run import compiled
 from ssl_bench.cli import cli
 from ssl_bench.config import build_config, to_jsonable
 from ssl_bench.errors import UserError

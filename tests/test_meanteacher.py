@@ -194,7 +194,7 @@ def test_state_dict_restores_the_teacher_exactly():
     buffer = io.BytesIO()
     torch.save(method.state_dict(), buffer)
     buffer.seek(0)
-    state = torch.load(buffer, weights_only=True)  # as ssl_bench.runstate reads it
+    state = torch.load(buffer, weights_only=True)  # as ssl_bench.run.runstate reads it
 
     fresh = make_method(decay=0.6)
     other = bn_model()

@@ -388,7 +388,7 @@ def test_paper_numbers_and_u_models_are_labelled(tmp_path):
 
 def test_end_to_end_report_of_two_real_runs(tmp_path):
     from ssl_bench.protocol import RunSpec, resolve
-    from ssl_bench.training import train
+    from ssl_bench.run.training import train
 
     results = [
         train(resolve(RunSpec(method="supervised", dataset="digits", labels=50, steps=20, seed=seed, protocol={"eval_every": 10}, device="cpu")), tmp_path / "runs", show_progress=False)

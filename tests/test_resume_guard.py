@@ -18,7 +18,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ssl_bench import records, runstate, training
+from ssl_bench import records
+from ssl_bench.run import runstate, training
 from ssl_bench.cli import cli
 
 BASE = [

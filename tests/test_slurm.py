@@ -23,7 +23,8 @@ from click.testing import CliRunner
 
 pytest.importorskip("submitit")
 
-from ssl_bench import records, runstate, slurm  # noqa: E402
+from ssl_bench import records, slurm  # noqa: E402
+from ssl_bench.run import runstate  # noqa: E402
 from ssl_bench.cli import cli  # noqa: E402
 from ssl_bench.protocol import RunSpec  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
