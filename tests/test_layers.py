@@ -120,9 +120,9 @@ def shortest_circle(graph: dict[str, set[str]], part: list[str]) -> list[str]:
 def test_the_graph_is_read():
     graph = import_graph()
     assert "ssl_bench.data.registry" in graph["ssl_bench.data"]  # a package importing its own module
-    assert "ssl_bench.records" in graph["ssl_bench.sweep"]  # from ssl_bench import records
+    assert "ssl_bench.records" in graph["ssl_bench.sweeps.sweep"]  # from ssl_bench import records
     assert "ssl_bench.data" in graph["ssl_bench.run.preparation"]  # from ssl_bench.data import …
-    assert "ssl_bench.runlock" in graph["ssl_bench.slurm"]
+    assert "ssl_bench.runlock" in graph["ssl_bench.sweeps.slurm"]
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
     assert circles({"a": {"b"}, "b": set()}) == []
 

@@ -1,4 +1,4 @@
-"""Cluster sweeps through submitit (ssl_bench.slurm), without SLURM: submitit's LocalExecutor runs the
+"""Cluster sweeps through submitit (ssl_bench.sweeps.slurm), without SLURM: submitit's LocalExecutor runs the
 same pickled jobs as processes here (`--executor submitit-local`), and a fake `sbatch` shows the job
 array that `--executor slurm` submits.
 
@@ -23,7 +23,8 @@ from click.testing import CliRunner
 
 pytest.importorskip("submitit")
 
-from ssl_bench import records, slurm  # noqa: E402
+from ssl_bench import records  # noqa: E402
+from ssl_bench.sweeps import slurm  # noqa: E402
 from ssl_bench.run import runstate  # noqa: E402
 from ssl_bench.cli import cli  # noqa: E402
 from ssl_bench.protocol import RunSpec  # noqa: E402

@@ -1,4 +1,4 @@
-"""`ssl-bench status`: counts per group from the run folders alone (ssl_bench.status)."""
+"""`ssl-bench status`: counts per group from the run folders alone (ssl_bench.sweeps.status)."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from ssl_bench import records
 from ssl_bench.cli import cli
 from ssl_bench.errors import UserError
-from ssl_bench.grid import Grid, load_grid_file
-from ssl_bench.sweep import run_sweep
+from ssl_bench.sweeps.grid import Grid, load_grid_file
+from ssl_bench.sweeps.sweep import run_sweep
 from tests.conftest import ROOT
 
 SWEEP = ["sweep", "--dataset", "digits", "--labels", "50", "--steps", "10", "--eval-every", "5", "--quiet"]
