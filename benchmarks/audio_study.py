@@ -152,7 +152,7 @@ def build(footing: str, variant: str, seed: int, device: str, extra: dict):
 def labeled_accuracy(run_dir: Path) -> dict:
     """Accuracy on the labeled windows (what the network was fit to) at the best and the last checkpoint."""
     from ssl_bench.run.device_data import accuracy, predict
-    from ssl_bench.reconstruct import load_checkpoint, load_run
+    from ssl_bench.reporting.reconstruct import load_checkpoint, load_run
 
     model, dd, _config, _step = load_run(run_dir)
     out = {}
@@ -386,7 +386,7 @@ def summary(args) -> None:
               f"{ceiling(rs[0]['dataset_options'], ceilings)} |")
     paired = [(k, rs) for k, rs in groups.items() if baseline(k[1]) and (k[0], baseline(k[1]), k[2]) in groups]
     if paired:
-        from ssl_bench.stats import paired_difference
+        from ssl_bench.reporting.stats import paired_difference
 
         print("\nPaired differences to the same protocol's supervised run, same seeds (pp, mean [95 % t interval]):\n")
         print("| footing | variant | vs | Δ test/window @best val | Δ @last | Δ per recording @best val |")

@@ -27,8 +27,8 @@ from ssl_bench.errors import UserError
 from ssl_bench.run.health import HINT, flag_of
 from ssl_bench.interrupts import Interrupted, sigterm_raises
 from ssl_bench.protocol import ProtocolConfig
-from ssl_bench.reconstruct import reconstruct_command
-from ssl_bench.report import report as report_command
+from ssl_bench.reporting.reconstruct import reconstruct_command
+from ssl_bench.reporting.report import report as report_command
 
 
 class Group(click.Group):

@@ -119,7 +119,7 @@ def test_a_short_patience_stops_the_same_slow_learner(tmp_path, slow_start):
 
 
 def test_sweep_lists_flagged_runs_and_report_counts_them(tmp_path):
-    from ssl_bench.report import build_report
+    from ssl_bench.reporting.report import build_report
 
     base = ["sweep", "--methods", "supervised", "--dataset", "digits", "--labels", "50", "--steps", "200", "--quiet", "--out", str(tmp_path)]
     healthy = CliRunner().invoke(cli, [*base, "--seeds", "0,1"])

@@ -28,10 +28,10 @@ from ssl_bench.errors import UserError
 from ssl_bench.run.health import flag_of
 from ssl_bench.interrupts import Interrupted
 from ssl_bench.protocol import Resolved, RunSpec, resolve
-from ssl_bench.report_groups import canonical, method_defaults, row_label
+from ssl_bench.reporting.groups import canonical, method_defaults, row_label
 from ssl_bench.runlock import is_locked
 from ssl_bench.sweeps.slurm import SlurmOptions
-from ssl_bench.stats import summarize
+from ssl_bench.reporting.stats import summarize
 from ssl_bench.sweeps.sweep_run import run_one
 from ssl_bench.run.training import STATE_EVERY
 from ssl_bench.sweeps.workers import run_in_processes, run_job

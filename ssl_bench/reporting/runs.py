@@ -6,7 +6,7 @@ health check (collapsed or diverged) is a complete run like any other, and count
 at its measured accuracy; it may lack a test accuracy (missing, null or NaN in result.json), which only
 a flagged run may: `measured` says which it has. A run that failed with a non-finite loss (`failed.json`,
 no result.json) diverged too: it is read from its config.json as a diverged run without accuracy
-(`Run.failed`), so that it counts against its method as well. Used by ssl_bench.report.
+(`Run.failed`), so that it counts against its method as well. Used by ssl_bench.reporting.report.
 """
 
 from __future__ import annotations
