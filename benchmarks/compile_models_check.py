@@ -24,11 +24,11 @@ import time
 
 import torch
 
-from ssl_bench.run import compiled
 from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config
 from ssl_bench.method import Batch, MethodContext, Progress, load_method
 from ssl_bench.models import create_model, layer_names
+from ssl_bench.run import compiled
 from ssl_bench.views import make_views
 
 CPU = torch.device("cpu")

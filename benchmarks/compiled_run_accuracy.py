@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from ssl_bench.run import compiled
 from ssl_bench.protocol import RunSpec, resolve
+from ssl_bench.run import compiled
 from ssl_bench.run.training import train
 
 

@@ -19,9 +19,9 @@ import argparse
 import tempfile
 import time
 
-from ssl_bench.run import compiled
 from ssl_bench.method import method_names
 from ssl_bench.protocol import RunSpec, resolve
+from ssl_bench.run import compiled
 from ssl_bench.run.training import train
 
 

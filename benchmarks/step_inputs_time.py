@@ -14,10 +14,10 @@ import time
 
 import torch
 
-from ssl_bench.run import compiled
 from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.method import MethodContext, load_method
 from ssl_bench.models import create_model
+from ssl_bench.run import compiled
 
 MODELS = "smallcnn,largecnn,resnet2_32,resnet3_16,timm:resnet18"
 REPEATS = 2000

@@ -18,9 +18,9 @@ import torch.multiprocessing as mp
 from ssl_bench import records
 from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config
-from ssl_bench.run.distributed import World
 from ssl_bench.method import Batch, MethodContext, Progress, load_method, method_names
 from ssl_bench.models import create_model
+from ssl_bench.run.distributed import World
 from tests.conftest import ROOT
 
 B_LB, B_ULB, SHAPE = 8, 16, (1, 8, 8)

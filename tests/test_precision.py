@@ -11,12 +11,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssl_bench.run import compiled
 from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.config import build_config
 from ssl_bench.inversion import reconstruct
 from ssl_bench.method import Batch, MethodContext, Progress, load_method, method_names
 from ssl_bench.models import create_model
+from ssl_bench.run import compiled
 from ssl_bench.run.precision import autocast
 from ssl_bench.views import make_views
 

@@ -22,8 +22,8 @@ import torch
 from click.testing import CliRunner
 
 from ssl_bench import records
-from ssl_bench.run import runstate
 from ssl_bench.cli import cli
+from ssl_bench.run import runstate
 from tests.conftest import ROOT
 
 ARGS = [

@@ -19,8 +19,8 @@ import torch
 from click.testing import CliRunner
 
 from ssl_bench import records
-from ssl_bench.run import runstate, training
 from ssl_bench.cli import cli
+from ssl_bench.run import runstate, training
 
 BASE = [
     "run", "--method", "pimodel", "--dataset", "digits", "--labels", "50", "-m", "dropout=0.3",

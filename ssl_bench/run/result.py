@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 from ssl_bench import records
-from ssl_bench.run import compiled, runstate
 from ssl_bench.config import to_jsonable
+from ssl_bench.run import compiled, runstate
 from ssl_bench.run.device_data import accuracy, group_accuracy
 from ssl_bench.run.run_context import RunContext, Session
 

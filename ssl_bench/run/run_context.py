@@ -10,14 +10,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ssl_bench.run import compiled
 from ssl_bench.data import Split
+from ssl_bench.method import SSLMethod
+from ssl_bench.protocol import Resolved
+from ssl_bench.run import compiled
 from ssl_bench.run.device_data import DeviceData
 from ssl_bench.run.distributed import World
 from ssl_bench.run.health import HealthMonitor
 from ssl_bench.run.loss_tracker import LossTracker
-from ssl_bench.method import SSLMethod
-from ssl_bench.protocol import Resolved
 from ssl_bench.run.runfolder import Writer
 from ssl_bench.run.runstate import LoopState
 

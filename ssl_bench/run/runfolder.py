@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ssl_bench import records
-from ssl_bench.run import runstate
 from ssl_bench.data import Split
-from ssl_bench.run.distributed import World
 from ssl_bench.errors import UserError
 from ssl_bench.protocol import Resolved
+from ssl_bench.run import runstate
+from ssl_bench.run.distributed import World
 from ssl_bench.runlock import LOCK, run_lock
 
 

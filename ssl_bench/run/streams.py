@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 
 from ssl_bench.augment import augmentation
-from ssl_bench.run.device_data import DeviceData
-from ssl_bench.run.distributed import World
 from ssl_bench.method import Batch
 from ssl_bench.protocol import ProtocolConfig
+from ssl_bench.run.device_data import DeviceData
+from ssl_bench.run.distributed import World
 from ssl_bench.seeding import make_generator
 
 

@@ -21,19 +21,19 @@ import torch
 from tqdm.auto import tqdm
 
 from ssl_bench import records
-from ssl_bench.sweeps import slurm
-from ssl_bench.run import runstate
-from ssl_bench.run.distributed import world_from_env
 from ssl_bench.errors import UserError
-from ssl_bench.run.health import flag_of
 from ssl_bench.interrupts import Interrupted
 from ssl_bench.protocol import Resolved, RunSpec, resolve
 from ssl_bench.reporting.groups import canonical, method_defaults, row_label
-from ssl_bench.runlock import is_locked
-from ssl_bench.sweeps.slurm import SlurmOptions
 from ssl_bench.reporting.stats import summarize
-from ssl_bench.sweeps.sweep_run import run_one
+from ssl_bench.run import runstate
+from ssl_bench.run.distributed import world_from_env
+from ssl_bench.run.health import flag_of
 from ssl_bench.run.training import STATE_EVERY
+from ssl_bench.runlock import is_locked
+from ssl_bench.sweeps import slurm
+from ssl_bench.sweeps.slurm import SlurmOptions
+from ssl_bench.sweeps.sweep_run import run_one
 from ssl_bench.sweeps.workers import run_in_processes, run_job
 
 
