@@ -151,8 +151,8 @@ def build(footing: str, variant: str, seed: int, device: str, extra: dict):
 
 def labeled_accuracy(run_dir: Path) -> dict:
     """Accuracy on the labeled windows (what the network was fit to) at the best and the last checkpoint."""
-    from ssl_bench.run.device_data import accuracy, predict
     from ssl_bench.reporting.reconstruct import load_checkpoint, load_run
+    from ssl_bench.run.device_data import accuracy, predict
 
     model, dd, _config, _step = load_run(run_dir)
     out = {}
@@ -208,15 +208,15 @@ def diagnose(resolved, every: int) -> list[dict]:
     import torch.nn.functional as F
 
     from ssl_bench.augment import AUGMENTATIONS
-    from ssl_bench.run.device_data import to_device
-    from ssl_bench.run.distributed import World
     from ssl_bench.inversion import reconstruct_layers, squared_error
     from ssl_bench.losses import entropy
     from ssl_bench.method import MethodContext, Progress
-    from ssl_bench.seeding import derive_seed, make_generator
+    from ssl_bench.run.device_data import to_device
+    from ssl_bench.run.distributed import World
     from ssl_bench.run.preparation import init_model, prepare, torch_threads
     from ssl_bench.run.streams import next_batch, protocol_streams
     from ssl_bench.run.training import set_lr
+    from ssl_bench.seeding import derive_seed, make_generator
     from ssl_bench.views import make_views
 
     p, info, dev, world = resolved.protocol, resolved.info, resolved.device, World()

@@ -127,9 +127,9 @@ def relu_taps(model: nn.Module) -> tuple[list, dict]:
 
 @torch.no_grad()
 def validation_diagnostics(model, dd, p) -> dict:
+    from ssl_bench.losses import entropy
     from ssl_bench.run.device_data import predict
     from ssl_bench.run.health import top_class_share
-    from ssl_bench.losses import entropy
 
     handles, alive = relu_taps(model)
     try:
@@ -151,16 +151,16 @@ def validation_diagnostics(model, dd, p) -> dict:
 
 
 def run_one(model_name: str, seed: int, variant: str, out: Path, device: str, diag_every: int, params: dict, protocol: dict, verbose: bool = False) -> dict:
-    from ssl_bench.run.device_data import accuracy, predict, to_device
+    from ssl_bench.augment import AUGMENTATIONS
     from ssl_bench.method import MethodContext, Progress
-    from ssl_bench.seeding import derive_seed, make_generator
+    from ssl_bench.run.device_data import accuracy, predict, to_device
+    from ssl_bench.run.distributed import World
+    from ssl_bench.run.health import COLLAPSE_SHARE
     from ssl_bench.run.preparation import init_model, prepare, torch_threads
     from ssl_bench.run.streams import next_batch, protocol_streams
     from ssl_bench.run.training import set_lr
-    from ssl_bench.run.distributed import World
-    from ssl_bench.augment import AUGMENTATIONS
+    from ssl_bench.seeding import derive_seed, make_generator
     from ssl_bench.views import make_views
-    from ssl_bench.run.health import COLLAPSE_SHARE
 
     resolved = build(model_name, seed, variant, device, params, protocol)
     p, info, dev = resolved.protocol, resolved.info, resolved.device

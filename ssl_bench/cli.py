@@ -22,13 +22,13 @@ from ssl_bench.config import (
     parse_int,
     parse_option_values,
 )
-from ssl_bench.run.distributed import world_from_env
 from ssl_bench.errors import UserError
-from ssl_bench.run.health import HINT, flag_of
 from ssl_bench.interrupts import Interrupted, sigterm_raises
 from ssl_bench.protocol import ProtocolConfig
 from ssl_bench.reporting.reconstruct import reconstruct_command
 from ssl_bench.reporting.report import report as report_command
+from ssl_bench.run.distributed import world_from_env
+from ssl_bench.run.health import HINT, flag_of
 
 
 class Group(click.Group):
@@ -284,8 +284,8 @@ def gpu_workers(runs_per_gpu: int, workers_given: bool, device: str, local: bool
 
 def grid_specs(grid: str | None, methods: str | None, seeds: str | None, params: tuple[str, ...], kw: dict) -> list:
     """The runs of a sweep from its grid file and options (`sweep` and `status` take the same)."""
-    from ssl_bench.sweeps.grid import Grid, load_grid_file, parse_method_params
     from ssl_bench.method import method_names
+    from ssl_bench.sweeps.grid import Grid, load_grid_file, parse_method_params
 
     ctx = click.get_current_context()
     given = {name for name in kw if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
