@@ -1,6 +1,6 @@
 """Why the 1-D Bird10 net barely learns the synthetic chirps, and what makes it learn (issue 30, item 2).
 
-One run = (footing, variant, seed): a harness run (`ssl_bench.training.train`, the same run `ssl-bench run`
+One run = (footing, variant, seed): a harness run (`ssl_bench.run.training.train`, the same run `ssl-bench run`
 makes, with its run folder under `<out>/runs/`), then, from its checkpoints, the accuracy on the labeled
 windows (to tell under-fitting from over-fitting) at the best-validation and at the last step. One JSON
 per run in `<out>/results/`; `summary` prints the table.
@@ -153,8 +153,8 @@ def build(footing: str, variant: str, seed: int, device: str, extra: dict):
 
 def labeled_accuracy(run_dir: Path) -> dict:
     """Accuracy on the labeled windows (what the network was fit to) at the best and the last checkpoint."""
-    from ssl_bench.device_data import accuracy, predict
-    from ssl_bench.reconstruct import load_checkpoint, load_run
+    from ssl_bench.reporting.reconstruct import load_checkpoint, load_run
+    from ssl_bench.run.device_data import accuracy, predict
 
     model, dd, _config, _step = load_run(run_dir)
     out = {}
@@ -166,8 +166,8 @@ def labeled_accuracy(run_dir: Path) -> dict:
 
 def run_one(footing: str, variant: str, seed: int, out: Path, device: str, extra: dict, diag_every: int = 0) -> dict:
     from ssl_bench import augment
-    from ssl_bench.runfolder import AlreadyComplete
-    from ssl_bench.training import train
+    from ssl_bench.run.runfolder import AlreadyComplete
+    from ssl_bench.run.training import train
 
     resolved = build(footing, variant, seed, device, extra)
     fn = merged(footing, variant, extra)["augment_fn"]
@@ -209,15 +209,15 @@ def diagnose(resolved, every: int) -> list[dict]:
     import torch
     import torch.nn.functional as F
 
-    from ssl_bench.device_data import to_device
-    from ssl_bench.distributed import World
+    from ssl_bench.run.device_data import to_device
+    from ssl_bench.run.distributed import World
     from ssl_bench.inversion import reconstruct_layers, squared_error
     from ssl_bench.losses import entropy
     from ssl_bench.method import MethodContext, Progress
+    from ssl_bench.run.preparation import init_model, prepare, torch_threads
+    from ssl_bench.run.streams import next_batch, protocol_streams
+    from ssl_bench.run.training import set_lr
     from ssl_bench.seeding import derive_seed, make_generator
-    from ssl_bench.preparation import init_model, prepare, torch_threads
-    from ssl_bench.streams import next_batch, protocol_streams
-    from ssl_bench.training import set_lr
     from ssl_bench.views import make_views
 
     p, info, dev, world = resolved.protocol, resolved.info, resolved.device, World()
@@ -280,7 +280,7 @@ def probe(args) -> None:
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from ssl_bench.preparation import prepare
+    from ssl_bench.run.preparation import prepare
 
     for seed in parse_seeds(args.seeds):
         resolved = build(args.footing, args.variant, seed, "cpu", json.loads(args.set))
@@ -391,7 +391,7 @@ def summary(args) -> None:
               f"{ceiling(rs[0]['dataset_options'], ceilings)} |")
     paired = [(k, rs) for k, rs in groups.items() if baseline(k[1]) and (k[0], baseline(k[1]), k[2]) in groups]
     if paired:
-        from ssl_bench.stats import paired_difference
+        from ssl_bench.reporting.stats import paired_difference
 
         print("\nPaired differences to the same protocol's supervised run, same seeds (pp, mean [95 % t interval]):\n")
         print("| footing | variant | vs | Δ test/window @best val | Δ @last | Δ per recording @best val |")

@@ -17,7 +17,7 @@ both; default eager), `BENCH_CUDNN_BENCHMARK` (1: `torch.backends.cudnn.benchmar
 convolution algorithms on the first call of each shape instead of choosing by heuristics; default 0),
 `BENCH_CHANNELS_LAST` (1: model and inputs in `torch.channels_last` memory format, the layout cuDNN's
 tensor-core kernels use; default 0), `BENCH_SHAPE` (input C,H,W; default 1,28,28: MNIST's shape). A compiled
-step is the training loop's (ssl_bench.compiled); its compile time
+step is the training loop's (ssl_bench.run.compiled); its compile time
 (first call) is in `extra_info`, not in the timing. `python benchmarks/bench_step.py summarize out.json`
 prints the tables (mean step time and the ratios dninv/supervised and dninv/entmin, and with `dninv_jvp`
 its ratios to entmin and to dninv) kept in benchmarks/results/. On CPU, e.g. (docs/dninv.md):
@@ -37,7 +37,7 @@ import time
 import pytest
 import torch
 
-from ssl_bench import compiled
+from ssl_bench.run import compiled
 from ssl_bench.config import build_config
 from ssl_bench.method import Batch, MethodContext, Progress, load_method
 from ssl_bench.models import create_model, get_model_entry, model_names

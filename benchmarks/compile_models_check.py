@@ -3,7 +3,7 @@ its gradients from eager's?
 
 For each model (at its datasets' shape: LargeCNN/LargeUCNN 3×32×32, the others 1×28×28, bird10net 1×1000
 with its 4 kHz kernel and no dropout, whose masks a compiled graph draws differently) × method, three
-steps (progress 3, 4, 5 of 20; batch 4 + 4, random inputs) eager and compiled (`ssl_bench.compiled`,
+steps (progress 3, 4, 5 of 20; batch 4 + 4, random inputs) eager and compiled (`ssl_bench.run.compiled`,
 Dynamo's recompile limit 2), and prints one Markdown row each: compiled or the fallback, the largest
 relative gradient difference of the last step, whether every buffer (BatchNorm's running statistics, the
 model's and those of the method's own modules, e.g. Mean Teacher's teacher) ends equal, both losses, the
@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from ssl_bench import compiled
+from ssl_bench.run import compiled
 from ssl_bench.config import build_config
 from ssl_bench.method import Batch, MethodContext, Progress, load_method
 from ssl_bench.models import create_model, layer_names

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from ssl_bench import compiled
 from ssl_bench.protocol import RunSpec, resolve
-from ssl_bench.training import train
+from ssl_bench.run import compiled
+from ssl_bench.run.training import train
 
 
 def main() -> None:

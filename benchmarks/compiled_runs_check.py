@@ -2,7 +2,7 @@
 
 A step that compiles on its first call can still fall back later (a value that Dynamo specializes, such
 as a ramp-up weight of the step, recompiles each step until the recompile limit). This trains whole runs
-(`ssl_bench.training.train`, digits, 50 labels, warm-up 5 steps) and prints each run's `compiled_step`
+(`ssl_bench.run.training.train`, digits, 50 labels, warm-up 5 steps) and prints each run's `compiled_step`
 record from result.json: compiled to the end or the fallback, and the first call's time (compilation).
 
     .venv/bin/python benchmarks/compiled_runs_check.py [--steps 150] [--methods a,b] [--backend aot_eager|inductor]
@@ -19,10 +19,10 @@ import argparse
 import tempfile
 import time
 
-from ssl_bench import compiled
 from ssl_bench.method import method_names
 from ssl_bench.protocol import RunSpec, resolve
-from ssl_bench.training import train
+from ssl_bench.run import compiled
+from ssl_bench.run.training import train
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ taken separately, their cosines, the weight norm, the logits' norm and the batch
 the validation set: accuracy, top-class share, mean logit norm, the fraction of dead ReLU channels (no
 positive output for any validation sample), the mean entropy; Adam's mean sqrt(v) and the mean relative
 update |Δθ|/|θ|. A run is collapsed at an evaluation when one class takes ≥ 95 % of the validation set
-(ssl_bench.health's rule) after the warm-up.
+(ssl_bench.run.health's rule) after the warm-up.
 
 The loop is the harness's (`training.set_lr`, `next_batch`, `make_views`, `method.loss`, clip, Adam step,
 `method.after_step`) on the harness's data, split, initial weights and batch streams: a variant's run at
@@ -127,9 +127,9 @@ def relu_taps(model: nn.Module) -> tuple[list, dict]:
 
 @torch.no_grad()
 def validation_diagnostics(model, dd, p) -> dict:
-    from ssl_bench.device_data import predict
-    from ssl_bench.health import top_class_share
     from ssl_bench.losses import entropy
+    from ssl_bench.run.device_data import predict
+    from ssl_bench.run.health import top_class_share
 
     handles, alive = relu_taps(model)
     try:
@@ -151,15 +151,15 @@ def validation_diagnostics(model, dd, p) -> dict:
 
 
 def run_one(model_name: str, seed: int, variant: str, out: Path, device: str, diag_every: int, params: dict, protocol: dict, verbose: bool = False) -> dict:
-    from ssl_bench.device_data import accuracy, predict, to_device
     from ssl_bench.method import MethodContext, Progress
+    from ssl_bench.run.device_data import accuracy, predict, to_device
+    from ssl_bench.run.distributed import World
+    from ssl_bench.run.health import COLLAPSE_SHARE
+    from ssl_bench.run.preparation import init_model, prepare, torch_threads
+    from ssl_bench.run.streams import next_batch, protocol_streams
+    from ssl_bench.run.training import set_lr
     from ssl_bench.seeding import derive_seed, make_generator
-    from ssl_bench.preparation import init_model, prepare, torch_threads
-    from ssl_bench.streams import next_batch, protocol_streams
-    from ssl_bench.training import set_lr
-    from ssl_bench.distributed import World
     from ssl_bench.views import make_views
-    from ssl_bench.health import COLLAPSE_SHARE
 
     resolved = build(model_name, seed, variant, device, params, protocol)
     p, info, dev = resolved.protocol, resolved.info, resolved.device

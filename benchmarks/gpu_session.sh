@@ -14,7 +14,7 @@
 #            RUNS_PER_GPU (a pool of long-lived workers) with eager fp32, eager bf16, compiled bf16 and
 #            eager bf16 with dninv's JVP form; accuracies per method, GPU utilization sampled by nvidia-smi, peak memory per run
 #                                                                                -> grid.md, gpu-util-*.csv
-#   compiled entmin, dninv and dninv_jvp steps compiled (ssl_bench.compiled, CUDA graphs) per COMPILE_MODELS at
+#   compiled entmin, dninv and dninv_jvp steps compiled (ssl_bench.run.compiled, CUDA graphs) per COMPILE_MODELS at
 #            COMPILE_BATCH and COMPILE_PRECISION; compile time in the table     -> bench-compiled.{json,md}
 #   profile  torch.profiler top kernels of the dninv step (PROFILE_MODEL, PROFILE_BATCH; PROFILES)
 #                                                                                -> profile-*.txt

@@ -21,7 +21,7 @@ import torch
 
 from ssl_bench.inversion import reconstruct
 from ssl_bench.models import create_model
-from ssl_bench.precision import autocast
+from ssl_bench.run.precision import autocast
 
 
 def digits_batch(size: int, channels: int, n: int = 160) -> torch.Tensor:
@@ -49,7 +49,7 @@ def xhat_errors(device: torch.device) -> list[str]:
 
 def runs(args) -> list[str]:
     from ssl_bench.protocol import RunSpec, resolve
-    from ssl_bench.training import train
+    from ssl_bench.run.training import train
 
     out = Path(args.out or tempfile.mkdtemp(prefix="precision-study-"))
     options = {"size": args.size} if args.size != 8 else {}

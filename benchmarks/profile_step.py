@@ -2,7 +2,7 @@
 
     python benchmarks/profile_step.py --model smallcnn --method dninv --batch 80,80 --precision fp32 --mode eager
 
-Builds the step as bench_step.py does (ssl_bench.compiled: eager or compiled), runs it `--warmup` times,
+Builds the step as bench_step.py does (ssl_bench.run.compiled: eager or compiled), runs it `--warmup` times,
 then profiles `--steps` steps and prints the `--top` operators and kernels by self time on the device
 (CUDA time on a GPU, CPU time otherwise), as a markdown-friendly table.
 """

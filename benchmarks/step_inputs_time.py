@@ -1,5 +1,5 @@
 """Host time a compiled step spends collecting its inputs: walking the modules every step (as until
-2026-11-28) against reading the (module, attribute) pairs found once per run (`ssl_bench.compiled`).
+2026-11-28) against reading the (module, attribute) pairs found once per run (`ssl_bench.run.compiled`).
 
     .venv/bin/python benchmarks/step_inputs_time.py [MODELS]
 
@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from ssl_bench import compiled
 from ssl_bench.method import MethodContext, load_method
 from ssl_bench.models import create_model
+from ssl_bench.run import compiled
 
 MODELS = "smallcnn,largecnn,resnet2_32,resnet3_16,timm:resnet18"
 REPEATS = 2000

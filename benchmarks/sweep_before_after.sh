@@ -12,7 +12,9 @@ before=$1 repeats=$2; shift 2
 PY=${PY:-$(pwd)/.venv/bin/python}
 tmp=$(mktemp -d)
 git worktree add -q "$tmp/tree" "$before"
-mkdir "$tmp/shim" && ln -s "$tmp/tree/ssl_bench" "$tmp/shim/ssl_bench" && ln -s "$tmp/tree/plugins" "$tmp/shim/ssl_bench_plugins"
+plugins=ssl_bench_plugins; [ -d "$tmp/tree/$plugins" ] || plugins=plugins  # the folder's name before 2026-12-04
+mkdir "$tmp/shim" && ln -s "$tmp/tree/ssl_bench" "$tmp/shim/ssl_bench" \
+  && ln -s "$tmp/tree/$plugins" "$tmp/shim/ssl_bench_plugins"
 trap 'git worktree remove --force "$tmp/tree"; rm -rf "$tmp"' EXIT
 run() {  # run LABEL PYTHONPATH REPEAT SWEEP OPTIONS…
   local label=$1 path=$2 out="$tmp/runs-$1-$3" start end

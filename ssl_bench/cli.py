@@ -22,13 +22,13 @@ from ssl_bench.config import (
     parse_int,
     parse_option_values,
 )
-from ssl_bench.distributed import world_from_env
 from ssl_bench.errors import UserError
-from ssl_bench.health import HINT, flag_of
 from ssl_bench.interrupts import Interrupted, sigterm_raises
 from ssl_bench.protocol import ProtocolConfig
-from ssl_bench.reconstruct import reconstruct_command
-from ssl_bench.report import report as report_command
+from ssl_bench.reporting.reconstruct import reconstruct_command
+from ssl_bench.reporting.report import report as report_command
+from ssl_bench.run.distributed import world_from_env
+from ssl_bench.run.health import HINT, flag_of
 
 
 class Group(click.Group):
@@ -102,8 +102,8 @@ def run_options(f, required: bool = True):
 
 
 def cluster_options(f):
-    """`sweep`'s executor and, for a cluster, how its jobs are submitted (ssl_bench.slurm)."""
-    from ssl_bench.slurm import EXECUTORS
+    """`sweep`'s executor and, for a cluster, how its jobs are submitted (ssl_bench.sweeps.slurm)."""
+    from ssl_bench.sweeps.slurm import EXECUTORS
 
     options = [
         click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True, help="Where runs train: local (processes here, --workers), "
@@ -128,7 +128,7 @@ SLURM_FLAGS = ("partition", "time_min", "gpus_per_job", "cpus_per_job", "array_p
 
 def slurm_options(kw: dict, workers_given: bool):
     """The `SlurmOptions` of `--executor slurm` / `submitit-local`, or None for the local pool."""
-    from ssl_bench.slurm import SlurmOptions, check_cluster, parse_sbatch
+    from ssl_bench.sweeps.slurm import SlurmOptions, check_cluster, parse_sbatch
 
     ctx = click.get_current_context()
     given = [name for name in SLURM_FLAGS if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
@@ -210,7 +210,7 @@ def run(method: str, seed: int, params: tuple[str, ...], force: bool, restart: b
         ssl-bench run --method supervised --dataset digits --labels 50 --seed 1 --steps 300
     """
     from ssl_bench.protocol import RunSpec, resolve
-    from ssl_bench.training import train
+    from ssl_bench.run.training import train
 
     check_output_folder(kw["out"])
     spec = RunSpec(method=method, seed=seed, params=parse_assignments(params, "-p"), **model_dataset_kwargs(kw))
@@ -249,7 +249,7 @@ def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tupl
         ssl-bench sweep examples/grids/digits.toml --workers 2
     """
     from ssl_bench.catalog import format_table
-    from ssl_bench.sweep import run_sweep, summary_rows
+    from ssl_bench.sweeps.sweep import run_sweep, summary_rows
 
     check_output_folder(kw["out"])
     ctx = click.get_current_context()
@@ -276,7 +276,7 @@ def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tupl
 
 
 def gpu_workers(runs_per_gpu: int, workers_given: bool, device: str, local: bool) -> int:
-    """`--runs-per-gpu K`: K workers per visible GPU (ssl_bench.sweep spreads them evenly)."""
+    """`--runs-per-gpu K`: K workers per visible GPU (ssl_bench.sweeps.sweep spreads them evenly)."""
     import torch
 
     if not local:
@@ -290,8 +290,8 @@ def gpu_workers(runs_per_gpu: int, workers_given: bool, device: str, local: bool
 
 def grid_specs(grid: str | None, methods: str | None, seeds: str | None, params: tuple[str, ...], kw: dict) -> list:
     """The runs of a sweep from its grid file and options (`sweep` and `status` take the same)."""
-    from ssl_bench.grid import Grid, load_grid_file, parse_method_params
     from ssl_bench.method import method_names
+    from ssl_bench.sweeps.grid import Grid, load_grid_file, parse_method_params
 
     ctx = click.get_current_context()
     given = {name for name in kw if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
@@ -414,7 +414,7 @@ def status(runs_dir: str, grid: str | None, methods: str | None, seeds: str | No
     """
     from ssl_bench.catalog import format_table
     from ssl_bench.protocol import resolve
-    from ssl_bench.status import status as run_status, totals
+    from ssl_bench.sweeps.status import status as run_status, totals
 
     ctx = click.get_current_context()
     sweep_given = grid or any(ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE for n in ("methods", "seeds", "dataset", "labels", "params"))

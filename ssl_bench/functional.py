@@ -1,4 +1,4 @@
-"""Whether a method's loss runs inside the compiled step's `torch.func` transforms (ssl_bench.compiled).
+"""Whether a method's loss runs inside the compiled step's `torch.func` transforms (ssl_bench.run.compiled).
 
 There, the derivatives a loss takes itself (dninv's x̂ = (∂f/∂x)ᵀ f(x), VAT's power iteration) are written
 with `torch.func` (`vjp`, `jvp`, `grad`): `torch.autograd.grad` does not run inside `torch.func.grad` and

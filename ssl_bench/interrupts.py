@@ -1,7 +1,7 @@
 """Stopping cleanly: Ctrl-C (SIGINT) and SIGTERM are one kind of request, answered at a step boundary.
 
 During training a signal only sets a flag (`StopRequests`); the loop sees it after the current step,
-saves the run's state (ssl_bench.runstate) and raises `Interrupted`, which the CLI prints as one line
+saves the run's state (ssl_bench.run.runstate) and raises `Interrupted`, which the CLI prints as one line
 with exit code 128 + signal (130 for Ctrl-C, 143 for SIGTERM). Outside the loop SIGTERM raises
 `Interrupted` at once, as Ctrl-C raises `KeyboardInterrupt`. A sweep's worker processes also stop when
 their parent dies (`exit_with_parent`), so no run trains on unattended.

@@ -153,7 +153,7 @@ class SSLMethod:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The method's own training state beyond its generator (e.g. an EMA of weights), saved with the
-        run's state so that a resumed run goes on exactly (ssl_bench.runstate); tensors and plain values."""
+        run's state so that a resumed run goes on exactly (ssl_bench.run.runstate); tensors and plain values."""
         return {}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:

@@ -1,10 +1,10 @@
 """The training protocol (README, "The protocol"): what a run is (`RunSpec`), checked and completed
 (`resolve`), and the protocol every method of a comparison shares (`ProtocolConfig`). The loop itself is
-ssl_bench.training.
+ssl_bench.run.training.
 
 For one seed, the split, the initial weights and the sequence of labeled / unlabeled batch indices come
 from their own seeded streams, so they do not depend on the method; a method's randomness draws from
-the method's own generator. The protocol fingerprint (ssl_bench.training) covers all of that and not the method.
+the method's own generator. The protocol fingerprint (ssl_bench.run.training) covers all of that and not the method.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from ssl_bench.config import Range, build_config, check_fields, setting, to_json
 from ssl_bench.data import get_dataset
 from ssl_bench.data.splits import check_labels
 from ssl_bench.data.registry import DatasetInfo
-from ssl_bench.distributed import check_divides, world_from_env
+from ssl_bench.run.distributed import check_divides, world_from_env
 from ssl_bench.errors import UserError
 from ssl_bench.method import SSLMethod, load_method
 from ssl_bench.models.registry import check_model
-from ssl_bench.precision import PRECISIONS
+from ssl_bench.run.precision import PRECISIONS
 
 Count = Annotated[int, Range(1)]  # a whole number >= 1
 NonNegative = Annotated[float, Range(0, finite=True)]
@@ -61,7 +61,7 @@ class ProtocolConfig:
     eval_batch: Count = setting(1024, "Samples per evaluation forward pass", cli=False)
     collapse_patience: Annotated[float, Range(0, 1)] = setting(
         0.25,
-        "Stop a run collapsed (one predicted class) for this fraction of the budget; 0 = never (ssl_bench.health)",
+        "Stop a run collapsed (one predicted class) for this fraction of the budget; 0 = never (ssl_bench.run.health)",
         cli=False,
     )
     seed: int = setting(0, "Seeds every stream: split, init, batch order, method, dropout", cli=False)
@@ -149,7 +149,7 @@ class Resolved:
     protocol: ProtocolConfig
     val_size: int
     device: torch.device
-    world_size: int = 1  # processes of one data-parallel run (torchrun; ssl_bench.distributed)
+    world_size: int = 1  # processes of one data-parallel run (torchrun; ssl_bench.run.distributed)
 
     def as_json(self) -> dict[str, Any]:
         world = {"world_size": self.world_size} if self.world_size > 1 else {}  # one process: as before processes counted

@@ -17,7 +17,8 @@ import sys
 
 import torch
 
-from ssl_bench import records, runstate
+from ssl_bench import records
+from ssl_bench.run import runstate
 
 
 def die() -> None:

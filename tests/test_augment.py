@@ -116,7 +116,7 @@ def test_strong_signal_changes_gain_and_masks():
 
 def test_protocol_augment_is_the_same_for_every_method_and_fingerprinted(tmp_path):
     from ssl_bench.protocol import RunSpec, resolve
-    from ssl_bench.training import train
+    from ssl_bench.run.training import train
 
     spec = lambda method, augment: RunSpec(method=method, dataset="digits", labels=50, steps=4, protocol={"eval_every": 4, "augment": augment}, device="cpu")
     plain = train(resolve(spec("supervised", "none")), tmp_path, show_progress=False)
@@ -129,8 +129,8 @@ def test_protocol_augment_is_the_same_for_every_method_and_fingerprinted(tmp_pat
 def test_the_global_batch_is_augmented_before_it_is_sliced():
     """--augment draws do not depend on the number of processes: two ranks' slices make the one-process batch."""
     from ssl_bench.augment import augment_image
-    from ssl_bench.distributed import World
-    from ssl_bench.streams import AugmentStream, IndexStream, next_batch
+    from ssl_bench.run.distributed import World
+    from ssl_bench.run.streams import AugmentStream, IndexStream, next_batch
 
     class Data:
         x_lb, y_lb, x_ulb = torch.randn(20, 1, 6, 6), torch.arange(20) % 10, torch.randn(40, 1, 6, 6)

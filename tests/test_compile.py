@@ -1,4 +1,4 @@
-"""Compiled training steps (`--compile`, ssl_bench.compiled) and the speed options of the CLI.
+"""Compiled training steps (`--compile`, ssl_bench.run.compiled) and the speed options of the CLI.
 
 Compiled and eager gradients agree for every registered method on `tinycnn` (a method that does not
 trace runs eager with exactly one warning line and then equals eager bit for bit). Most cases compile
@@ -22,12 +22,13 @@ from torch import nn
 from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.utils import counters
 
-from ssl_bench import compiled, records
+from ssl_bench import records
+from ssl_bench.run import compiled
 from ssl_bench.cli import cli
 from ssl_bench.method import Batch, Progress, SSLMethod, method_names
 from ssl_bench.models import create_model
 from ssl_bench.protocol import ProtocolConfig, RunSpec, protocol_fields, resolve
-from ssl_bench.training import train
+from ssl_bench.run.training import train
 from ssl_bench.views import make_views
 from tests import method_checks
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from ssl_bench import records, runstate
+from ssl_bench import records
 from ssl_bench.cli import cli
 from ssl_bench.protocol import RunSpec, resolve
+from ssl_bench.run import runstate
 from ssl_bench.runlock import run_lock
 from tests.conftest import ROOT
 

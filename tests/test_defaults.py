@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from ssl_bench.protocol import ProtocolConfig, RunSpec, resolve
-from ssl_bench.training import train
+from ssl_bench.run.training import train
 
 MNIST_SHAPED = {"size": 28}  # digits at 1×28×28
 SVHN_SHAPED = {"size": 32, "channels": 3}  # digits at 3×32×32 (SVHN and CIFAR-10)

@@ -1,4 +1,4 @@
-"""One run on several processes (ssl_bench.distributed), on CPU with the gloo backend: 2 ranks, each with
+"""One run on several processes (ssl_bench.run.distributed), on CPU with the gloo backend: 2 ranks, each with
 its slice of the global batch and the gradients averaged, give the full batch's gradients in one process
 for every method, and `torchrun` with `ssl-bench run` ends with the one-process weights."""
 
@@ -16,9 +16,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ssl_bench import records
-from ssl_bench.distributed import World
 from ssl_bench.method import Batch, Progress, method_names
 from ssl_bench.models import create_model
+from ssl_bench.run.distributed import World
 from tests import method_checks
 from tests.conftest import ROOT
 

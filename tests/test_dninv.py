@@ -290,7 +290,7 @@ def test_alpha_one_gives_bit_identical_supervised_gradients():
 
 def test_alpha_one_run_equals_supervised_run(tmp_path):
     from ssl_bench.protocol import RunSpec, resolve
-    from ssl_bench.training import train
+    from ssl_bench.run.training import train
 
     common = dict(dataset="digits", labels=50, steps=6, protocol={"eval_every": 3}, device="cpu")
     sup = train(resolve(RunSpec(method="supervised", **common)), tmp_path, show_progress=False)
@@ -343,7 +343,7 @@ def test_alpha_zero_ignores_labels_and_trains():
 
 def test_alpha_zero_run_completes(tmp_path):
     from ssl_bench.protocol import RunSpec, resolve
-    from ssl_bench.training import train
+    from ssl_bench.run.training import train
 
     spec = RunSpec(method="dninv", dataset="digits", labels=50, steps=4, params={"alpha": "0"}, protocol={"eval_every": 2}, device="cpu")
     result = train(resolve(spec), tmp_path, show_progress=False)

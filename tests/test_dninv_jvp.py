@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from ssl_bench import compiled, inversion
+from ssl_bench import inversion
 from ssl_bench.cli import cli
 from ssl_bench.config import build_config, to_jsonable
 from ssl_bench.errors import UserError
@@ -27,6 +27,7 @@ from ssl_bench.inversion import (
 from ssl_bench.method import Batch, Progress
 from ssl_bench.models import create_model
 from ssl_bench.protocol import RunSpec, resolve
+from ssl_bench.run import compiled
 from tests.method_checks import make_method
 from tests.test_dninv import explicit_inverse, reference_loss, tiny_net
 

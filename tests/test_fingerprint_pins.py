@@ -7,7 +7,7 @@ import torch
 
 from ssl_bench import records
 from ssl_bench.protocol import RunSpec, resolve
-from ssl_bench.identity import protocol_components
+from ssl_bench.run.identity import protocol_components
 
 SPECS = {
     "digits-defaults": RunSpec(method="dninv", dataset="digits", labels=50, device="cpu"),

@@ -1,4 +1,4 @@
-"""FixMatch (plugins/fixmatch.py) against independent computations.
+"""FixMatch (ssl_bench_plugins/fixmatch.py) against independent computations.
 
 The views are pinned (built here, not by the harness). The loss is recomputed by hand in float64 with the
 method's own concatenated forward over [labeled, weak, strong] (what the paper does; it matters only with

@@ -1,4 +1,4 @@
-"""Collapse and divergence (ssl_bench.health): caught in real runs, flagged in records, sweeps and reports;
+"""Collapse and divergence (ssl_bench.run.health): caught in real runs, flagged in records, sweeps and reports;
 a slow learner that starts at chance is not stopped."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import torch
 from click.testing import CliRunner
 
 import ssl_bench.protocol as protocol
-import ssl_bench.training as training
+import ssl_bench.run.training as training
 from ssl_bench import records
 from ssl_bench.cli import cli
-from ssl_bench.health import HealthMonitor, flag_of, top_class_share
+from ssl_bench.run.health import HealthMonitor, flag_of, top_class_share
 
 DIGITS = ["--dataset", "digits", "--labels", "50", "--quiet"]
 
@@ -119,7 +119,7 @@ def test_a_short_patience_stops_the_same_slow_learner(tmp_path, slow_start):
 
 
 def test_sweep_lists_flagged_runs_and_report_counts_them(tmp_path):
-    from ssl_bench.report import build_report
+    from ssl_bench.reporting.report import build_report
 
     base = ["sweep", "--methods", "supervised", "--dataset", "digits", "--labels", "50", "--steps", "200", "--quiet", "--out", str(tmp_path)]
     healthy = CliRunner().invoke(cli, [*base, "--seeds", "0,1"])

@@ -18,6 +18,10 @@ from pathlib import Path
 PACKAGE = "ssl_bench"
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = "ssl_bench_plugins"  # the built-in methods: found through the method registry, never imported
+# The layers, top down; every other module (the top level of the package, data/, models/) is below them all.
+LAYERS = ("ssl_bench.cli", "ssl_bench.sweeps", "ssl_bench.reporting", "ssl_bench.run")
+# Imports that point up, by name: the protocol checks its precision and world size with the run's definitions.
+UPWARD = {("ssl_bench.protocol", "ssl_bench.run.distributed"), ("ssl_bench.protocol", "ssl_bench.run.precision")}
 
 
 def module_files() -> dict[str, Path]:
@@ -120,9 +124,10 @@ def shortest_circle(graph: dict[str, set[str]], part: list[str]) -> list[str]:
 def test_the_graph_is_read():
     graph = import_graph()
     assert "ssl_bench.data.registry" in graph["ssl_bench.data"]  # a package importing its own module
-    assert "ssl_bench.records" in graph["ssl_bench.sweep"]  # from ssl_bench import records
-    assert "ssl_bench.data" in graph["ssl_bench.preparation"]  # from ssl_bench.data import …
-    assert "ssl_bench.runlock" in graph["ssl_bench.slurm"]
+    assert "ssl_bench.records" in graph["ssl_bench.sweeps.sweep"]  # from ssl_bench import records
+    assert "ssl_bench.data" in graph["ssl_bench.run.preparation"]  # from ssl_bench.data import …
+    assert "ssl_bench.runlock" in graph["ssl_bench.sweeps.slurm"]
+    assert "ssl_bench.run.training" in graph["ssl_bench.sweeps.sweep_run"]  # sub-packages are read too
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
     assert circles({"a": {"b"}, "b": set()}) == []
 
@@ -130,6 +135,18 @@ def test_the_graph_is_read():
 def test_no_import_circles():
     found = circles(import_graph())
     assert not found, "import circles: " + "; ".join(" -> ".join(c) for c in found)
+
+
+def layer(module: str) -> int:
+    """The index of `module`'s layer in LAYERS (0 is the top); below them all: len(LAYERS)."""
+    return next((i for i, top in enumerate(LAYERS) if module == top or module.startswith(top + ".")), len(LAYERS))
+
+
+def test_layers_point_down():
+    graph = import_graph()
+    up = sorted(f"{m} -> {t}" for m, ts in graph.items() for t in ts
+                if t in graph and layer(t) < layer(m) and (m, t) not in UPWARD)
+    assert not up, f"imports that point up the layers {' > '.join(LAYERS)} > the rest: {up}"
 
 
 def test_no_module_of_the_package_imports_the_plugins():

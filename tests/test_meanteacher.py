@@ -1,4 +1,4 @@
-"""Mean Teacher (plugins/meanteacher.py) against independent computations.
+"""Mean Teacher (ssl_bench_plugins/meanteacher.py) against independent computations.
 
 The regression guarded here (docs/design.md §2): a Mean Teacher whose consistency loss is identically zero
 because the teacher is the student and both see the same input (USB). Here the term is non-zero as soon
@@ -191,7 +191,7 @@ def test_state_dict_restores_the_teacher_exactly():
     buffer = io.BytesIO()
     torch.save(method.state_dict(), buffer)
     buffer.seek(0)
-    state = torch.load(buffer, weights_only=True)  # as ssl_bench.runstate reads it
+    state = torch.load(buffer, weights_only=True)  # as ssl_bench.run.runstate reads it
 
     fresh = make_method(decay=0.6)
     other = bn_model()

@@ -168,7 +168,7 @@ def test_pimodel_consistency_is_mse_of_softmaxes():
 @pytest.mark.parametrize("name", METHODS)
 def test_same_seed_same_result(name, tmp_path):
     from ssl_bench.protocol import RunSpec, resolve
-    from ssl_bench.training import train
+    from ssl_bench.run.training import train
 
     spec = RunSpec(method=name, dataset="digits", labels=50, steps=15, protocol={"eval_every": 5}, device="cpu")
     a = train(resolve(spec), tmp_path / "a", show_progress=False)

@@ -1,4 +1,4 @@
-"""MixMatch (plugins/mixmatch.py) against independent computations: sharpening and MixUp by hand, the
+"""MixMatch (ssl_bench_plugins/mixmatch.py) against independent computations: sharpening and MixUp by hand, the
 Beta sampler's distribution, the label guess over K draws, the whole loss with its views pinned and its
 generator replayed, and where its gradient flows."""
 

@@ -1,4 +1,4 @@
-"""Π-model (plugins/pimodel.py) against independent computations.
+"""Π-model (ssl_bench_plugins/pimodel.py) against independent computations.
 
 Its two stochastic passes read the declared view `x`: two weak draws of labeled + unlabeled inputs, made by
 the harness (ssl_bench.views) from the method's generator, so that the step itself draws nothing and

@@ -1,4 +1,4 @@
-"""`--precision bf16` (ssl_bench.precision): autocast of the training step, on CPU here.
+"""`--precision bf16` (ssl_bench.run.precision): autocast of the training step, on CPU here.
 
 fp32 is exactly the step without autocast. Under bf16 every method's step runs, its parameter gradients
 stay float32 and point where fp32's do, and dninv's x̂ is within a few percent of fp32's (measured in
@@ -11,11 +11,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssl_bench import compiled
 from ssl_bench.inversion import reconstruct
 from ssl_bench.method import Batch, Progress, method_names
 from ssl_bench.models import create_model
-from ssl_bench.precision import autocast
+from ssl_bench.run import compiled
+from ssl_bench.run.precision import autocast
 from ssl_bench.views import make_views
 from tests import method_checks
 

@@ -12,9 +12,9 @@ import torch
 
 from ssl_bench import records
 from ssl_bench.errors import UserError
-from ssl_bench.streams import IndexStream
+from ssl_bench.run.streams import IndexStream
 from ssl_bench.protocol import RunSpec, resolve
-from ssl_bench.training import NonFiniteLoss, train
+from ssl_bench.run.training import NonFiniteLoss, train
 
 
 def spec(**kw) -> RunSpec:
@@ -195,7 +195,7 @@ def test_torn_metrics_line_is_ignored(tmp_path):
 
 def test_normalization_uses_training_split_only():
     from ssl_bench.data import get_dataset, make_split
-    from ssl_bench.device_data import to_device
+    from ssl_bench.run.device_data import to_device
 
     data = get_dataset("digits").load()
     split = make_split(data.y_train, labels=50, val_size=300, num_classes=10, seed=0)

@@ -20,8 +20,13 @@ from ssl_bench.data import get_dataset
 from ssl_bench.errors import UserError
 from ssl_bench.models import create_model
 from ssl_bench.protocol import RunSpec, resolve
-from ssl_bench.training import train
-from ssl_bench.reconstruct import Reconstruction, reconstruction_figure, run_reconstruction, save_reconstruction_figure
+from ssl_bench.run.training import train
+from ssl_bench.reporting.reconstruct import (
+    Reconstruction,
+    reconstruction_figure,
+    run_reconstruction,
+    save_reconstruction_figure,
+)
 
 
 def short_run(root, method="dninv", dataset="digits", labels=50, **kw):

@@ -11,7 +11,7 @@ import math
 
 from ssl_bench import records
 from ssl_bench.protocol import RunSpec, resolve
-from ssl_bench.training import train
+from ssl_bench.run.training import train
 
 
 def strict_loads(text: str):

@@ -252,15 +252,15 @@ def test_collapsed_and_diverged_runs_count_against_their_method(tmp_path, monkey
 
     # no reconstruction is drawn from a collapsed or diverged run
     calls = []
-    monkeypatch.setitem(sys.modules, "ssl_bench.reconstruct", types.SimpleNamespace(save_reconstruction_figure=lambda *a, **k: calls.append(a)))
+    monkeypatch.setitem(sys.modules, "ssl_bench.reporting.reconstruct", types.SimpleNamespace(save_reconstruction_figure=lambda *a, **k: calls.append(a)))
     assert report(root, "--out", tmp_path / "with-figures").exit_code == 0
     assert calls == [] and "P1 dninv: no reconstruction figure (every run collapsed or diverged)." in (tmp_path / "with-figures" / "report.md").read_text()
 
 
 def test_heatmap_grid_and_learning_curve_numbers(runs):
-    from ssl_bench.report_groups import make_groups
-    from ssl_bench.report_runs import collect
-    from ssl_bench.report_figures import heatmap_grids, mean_curve
+    from ssl_bench.reporting.groups import make_groups
+    from ssl_bench.reporting.runs import collect
+    from ssl_bench.reporting.figures import heatmap_grids, mean_curve
 
     (group,), warnings = make_groups(collect([runs])[0], "supervised")
     assert warnings == []
@@ -364,7 +364,7 @@ def test_reconstruction_figures_or_a_note(runs, tmp_path, monkeypatch):
         Path(out).write_bytes(PNG_1X1)
         return Path(out)
 
-    monkeypatch.setitem(sys.modules, "ssl_bench.reconstruct", types.SimpleNamespace(save_reconstruction_figure=save_reconstruction_figure))
+    monkeypatch.setitem(sys.modules, "ssl_bench.reporting.reconstruct", types.SimpleNamespace(save_reconstruction_figure=save_reconstruction_figure))
     out = tmp_path / "with"
     assert report(runs, "--out", out).exit_code == 0
     md = (out / "report.md").read_text()
@@ -373,9 +373,9 @@ def test_reconstruction_figures_or_a_note(runs, tmp_path, monkeypatch):
     assert "no reconstruction figure (RuntimeError: cannot draw this one)" in md
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', (out / "report.html").read_text())) == 2 + 3
 
-    monkeypatch.setitem(sys.modules, "ssl_bench.reconstruct", None)  # the module is missing
+    monkeypatch.setitem(sys.modules, "ssl_bench.reporting.reconstruct", None)  # the module is missing
     assert report(runs, "--out", tmp_path / "without").exit_code == 0
-    assert "Reconstruction figures are unavailable: cannot import `ssl_bench.reconstruct`" in (tmp_path / "without" / "report.md").read_text()
+    assert "Reconstruction figures are unavailable: cannot import `ssl_bench.reporting.reconstruct`" in (tmp_path / "without" / "report.md").read_text()
 
 
 def test_paper_numbers_and_u_models_are_labelled(tmp_path):
@@ -393,7 +393,7 @@ def test_paper_numbers_and_u_models_are_labelled(tmp_path):
 
 def test_end_to_end_report_of_two_real_runs(tmp_path):
     from ssl_bench.protocol import RunSpec, resolve
-    from ssl_bench.training import train
+    from ssl_bench.run.training import train
 
     results = [
         train(resolve(RunSpec(method="supervised", dataset="digits", labels=50, steps=20, seed=seed, protocol={"eval_every": 10}, device="cpu")), tmp_path / "runs", show_progress=False)
@@ -411,7 +411,7 @@ def test_end_to_end_report_of_two_real_runs(tmp_path):
 
 
 def test_differences_are_signed_without_a_negative_zero():
-    from ssl_bench.stats import Diff
+    from ssl_bench.reporting.stats import Diff
 
     assert str(Diff(-0.001, None, 1)) == "+0.00 (n=1, no CI)"
     assert str(Diff(-1.234, 0.5, 2)) == "-1.23 [-1.73, -0.73] (n=2)"
@@ -450,7 +450,7 @@ def test_results_csv_has_one_flattened_row_per_complete_run(runs, tmp_path):
 
 
 def test_the_protocol_line_always_says_the_augmentation():
-    from ssl_bench.report import describe_protocol
+    from ssl_bench.reporting.report import describe_protocol
 
     key = {"model": "tinycnn", "val_size": 300, "protocol": {"steps": 600}}
     assert describe_protocol(key).endswith("steps=600, augment=none")  # recorded only when not none

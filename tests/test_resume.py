@@ -21,8 +21,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ssl_bench import records, runstate
+from ssl_bench import records
 from ssl_bench.cli import cli
+from ssl_bench.run import runstate
 from tests.conftest import ROOT
 
 ARGS = [

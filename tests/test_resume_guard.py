@@ -18,8 +18,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ssl_bench import records, runstate, training
+from ssl_bench import records
 from ssl_bench.cli import cli
+from ssl_bench.run import runstate, training
 
 BASE = [
     "run", "--method", "pimodel", "--dataset", "digits", "--labels", "50", "-m", "dropout=0.3",

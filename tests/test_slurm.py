@@ -1,4 +1,4 @@
-"""Cluster sweeps through submitit (ssl_bench.slurm), without SLURM: submitit's LocalExecutor runs the
+"""Cluster sweeps through submitit (ssl_bench.sweeps.slurm), without SLURM: submitit's LocalExecutor runs the
 same pickled jobs as processes here (`--executor submitit-local`), and a fake `sbatch` shows the job
 array that `--executor slurm` submits.
 
@@ -23,9 +23,11 @@ from click.testing import CliRunner
 
 pytest.importorskip("submitit")
 
-from ssl_bench import records, runstate, slurm  # noqa: E402
+from ssl_bench import records  # noqa: E402
 from ssl_bench.cli import cli  # noqa: E402
 from ssl_bench.protocol import RunSpec  # noqa: E402
+from ssl_bench.run import runstate  # noqa: E402
+from ssl_bench.sweeps import slurm  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 GRID = ["--methods", "supervised,entmin", "--seeds", "0", "--dataset", "digits", "--labels", "50", "--steps", "60", "--eval-every", "20", "--state-every", "10"]

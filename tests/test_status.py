@@ -1,12 +1,13 @@
-"""`ssl-bench status`: counts per group from the run folders alone (ssl_bench.status)."""
+"""`ssl-bench status`: counts per group from the run folders alone (ssl_bench.sweeps.status)."""
 
 from __future__ import annotations
 
 from click.testing import CliRunner
 
-from ssl_bench import records, runstate
+from ssl_bench import records
 from ssl_bench.cli import cli
 from ssl_bench.protocol import RunSpec, resolve
+from ssl_bench.run import runstate
 from ssl_bench.runlock import is_locked, run_lock
 
 FLAGS = ["--methods", "supervised,entmin", "--seeds", "0,1,2,3", "--dataset", "digits", "--labels", "50", "--steps", "30"]

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from ssl_bench import records
 from ssl_bench.cli import cli
 from ssl_bench.errors import UserError
-from ssl_bench.grid import Grid, load_grid_file
-from ssl_bench.sweep import run_sweep
+from ssl_bench.sweeps.grid import Grid, load_grid_file
+from ssl_bench.sweeps.sweep import run_sweep
 from tests.conftest import ROOT
 
 SWEEP = ["sweep", "--dataset", "digits", "--labels", "50", "--steps", "10", "--eval-every", "5", "--quiet"]
@@ -140,7 +140,7 @@ def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch
     assert retried.exit_code == 0, retried.output
     assert all(records.is_complete(p) and records.failure(p) is None for p in failed)
     # the report counts a failed run as diverged (without accuracy), with its error
-    from ssl_bench.report_runs import collect
+    from ssl_bench.reporting.runs import collect
 
     (failed[0] / "result.json").unlink()
     records.write_json(failed[0] / "failed.json", {"error": "non-finite loss at step 3 of entmin: x", "step": 3})

@@ -1,4 +1,4 @@
-"""Live tracking (`--log tensorboard`, ssl_bench.tracking): the metrics rows as TensorBoard scalars, also
+"""Live tracking (`--log tensorboard`, ssl_bench.run.tracking): the metrics rows as TensorBoard scalars, also
 across a kill and resume (the killed session's events past the resumed step are purged)."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def test_a_session_resumed_in_the_same_second_shows_each_step_once(tmp_path, mon
     it was opened, then host and pid: a session resumed in the same second as the killed one, by a process
     whose pid sorts first, got a name that sorted first, and TensorBoard showed [30, 45, 60, 15, 30]. Here
     every session opens its file in one second, each with a pid that sorts before the previous one's."""
-    from ssl_bench.tracking import TensorBoardTracker
+    from ssl_bench.run.tracking import TensorBoardTracker
 
     clock = itertools.count()
     monkeypatch.setattr(time, "time", lambda: 1_800_000_000 + next(clock) * 1e-6)  # all in one second

@@ -1,4 +1,4 @@
-"""UDA (plugins/uda.py) against independent computations.
+"""UDA (ssl_bench_plugins/uda.py) against independent computations.
 
 The strong view is pinned (built here, not by the harness); the "original" is `batch.x_ulb`. The loss is
 recomputed by hand in float64 with the method's own concatenated forward over [labeled, original, strong]
@@ -264,7 +264,7 @@ def test_the_unlabeled_batch_changes_the_gradient_once_predictions_pass_beta():
 def test_tsa_compiles_once_for_the_whole_run(monkeypatch):
     """Compiled (`--compile`), Progress.step is symbolic: TSA's threshold must stay a symbolic expression of it
     (math.exp would specialize it, recompile at every step and fail the run at Dynamo's limit of 8)."""
-    from ssl_bench import compiled
+    from ssl_bench.run import compiled
 
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")  # the same tracing as inductor, without code generation
     model, batch = tiny_batch()

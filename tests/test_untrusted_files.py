@@ -1,7 +1,7 @@
 """No loader that runs code from a file is reachable from ssl-bench's code (docs/errors.md, "Untrusted files").
 
 Configs, grids, records, checkpoints and data files are things people download and share. This test reads
-every module of `ssl_bench/` and `plugins/` (their syntax trees, so comments and docstrings do not count
+every module of `ssl_bench/` and `ssl_bench_plugins/` (their syntax trees, so comments and docstrings do not count
 and a call split over lines does) and refuses:
 - `yaml.load` / `load_all` without a safe `Loader`, `yaml.unsafe_load` / `full_load`, `ruamel.yaml.load`, a
   `YAML(…)` without `typ="safe"`, and importing those loaders by name;
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCANNED = ("ssl_bench", "plugins")
+SCANNED = ("ssl_bench", "ssl_bench_plugins")
 # The only exception, by file and name: the CIFAR unpickler whose find_class allows numpy arrays only.
 ALLOWED_UNPICKLERS = {("ssl_bench/data/vision.py", "_ArrayUnpickler")}
 

@@ -1,4 +1,4 @@
-"""A sweep's worker pool (ssl_bench.workers): long-lived processes pinned to their devices.
+"""A sweep's worker pool (ssl_bench.sweeps.workers): long-lived processes pinned to their devices.
 
 Stopping (Ctrl-C, SIGTERM, a killed parent) is tested end to end in tests/test_concurrency.py; that a
 run's records do not depend on the worker that trained it, in tests/test_sweep.py.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ssl_bench import workers
+from ssl_bench.sweeps import workers
 
 
 def record_device(path: str, device: str) -> None:

@@ -12,13 +12,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ssl_bench import compiled
+from ssl_bench.run import compiled
 from ssl_bench.data import DataArrays, Split, default_data_dir, make_split
-from ssl_bench.distributed import World
 from ssl_bench.errors import UserError
 from ssl_bench.method import MethodContext, SSLMethod
 from ssl_bench.models import create_model
 from ssl_bench.protocol import Resolved
+from ssl_bench.run.distributed import World
 from ssl_bench.seeding import derive_seed, make_generator
 
 Warn = Callable[[str], None]
@@ -74,8 +74,8 @@ def make_optimizer(model: nn.Module, resolved: Resolved) -> torch.optim.Optimize
 def step_functions(
     resolved: Resolved, model: nn.Module, method: SSLMethod, optimizer: torch.optim.Optimizer, warn: Warn
 ) -> tuple[compiled.Step, Callable[[], None]]:
-    """`method.loss` → backward in the run's precision (ssl_bench.precision), and the optimizer's step,
-    each eager or compiled with `--compile` (ssl_bench.compiled; `warn` gets its fallback lines)."""
+    """`method.loss` → backward in the run's precision (ssl_bench.run.precision), and the optimizer's step,
+    each eager or compiled with `--compile` (ssl_bench.run.compiled; `warn` gets its fallback lines)."""
     p = resolved.protocol
     name = f"{resolved.model}/{resolved.spec.method}"  # in --compile's warning lines
     gradients = compiled.gradients(model, method, p.precision, p.compile, resolved.device, name, warn=warn)

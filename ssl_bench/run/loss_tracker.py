@@ -1,6 +1,6 @@
 """The running sums of the loss and its terms between evaluations, and the first step whose loss was not
 finite, kept on the device so that a training step costs no host sync (the loop reads them every
-`CHECK_EVERY` steps and at each evaluation; saved with the run state, ssl_bench.runstate).
+`CHECK_EVERY` steps and at each evaluation; saved with the run state, ssl_bench.run.runstate).
 """
 
 from __future__ import annotations

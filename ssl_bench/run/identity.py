@@ -3,7 +3,7 @@
 The split and init fingerprints hash the drawn split and the initial weights; the protocol fingerprint
 hashes what every method of a comparison shares for a seed (`protocol_components`), so that reports
 group runs by it (docs/reports.md) and a saved state is resumed only by its own run (docs/runs.md,
-ssl_bench.runstate.check). Changing what these hash orphans recorded run folders
+ssl_bench.run.runstate.check). Changing what these hash orphans recorded run folders
 (tests/test_fingerprint_pins.py).
 """
 
@@ -21,7 +21,7 @@ from ssl_bench.protocol import Resolved, protocol_fields
 
 def run_identity(resolved: Resolved, split: Split, model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
     """The run's fingerprints (recorded in result.json), the protocol they cover, the method and its
-    config: a state.pt must have been saved with the same to be resumed (ssl_bench.runstate.check).
+    config: a state.pt must have been saved with the same to be resumed (ssl_bench.run.runstate.check).
     `model` is the initial model."""
     split_fp, init_fp = split.fingerprint(resolved.info.name), records.state_fingerprint(model.state_dict())
     protocol = protocol_components(resolved, input_shape, split_fp, init_fp)

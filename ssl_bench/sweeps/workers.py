@@ -35,8 +35,8 @@ import torch
 from ssl_bench.errors import UserError
 from ssl_bench.interrupts import SIGNALS, Interrupted, exit_with_parent, sigterm_raises
 from ssl_bench.runlock import RunBusy
-from ssl_bench.runfolder import AlreadyComplete
-from ssl_bench.training import NonFiniteLoss
+from ssl_bench.run.runfolder import AlreadyComplete
+from ssl_bench.run.training import NonFiniteLoss
 
 STOP_TIMEOUT_S = 60.0  # seconds a stopping worker gets to save its state
 

@@ -17,8 +17,8 @@ there anyway):
 
 A flagged run still writes `result.json` (its accuracies, so nothing is hidden) with
 `health = {"status": "collapsed" | "diverged", "step": …, "detail": …}`; `sweep` lists it like a failure,
-and `report` counts it in its method's means at its measured accuracy and says so (ssl_bench.report).
-Healthy runs carry `{"status": "ok"}`.
+and `report` counts it in its method's means at its measured accuracy and says so
+(ssl_bench.reporting.report). Healthy runs carry `{"status": "ok"}`.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from torch import nn
 
 from ssl_bench.functional import functional_transforms
 from ssl_bench.method import Batch, Progress, SSLMethod
-from ssl_bench.precision import autocast
+from ssl_bench.run.precision import autocast
 
 BACKEND = "inductor"  # torch.compile's backend (tests use "aot_eager": the same tracing, no code generation)
 STEP_SOURCE = r".*\.step$"  # Progress.step is symbolic from the first compilation (else it is recompiled at step 1)

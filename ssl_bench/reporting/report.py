@@ -1,10 +1,10 @@
 """Reports (`ssl-bench report`): run folders → comparison groups → statistics → report.md, report.html, figures.
 
-The steps live in their own modules: reading and checking run folders (ssl_bench.report_runs), comparison
-groups and row labels (ssl_bench.report_groups: runs whose protocol fingerprints differ are never
-averaged together), statistics (ssl_bench.stats: mean ± sample std over seeds, paired differences to the
-baseline method with a 95 % Student-t interval), figures (ssl_bench.report_figures), Markdown/HTML
-(ssl_bench.report_render) and results.csv (ssl_bench.report_csv). This module assembles the document.
+The steps live in their own modules: reading and checking run folders (ssl_bench.reporting.runs), comparison
+groups and row labels (ssl_bench.reporting.groups: runs whose protocol fingerprints differ are never
+averaged together), statistics (ssl_bench.reporting.stats: mean ± sample std over seeds, paired differences to the
+baseline method with a 95 % Student-t interval), figures (ssl_bench.reporting.figures), Markdown/HTML
+(ssl_bench.reporting.render) and results.csv (ssl_bench.reporting.results_csv). This module assembles the document.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from typing import Any
 
 import click
 
-from ssl_bench import report_figures
+from ssl_bench.reporting import figures
 from ssl_bench.config import check_output_folder
 from ssl_bench.errors import UserError
 from ssl_bench.protocol import LATER_FIELDS
-from ssl_bench.report_csv import write_results_csv
-from ssl_bench.report_groups import Group, Row, describe_section, is_u_model, make_groups
-from ssl_bench.report_render import markdown, to_html
-from ssl_bench.report_runs import Run, Skipped, collect
-from ssl_bench.stats import paired_difference, summarize
+from ssl_bench.reporting.results_csv import write_results_csv
+from ssl_bench.reporting.groups import Group, Row, describe_section, is_u_model, make_groups
+from ssl_bench.reporting.render import markdown, to_html
+from ssl_bench.reporting.runs import Run, Skipped, collect
+from ssl_bench.reporting.stats import paired_difference, summarize
 
 ACCURACIES = (  # result key, column title; the per-recording ones only where runs have them (bird10)
     ("test_acc", "test acc @ best val (%)"),
@@ -200,7 +200,7 @@ def provenance_blocks(runs: list[Run], groups: list[Group], skipped: list[Skippe
 def build_report(dirs: list[Path], out: Path, *, baseline: str = "supervised", reconstructions: bool = True,
                  data_dir: str | None = None, command: str | None = None) -> Report:
     """Collect the runs under `dirs` and write `out`/report.md, `out`/report.html, `out`/results.csv
-    (ssl_bench.report_csv) and `out`/figures/.
+    (ssl_bench.reporting.results_csv) and `out`/figures/.
 
     The report is written in a temporary folder beside `out`, then moved in: a failed write (disk full)
     leaves no part of it in `out`."""
@@ -299,8 +299,8 @@ def report_blocks(runs: list[Run], groups: list[Group], warnings: list[str], ski
         if any(is_u_model(r.model) for g in section_groups for r in g.rows):
             blocks.append(("p", U_MODEL_NOTE))
         for g in section_groups:
-            blocks += report_figures.group_figures(g, out)
-    blocks += report_figures.reconstruction_blocks(groups, out, data_dir, reconstructions)
+            blocks += figures.group_figures(g, out)
+    blocks += figures.reconstruction_blocks(groups, out, data_dir, reconstructions)
     paper = [[d, *entry] for d in sorted({g.key["dataset"] for g in groups}) for entry in PAPER_NUMBERS.get(d, [])]
     if paper:
         blocks.append(("h", 2, "Reported in the paper (not reproduced here)"))

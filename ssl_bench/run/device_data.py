@@ -1,7 +1,7 @@
 """A run's data on the training device: the split's tensors, evaluation.
 
 Samples stay as stored (uint8 images stay uint8) and are normalized per batch; the batches are drawn by
-ssl_bench.streams.
+ssl_bench.run.streams.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Sweeps: many runs under one protocol (methods × params × datasets × labels × models × seeds).
 
-What runs comes from a grid (ssl_bench.grid). Every run of a sweep is checked before the first one
+What runs comes from a grid (ssl_bench.sweeps.grid). Every run of a sweep is checked before the first one
 starts. Runs already complete in the output folder are skipped and interrupted ones resume, so an
 interrupted sweep goes on where it stopped. With `workers > 1` runs go to a pool of worker processes
-(ssl_bench.workers: spread over the visible GPUs on CUDA, else CPU processes sharing the cores), each of
+(ssl_bench.sweeps.workers: spread over the visible GPUs on CUDA, else CPU processes sharing the cores), each of
 which trains runs one after another.
 """
 
@@ -20,26 +20,28 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ssl_bench import records, runstate, slurm
-from ssl_bench.distributed import world_from_env
+from ssl_bench import records
 from ssl_bench.errors import UserError
-from ssl_bench.health import flag_of
 from ssl_bench.interrupts import Interrupted
 from ssl_bench.protocol import Resolved, RunSpec, resolve
-from ssl_bench.report_groups import canonical, method_defaults, row_label
+from ssl_bench.reporting.groups import canonical, method_defaults, row_label
+from ssl_bench.reporting.stats import summarize
+from ssl_bench.run import runstate
+from ssl_bench.run.distributed import world_from_env
+from ssl_bench.run.health import flag_of
+from ssl_bench.run.training import STATE_EVERY
 from ssl_bench.runlock import is_locked
-from ssl_bench.slurm import SlurmOptions
-from ssl_bench.stats import summarize
-from ssl_bench.sweep_run import run_one
-from ssl_bench.training import STATE_EVERY
-from ssl_bench.workers import run_in_processes, run_job
+from ssl_bench.sweeps import slurm
+from ssl_bench.sweeps.slurm import SlurmOptions
+from ssl_bench.sweeps.sweep_run import run_one
+from ssl_bench.sweeps.workers import run_in_processes, run_job
 
 
 @dataclass(frozen=True)
 class SweepOutcome:
     results: list[dict]  # result.json of every complete, healthy run of the sweep, in spec order
     failed: dict[str, str]  # run id -> error, for runs with a non-finite loss (their folders hold failed.json)
-    flagged: dict[str, str] = field(default_factory=dict)  # run id -> flag, for runs that collapsed or diverged (ssl_bench.health)
+    flagged: dict[str, str] = field(default_factory=dict)  # run id -> flag, for runs that collapsed or diverged (ssl_bench.run.health)
 
 
 def run_sweep(
@@ -62,7 +64,7 @@ def run_sweep(
     goes on where it stopped. Runs that another process is writing (a second sweep into the same `out`)
     are left to it at first and waited for at the end, so each run is done once.
 
-    With `cluster` (ssl_bench.slurm) the runs to do go to one job array instead of local processes, and
+    With `cluster` (ssl_bench.sweeps.slurm) the runs to do go to one job array instead of local processes, and
     the sweep follows them through their folders (without `wait`: it returns once they are submitted).
     Runs another process holds are not submitted but waited for.
     """
@@ -187,7 +189,7 @@ def format_duration(seconds: float) -> str:
 
 def _worker_devices(resolved: list[Resolved], workers: int) -> list[str]:
     """The visible CUDA devices when the runs use CUDA (each run goes to the least loaded, pinned to it:
-    ssl_bench.workers; `--runs-per-gpu K` gives K × GPUs workers), else CPU."""
+    ssl_bench.sweeps.workers; `--runs-per-gpu K` gives K × GPUs workers), else CPU."""
     if resolved[0].device.type == "cuda":
         return [f"cuda:{k}" for k in range(min(workers, torch.cuda.device_count()))]
     return ["cpu"]

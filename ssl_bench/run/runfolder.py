@@ -10,11 +10,12 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
-from ssl_bench import records, runstate
+from ssl_bench import records
 from ssl_bench.data import Split
-from ssl_bench.distributed import World
 from ssl_bench.errors import UserError
 from ssl_bench.protocol import Resolved
+from ssl_bench.run import runstate
+from ssl_bench.run.distributed import World
 from ssl_bench.runlock import LOCK, run_lock
 
 

@@ -31,11 +31,11 @@ from ssl_bench import records
 from ssl_bench.errors import UserError
 from ssl_bench.interrupts import Interrupted, sigterm_raises
 from ssl_bench.runlock import RunBusy, is_locked
-from ssl_bench.sweep_run import run_one
-from ssl_bench.runfolder import AlreadyComplete
-from ssl_bench.training import NonFiniteLoss
+from ssl_bench.sweeps.sweep_run import run_one
+from ssl_bench.run.runfolder import AlreadyComplete
+from ssl_bench.run.training import NonFiniteLoss
 
-EXECUTORS = ("local", "slurm", "submitit-local")  # local = ssl_bench.workers' process pool
+EXECUTORS = ("local", "slurm", "submitit-local")  # local = ssl_bench.sweeps.workers' process pool
 INSTALL_HINT = "pip install 'ssl-bench[slurm]'"
 PREEMPT_WAIT_S = 10.0  # after a SIGTERM: seconds to wait for the preemption signal that follows it
 POLL_S = {"slurm": 15.0, "local": 0.5}  # seconds between looks at the run folders while waiting

@@ -1,5 +1,5 @@
-"""One run of a sweep, in whichever process trains it: the sweep's own, a worker process (ssl_bench.workers)
-or a SLURM array task (ssl_bench.slurm). Both ssl_bench.sweep and ssl_bench.slurm import it."""
+"""One run of a sweep, in whichever process trains it: the sweep's own, a worker process (ssl_bench.sweeps.workers)
+or a SLURM array task (ssl_bench.sweeps.slurm). Both ssl_bench.sweeps.sweep and ssl_bench.sweeps.slurm import it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ssl_bench import records
 from ssl_bench.protocol import RunSpec, resolve
-from ssl_bench.training import NonFiniteLoss, train
+from ssl_bench.run.training import NonFiniteLoss, train
 
 
 def run_one(

@@ -3,7 +3,7 @@
 A run folder is
 - `complete`: `result.json`, healthy; `flagged`: `result.json` with a collapse or divergence flag;
 - `damaged`: a `result.json` that `ssl-bench report` would skip as damaged (torn or non-UTF-8 JSON, not an
-  object, a field of the wrong type: read and checked as the report does, ssl_bench.report_runs);
+  object, a field of the wrong type: read and checked as the report does, ssl_bench.reporting.runs);
 - `running`: not complete and its lock is held by a live process (ssl_bench.runlock.is_locked);
 - `failed`: `failed.json` (a non-finite loss), not running;
 - `interrupted`: anything else (a `state.pt` to resume from, or none yet: the run starts over).
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from ssl_bench import records
 from ssl_bench.errors import UserError
-from ssl_bench.health import flag_of
-from ssl_bench.report_groups import canonical, method_defaults, row_label
-from ssl_bench.report_runs import RESULT_TYPES, DamagedRecord, check_fields, check_params, read_record
+from ssl_bench.run.health import flag_of
+from ssl_bench.reporting.groups import canonical, method_defaults, row_label
+from ssl_bench.reporting.runs import RESULT_TYPES, DamagedRecord, check_fields, check_params, read_record
 from ssl_bench.runlock import is_locked
 
 STATES = ("complete", "flagged", "damaged", "running", "interrupted", "failed", "not started")

@@ -2,7 +2,7 @@
 for every method of a seed, and this rank's slice of each global batch.
 
 A batch is an index slice of an on-device `torch.randperm` (no DataLoader in the hot path). Each stream
-is seeded for its purpose (ssl_bench.seeding) and saved and restored with the run state (ssl_bench.runstate).
+is seeded for its purpose (ssl_bench.seeding) and saved and restored with the run state (ssl_bench.run.runstate).
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 
 from ssl_bench.augment import augmentation
-from ssl_bench.device_data import DeviceData
-from ssl_bench.distributed import World
 from ssl_bench.method import Batch
 from ssl_bench.protocol import ProtocolConfig
+from ssl_bench.run.device_data import DeviceData
+from ssl_bench.run.distributed import World
 from ssl_bench.seeding import make_generator
 
 

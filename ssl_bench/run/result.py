@@ -1,6 +1,6 @@
 """A complete run's record, result.json (README.md, "What a run records"): what the run was, what it measured on
 the test set at its best-validation and at its last checkpoint, its speed, where it ran, and its
-fingerprints (ssl_bench.identity).
+fingerprints (ssl_bench.run.identity).
 """
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ from typing import Any
 
 import torch
 
-from ssl_bench import compiled, records, runstate
+from ssl_bench import records
 from ssl_bench.config import to_jsonable
-from ssl_bench.device_data import accuracy, group_accuracy
-from ssl_bench.run_context import RunContext, Session
+from ssl_bench.run import compiled, runstate
+from ssl_bench.run.device_data import accuracy, group_accuracy
+from ssl_bench.run.run_context import RunContext, Session
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -26,7 +27,7 @@ def peak_memory_mb(device: torch.device) -> float | None:
 
 
 def speed_record(ctx: RunContext, s: Session) -> dict[str, Any]:
-    """peak_memory_mb (CUDA; None on CPU), and compiled_step with --compile (ssl_bench.compiled)."""
+    """peak_memory_mb (CUDA; None on CPU), and compiled_step with --compile (ssl_bench.run.compiled)."""
     peak = {"peak_memory_mb": peak_memory_mb(ctx.resolved.device)}
     return {**peak, "compiled_step": compiled.record(s.gradients, s.optimizer_step)} if ctx.resolved.protocol.compile else peak
 
@@ -51,7 +52,7 @@ def result_record(
         "seed": p.seed,
         "steps": p.steps,
         "steps_done": steps_done,  # < steps when the health check stopped the run
-        "health": s.health.record(),  # {"status": "ok"} or collapsed / diverged (ssl_bench.health)
+        "health": s.health.record(),  # {"status": "ok"} or collapsed / diverged (ssl_bench.run.health)
         "test_acc": accuracy(logits_best, dd.y_test),
         "test_acc_last": accuracy(logits_last, dd.y_test),
         "val_acc_best": loop.best_val,
@@ -65,7 +66,7 @@ def result_record(
         **speed,  # peak_memory_mb (CUDA; None on CPU), compiled_step (with --compile)
         "device": records.device_name(resolved.device),
         "cpu_threads": torch.get_num_threads(),  # = protocol.cpu_threads: CPU float results depend on it
-        "world_size": ctx.world.size,  # processes of this data-parallel run (ssl_bench.distributed)
+        "world_size": ctx.world.size,  # processes of this data-parallel run (ssl_bench.run.distributed)
         "versions": records.versions(),
         "git_commit": records.git_commit(),
         **{k: ctx.identity[k] for k in runstate.FINGERPRINTS},

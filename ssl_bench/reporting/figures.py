@@ -15,8 +15,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from ssl_bench import records
-from ssl_bench.report_groups import Group, constant, row_label
-from ssl_bench.report_runs import Run
+from ssl_bench.reporting.groups import Group, constant, row_label
+from ssl_bench.reporting.runs import Run
 
 RECONSTRUCTION_METHODS = ("dninv",)  # methods whose runs get reconstruction figures
 HEATMAP_PARAMS = ("alpha", "beta")  # a method with both params gets a heat map over their constant values
@@ -136,7 +136,7 @@ def heatmap(grid: dict[str, Any], path: Path) -> Path:
 def reconstruction_blocks(groups: list[Group], out: Path, data_dir: str | None, enabled: bool) -> list[tuple]:
     """A reconstruction figure per row of a reconstruction method (its lowest healthy seed), or a note saying why not.
 
-    Drawn by `ssl_bench.reconstruct.save_reconstruction_figure`, which is optional: if it is missing or
+    Drawn by `ssl_bench.reporting.reconstruct.save_reconstruction_figure`, which is optional: if it is missing or
     fails, the report says so and is written anyway.
     """
     rows = [(g, row) for g in groups for row in g.rows if row.method in RECONSTRUCTION_METHODS]
@@ -146,10 +146,10 @@ def reconstruction_blocks(groups: list[Group], out: Path, data_dir: str | None, 
     if not enabled:
         return blocks + [("p", "Skipped (`--no-reconstructions`).")]
     try:
-        from ssl_bench.reconstruct import save_reconstruction_figure  # local: the report goes on without it
+        from ssl_bench.reporting.reconstruct import save_reconstruction_figure  # local: the report goes on without it
     except Exception as exc:  # ImportError, or an error inside the optional module
-        return blocks + [("p", "Reconstruction figures are unavailable: cannot import `ssl_bench.reconstruct` "
-                               f"({type(exc).__name__}: {exc}).")]
+        return blocks + [("p", "Reconstruction figures are unavailable: cannot import "
+                               f"`ssl_bench.reporting.reconstruct` ({type(exc).__name__}: {exc}).")]
     for group, row in rows:
         healthy = [r for _, r in sorted(row.runs.items()) if not r.flag]
         if not healthy:

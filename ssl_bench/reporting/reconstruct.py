@@ -43,9 +43,9 @@ class Reconstruction:
 
 def load_run(run_dir: Path, data_dir: str | None = None):
     """`(model in eval mode, DeviceData on CPU, config, checkpoint step)` of a run folder."""
-    from ssl_bench.device_data import to_device
+    from ssl_bench.run.device_data import to_device
     from ssl_bench.protocol import resolve, spec_from_config
-    from ssl_bench.preparation import init_model, prepare
+    from ssl_bench.run.preparation import init_model, prepare
 
     run_dir = Path(run_dir)
     for name in (records.CONFIG, records.SPLIT, records.BEST_CKPT):

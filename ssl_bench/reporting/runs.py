@@ -6,7 +6,7 @@ health check (collapsed or diverged) is a complete run like any other, and count
 at its measured accuracy; it may lack a test accuracy (missing, null or NaN in result.json), which only
 a flagged run may: `measured` says which it has. A run that failed with a non-finite loss (`failed.json`,
 no result.json) diverged too: it is read from its config.json as a diverged run without accuracy
-(`Run.failed`), so that it counts against its method as well. Used by ssl_bench.report.
+(`Run.failed`), so that it counts against its method as well. Used by ssl_bench.reporting.report.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from ssl_bench import records
 from ssl_bench.config import Range, check_value
 from ssl_bench.errors import UserError
-from ssl_bench.health import flag_of
+from ssl_bench.run.health import flag_of
 
 REQUIRED = ("method", "model", "seed", "test_acc", "test_acc_last", "protocol_fingerprint")  # in result.json
 MEASURED = ("test_acc", "test_acc_last")  # required of a healthy run; a flagged run may lack them (missing, null or NaN)
@@ -61,7 +61,7 @@ class Run:
 
     @property
     def status(self) -> str:
-        """`ok`, or the health check's flag: `collapsed` or `diverged` (ssl_bench.health)."""
+        """`ok`, or the health check's flag: `collapsed` or `diverged` (ssl_bench.run.health)."""
         return (self.result.get("health") or {}).get("status", "ok")
 
     @property

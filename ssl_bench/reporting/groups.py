@@ -18,7 +18,7 @@ from typing import Any
 from ssl_bench import records
 from ssl_bench.config import to_jsonable
 from ssl_bench.method import load_method
-from ssl_bench.report_runs import MEASURED, Run, measured
+from ssl_bench.reporting.runs import MEASURED, Run, measured
 
 KEY_FIELDS = ("dataset", "dataset_options", "labels", "val_size", "exclude_labeled", "model", "model_options")
 SYMBOLS = {"alpha": "α", "beta": "β", "gamma": "γ", "lambda_": "λ"}

@@ -3,9 +3,9 @@
 `train` takes the run folder's lock, starts the run or resumes it from its saved state, and reads top to
 bottom: learning rate → `method.loss` → backward → clip → step → periodic evaluation, state saving and
 stop requests. Each of those is a named function below, sharing the run (`RunContext`) and this session
-of it (`Session`). What they are built from lives in its own module: the run folder (ssl_bench.runfolder),
-the run's fingerprints (ssl_bench.identity), the data, model, method and step functions
-(ssl_bench.preparation), the batches (ssl_bench.streams) and the resumable state (ssl_bench.runstate).
+of it (`Session`). What they are built from lives in its own module: the run folder (ssl_bench.run.runfolder),
+the run's fingerprints (ssl_bench.run.identity), the data, model, method and step functions
+(ssl_bench.run.preparation), the batches (ssl_bench.run.streams) and the resumable state (ssl_bench.run.runstate).
 """
 
 from __future__ import annotations
@@ -21,24 +21,25 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ssl_bench import distributed, records, runstate
-from ssl_bench.device_data import accuracy, predict, to_device
-from ssl_bench.distributed import World, world_from_env
+from ssl_bench import records
+from ssl_bench.run import distributed, runstate
+from ssl_bench.run.device_data import accuracy, predict, to_device
+from ssl_bench.run.distributed import World, world_from_env
 from ssl_bench.errors import UserError
-from ssl_bench.health import HealthMonitor
-from ssl_bench.identity import run_identity
+from ssl_bench.run.health import HealthMonitor
+from ssl_bench.run.identity import run_identity
 from ssl_bench.interrupts import Interrupted, stop_requests
-from ssl_bench.loss_tracker import LossTracker
+from ssl_bench.run.loss_tracker import LossTracker
 from ssl_bench.method import Batch, Progress
-from ssl_bench.preparation import init_model, make_method, make_optimizer, prepare, step_functions, torch_threads
+from ssl_bench.run.preparation import init_model, make_method, make_optimizer, prepare, step_functions, torch_threads
 from ssl_bench.protocol import ProtocolConfig, Resolved, lr_factor
-from ssl_bench.result import reset_peak_memory, result_record, speed_record
-from ssl_bench.run_context import RunContext, Session, owners
-from ssl_bench.runfolder import Writer, locked, open_folder, refuse_complete
-from ssl_bench.runstate import LoopState
+from ssl_bench.run.result import reset_peak_memory, result_record, speed_record
+from ssl_bench.run.run_context import RunContext, Session, owners
+from ssl_bench.run.runfolder import Writer, locked, open_folder, refuse_complete
+from ssl_bench.run.runstate import LoopState
 from ssl_bench.seeding import derive_seed
-from ssl_bench.streams import next_batch, protocol_streams
-from ssl_bench.tracking import check_trackers, open_trackers
+from ssl_bench.run.streams import next_batch, protocol_streams
+from ssl_bench.run.tracking import check_trackers, open_trackers
 from ssl_bench.views import make_views
 
 CHECK_EVERY = 10  # steps between checks for a non-finite loss (each check is one host sync)
@@ -67,8 +68,8 @@ def train(
     A complete run raises `AlreadyComplete` (holding its result) unless `force` runs it again. An
     interrupted run resumes from its `state.pt` unless `restart` or `force`. The run folder is locked
     from before its first write to the end (ssl_bench.runlock: another process gets `RunBusy`, or waits
-    with `wait_for_lock`). Under torchrun every rank calls it; rank 0 writes (ssl_bench.distributed).
-    `log` names live trackers (ssl_bench.tracking). `on_start(config)` is called once the data and split
+    with `wait_for_lock`). Under torchrun every rank calls it; rank 0 writes (ssl_bench.run.distributed).
+    `log` names live trackers (ssl_bench.run.tracking). `on_start(config)` is called once the data and split
     are ready; `echo(line)` gets notices (default: stderr).
     """
     world = world_from_env()
@@ -131,7 +132,7 @@ def start(ctx: RunContext, on_start) -> Session:
 
 
 def restore(ctx: RunContext, s: Session) -> None:
-    """Resume: the saved state into the run's objects and this session's bookkeeping (ssl_bench.runstate)."""
+    """Resume: the saved state into the run's objects and this session's bookkeeping (ssl_bench.run.runstate)."""
     s.loop = runstate.restore(ctx.writer.run_dir, **owners(ctx, s))
     s.tracker.load_state_dict(s.loop.tracker)
     s.health = HealthMonitor(**s.loop.health)
@@ -184,7 +185,7 @@ def set_lr(optimizer: torch.optim.Optimizer, p: ProtocolConfig, step: int) -> No
 def train_step(ctx: RunContext, s: Session, batch: Batch, progress: Progress) -> torch.Tensor:
     """One optimizer step on the method's loss; returns the detached (loss, *terms) (1+T,) of the global
     batch (the mean over ranks), no host sync. `s.gradients` is `method.loss` → backward, in the run's
-    precision, and `s.optimizer_step` the optimizer's step, each eager or compiled (ssl_bench.compiled)."""
+    precision, and `s.optimizer_step` the optimizer's step, each eager or compiled (ssl_bench.run.compiled)."""
     model, world, clip = ctx.model, ctx.world, ctx.resolved.protocol.clip_grad_norm
     s.optimizer.zero_grad(set_to_none=True)
     loss, logged = s.gradients(batch, progress)  # sets each parameter's .grad

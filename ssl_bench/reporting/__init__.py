@@ -1,0 +1,1 @@
+"""Reports of a runs folder: tables, statistics, figures, results.csv, and a run's reconstructions."""
