@@ -79,7 +79,10 @@ reports: $(STAMP)
 		--seeds 0,1,2 --methods $(PAPER_METHODS) --out runs/svhn-shaped --workers 2 --quiet
 	$(BIN)/ssl-bench report runs/mnist-shaped runs/svhn-shaped --out reports/paper-models-stand-ins
 
+# The linter and the formatter check first (seconds; pyproject.toml [tool.ruff]), then the tests.
 test: $(USB_STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
 	$(BIN)/python -m pytest -m "not heavy"
 
 # The checks too costly for the suite's 10 minutes (defaults of the U nets and timm resnet18, ≈ 3.5 min; compiled = eager
