@@ -44,8 +44,22 @@ from pathlib import Path
 # footing -> RunSpec fields (method comes from the variant)
 FOOTINGS = {
     # the committed report's runs, with chirps' windowing of that time (250 ms, 50 % overlap) spelled out
-    "report": dict(dataset="chirps", labels=50, model="bird10net", dataset_options={"snr_db": 10, "window_ms": 250.0, "overlap": 0.5}, model_options={"kernel": 96, "stride": 48}, protocol={"steps": 2000}),
-    "defaults": dict(dataset="chirps", labels=50, model="bird10net", dataset_options={"snr_db": 10}, model_options={}, protocol={"steps": 2000}),
+    "report": dict(
+        dataset="chirps",
+        labels=50,
+        model="bird10net",
+        dataset_options={"snr_db": 10, "window_ms": 250.0, "overlap": 0.5},
+        model_options={"kernel": 96, "stride": 48},
+        protocol={"steps": 2000},
+    ),
+    "defaults": dict(
+        dataset="chirps",
+        labels=50,
+        model="bird10net",
+        dataset_options={"snr_db": 10},
+        model_options={},
+        protocol={"steps": 2000},
+    ),
 }
 
 # variant -> changes to the footing: method, params, model (options), data (options), protocol, lr_scale
@@ -113,7 +127,10 @@ AUGMENT_FNS = {"shift": _shift_only, "noise": _noise_only}  # the two parts of t
 def merged(footing: str, variant: str, extra: dict) -> dict:
     """The run's RunSpec fields (plus `lr_scale`) for a footing and a variant (and `--set` extras)."""
     f, v = FOOTINGS[footing], dict(VARIANTS[variant])
-    for k, val in extra.items():  # one level deep: {"protocol": {"steps": 500}} keeps the variant's other protocol fields
+    for (
+        k,
+        val,
+    ) in extra.items():  # one level deep: {"protocol": {"steps": 500}} keeps the variant's other protocol fields
         v[k] = {**v.get(k, {}), **val} if isinstance(val, dict) else val
     protocol = {**f["protocol"], **v.get("protocol", {})}
     return dict(
@@ -181,14 +198,28 @@ def run_one(footing: str, variant: str, seed: int, out: Path, device: str, extra
         result = done.result
     run_dir = runs / result["run_id"]
     row = {
-        "footing": footing, "variant": variant, "seed": seed, "extra": extra, "method": resolved.spec.method, "labels": resolved.spec.labels, "augment_fn": fn,
-        "model_options": resolved.spec.model_options, "dataset_options": resolved.spec.dataset_options,
+        "footing": footing,
+        "variant": variant,
+        "seed": seed,
+        "extra": extra,
+        "method": resolved.spec.method,
+        "labels": resolved.spec.labels,
+        "augment_fn": fn,
+        "model_options": resolved.spec.model_options,
+        "dataset_options": resolved.spec.dataset_options,
         "protocol": {k: v for k, v in vars(resolved.protocol).items() if k != "seed"},
-        "test_acc": result["test_acc"], "test_acc_last": result["test_acc_last"],
-        "test_acc_recording": result.get("test_acc_recording"), "test_acc_recording_last": result.get("test_acc_recording_last"),
-        "val_acc_best": result["val_acc_best"], "best_step": result["best_step"], "health": result["health"]["status"],
-        "n_labeled": result["n_labeled"], "wall_time_s": result["wall_time_s"], "device": result["device"],
-        "run_id": result["run_id"], "git_commit": result.get("git_commit"),
+        "test_acc": result["test_acc"],
+        "test_acc_last": result["test_acc_last"],
+        "test_acc_recording": result.get("test_acc_recording"),
+        "test_acc_recording_last": result.get("test_acc_recording_last"),
+        "val_acc_best": result["val_acc_best"],
+        "best_step": result["best_step"],
+        "health": result["health"]["status"],
+        "n_labeled": result["n_labeled"],
+        "wall_time_s": result["wall_time_s"],
+        "device": result["device"],
+        "run_id": result["run_id"],
+        "git_commit": result.get("git_commit"),
         **labeled_accuracy(run_dir),
     }
     if diag_every and resolved.spec.method == "dninv":
@@ -209,11 +240,11 @@ def diagnose(resolved, every: int) -> list[dict]:
     import torch
     import torch.nn.functional as F
 
-    from ssl_bench.run.device_data import to_device
-    from ssl_bench.run.distributed import World
     from ssl_bench.inversion import reconstruct_layers, squared_error
     from ssl_bench.losses import entropy
     from ssl_bench.method import MethodContext, Progress
+    from ssl_bench.run.device_data import to_device
+    from ssl_bench.run.distributed import World
     from ssl_bench.run.preparation import init_model, prepare, torch_threads
     from ssl_bench.run.streams import next_batch, protocol_streams
     from ssl_bench.run.training import set_lr
@@ -227,7 +258,10 @@ def diagnose(resolved, every: int) -> list[dict]:
         model = init_model(resolved, tuple(data.x_train.shape[1:])).to(dev).train()
         dd = to_device(data, split, dev)
         torch.manual_seed(derive_seed(p.seed, world.stream_purpose("global")))
-        method = resolved.method_cls(resolved.method_config, MethodContext(info.modality, info.num_classes, make_generator(p.seed, world.stream_purpose("method"), dev)))
+        method = resolved.method_cls(
+            resolved.method_config,
+            MethodContext(info.modality, info.num_classes, make_generator(p.seed, world.stream_purpose("method"), dev)),
+        )
         optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
         streams = protocol_streams(dd, p, info.modality, dev)
         method.setup(model)
@@ -240,17 +274,38 @@ def diagnose(resolved, every: int) -> list[dict]:
             if step % every == 0 or step == p.steps - 1:
                 n_lb = len(batch.x_lb)
                 x = torch.cat([batch.x_lb, batch.x_ulb])
-                logits, x_hat, _ = reconstruct_layers(model, x, (), input=True, create_graph=True, detach_cotangent=cfg.detach_cotangent)
-                terms = {"ce": F.cross_entropy(logits[:n_lb], batch.y_lb), "rec": squared_error(x_hat, x, cfg.reduction), "ent": entropy(logits[n_lb:])}
+                logits, x_hat, _ = reconstruct_layers(
+                    model, x, (), input=True, create_graph=True, detach_cotangent=cfg.detach_cotangent
+                )
+                terms = {
+                    "ce": F.cross_entropy(logits[:n_lb], batch.y_lb),
+                    "rec": squared_error(x_hat, x, cfg.reduction),
+                    "ent": entropy(logits[n_lb:]),
+                }
                 a, b = cfg.alpha.at(progress.fraction), cfg.beta.at(progress.fraction)
-                weighted = {"ce": a * terms["ce"], "rec": (1 - a) * b * terms["rec"], "ent": (1 - a) * (1 - b) * terms["ent"]}
+                weighted = {
+                    "ce": a * terms["ce"],
+                    "rec": (1 - a) * b * terms["rec"],
+                    "ent": (1 - a) * (1 - b) * terms["ent"],
+                }
                 grads = {}
                 for k, v in weighted.items():
                     g = torch.autograd.grad(v, params, retain_graph=True, allow_unused=True)
-                    grads[k] = torch.cat([(gi if gi is not None else torch.zeros_like(q)).flatten() for gi, q in zip(g, params)])
+                    grads[k] = torch.cat(
+                        [(gi if gi is not None else torch.zeros_like(q)).flatten() for gi, q in zip(g, params)]
+                    )
                 cos = lambda u, w: (grads[u] @ grads[w] / (grads[u].norm() * grads[w].norm() + 1e-30)).item()
-                rows.append({"step": step, **{k: v.item() for k, v in terms.items()}, **{f"g_{k}": g.norm().item() for k, g in grads.items()},
-                             "cos_ce_rec": cos("ce", "rec"), "cos_ce_ent": cos("ce", "ent"), "alpha": float(a), "beta": float(b)})
+                rows.append(
+                    {
+                        "step": step,
+                        **{k: v.item() for k, v in terms.items()},
+                        **{f"g_{k}": g.norm().item() for k, g in grads.items()},
+                        "cos_ce_rec": cos("ce", "rec"),
+                        "cos_ce_ent": cos("ce", "ent"),
+                        "alpha": float(a),
+                        "beta": float(b),
+                    }
+                )
                 del logits, x_hat, terms, weighted, grads
             optimizer.zero_grad(set_to_none=True)
             loss, _logged = method.loss(model, batch, progress)
@@ -285,9 +340,14 @@ def probe(args) -> None:
     for seed in parse_seeds(args.seeds):
         resolved = build(args.footing, args.variant, seed, "cpu", json.loads(args.set))
         data, split = prepare(resolved)
-        spec = lambda x: torch.log(torch.stft(x[:, 0].float(), 128, 32, window=torch.hann_window(128), return_complex=True).abs() ** 2 + 1e-3)  # (N, F, T)
+        spec = lambda x: torch.log(
+            torch.stft(x[:, 0].float(), 128, 32, window=torch.hann_window(128), return_complex=True).abs() ** 2 + 1e-3
+        )  # (N, F, T)
         s_tr, s_te = spec(data.x_train), spec(data.x_test)
-        feats = {"flat": (s_tr.flatten(1), s_te.flatten(1)), "pooled": (torch.cat([s_tr.mean(2), s_tr.amax(2)], 1), torch.cat([s_te.mean(2), s_te.amax(2)], 1))}
+        feats = {
+            "flat": (s_tr.flatten(1), s_te.flatten(1)),
+            "pooled": (torch.cat([s_tr.mean(2), s_tr.amax(2)], 1), torch.cat([s_te.mean(2), s_te.amax(2)], 1)),
+        }
         y_te, g_te = data.y_test.numpy(), data.groups_test.numpy()
         for name, (a, b) in feats.items():
             a_lb, y_lb = a[split.labeled].numpy(), data.y_train[split.labeled].numpy()
@@ -295,9 +355,12 @@ def probe(args) -> None:
             clf = LogisticRegression(C=args.C, max_iter=3000).fit((a_lb - mu) / sd, y_lb)
             logits = clf.decision_function((b.numpy() - mu) / sd)
             per_rec = np.mean([logits[g_te == g].mean(0).argmax() == y_te[g_te == g][0] for g in np.unique(g_te)])
-            print(f"| {args.footing} | {args.variant} | {seed} | {name} | {len(y_lb)} | "
-                  f"{100 * clf.score((a_lb - mu) / sd, y_lb):.1f} | "
-                  f"{100 * (logits.argmax(1) == y_te).mean():.1f} | {100 * per_rec:.1f} |", flush=True)
+            print(
+                f"| {args.footing} | {args.variant} | {seed} | {name} | {len(y_lb)} | "
+                f"{100 * clf.score((a_lb - mu) / sd, y_lb):.1f} | "
+                f"{100 * (logits.argmax(1) == y_te).mean():.1f} | {100 * per_rec:.1f} |",
+                flush=True,
+            )
 
 
 def tag(extra: dict) -> str:
@@ -332,11 +395,32 @@ def grid(args) -> None:
             return f"{dest.name}: done before"
         if time.time() - start > args.deadline:
             return f"{dest.name}: skipped (deadline)"
-        cmd = [sys.executable, __file__, "one", "--footing", args.footing, "--variant", variant, "--seed", str(seed), "--out", args.out,
-               "--device", args.device, "--diag-every", str(args.diag_every), "--set", args.set]
+        cmd = [
+            sys.executable,
+            __file__,
+            "one",
+            "--footing",
+            args.footing,
+            "--variant",
+            variant,
+            "--seed",
+            str(seed),
+            "--out",
+            args.out,
+            "--device",
+            args.device,
+            "--diag-every",
+            str(args.diag_every),
+            "--set",
+            args.set,
+        ]
         t = time.time()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        status = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout.strip() else f"FAILED rc={proc.returncode}: {proc.stderr.strip()[-600:]}"
+        status = (
+            proc.stdout.strip().splitlines()[-1]
+            if proc.returncode == 0 and proc.stdout.strip()
+            else f"FAILED rc={proc.returncode}: {proc.stderr.strip()[-600:]}"
+        )
         return f"{dest.name} ({time.time() - t:.0f} s): {status}"
 
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -376,19 +460,28 @@ def summary(args) -> None:
     for r in rows:
         groups.setdefault((r["footing"], r["variant"], tag(r.get("extra", {}))), []).append(r)
     order, footings = {v: i for i, v in enumerate(VARIANTS)}, {f: i for i, f in enumerate(FOOTINGS)}
-    groups = dict(sorted(groups.items(), key=lambda kv: (footings.get(kv[0][0], len(footings)), kv[0][2], order.get(kv[0][1], len(order)))))
+    groups = dict(
+        sorted(
+            groups.items(),
+            key=lambda kv: (footings.get(kv[0][0], len(footings)), kv[0][2], order.get(kv[0][1], len(order))),
+        )
+    )
     ceilings: dict[str, float] = {}
-    print("| footing | variant | n | test/window @best val | test/window @last | per recording @best val "
-          "| labeled-window acc @best val | @last | val best | best step | wall s/run | windows with ≥ ½ call |")
+    print(
+        "| footing | variant | n | test/window @best val | test/window @last | per recording @best val "
+        "| labeled-window acc @best val | @last | val best | best step | wall s/run | windows with ≥ ½ call |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (footing, variant, extra), rs in groups.items():
         rs.sort(key=lambda r: r["seed"])
         col = lambda k: [r.get(k) for r in rs]
-        print(f"| {footing} | {variant}{extra} | {len(rs)} | {mean_sd(col('test_acc'))} | "
-              f"{mean_sd(col('test_acc_last'))} | {mean_sd(col('test_acc_recording'))} | "
-              f"{mean_sd(col('train_acc_best'))} | {mean_sd(col('train_acc_last'))} | {mean_sd(col('val_acc_best'))} | "
-              f"{mean_sd(col('best_step'), 1.0)} | {mean_sd(col('wall_time_s'), 1.0)} | "
-              f"{ceiling(rs[0]['dataset_options'], ceilings)} |")
+        print(
+            f"| {footing} | {variant}{extra} | {len(rs)} | {mean_sd(col('test_acc'))} | "
+            f"{mean_sd(col('test_acc_last'))} | {mean_sd(col('test_acc_recording'))} | "
+            f"{mean_sd(col('train_acc_best'))} | {mean_sd(col('train_acc_last'))} | {mean_sd(col('val_acc_best'))} | "
+            f"{mean_sd(col('best_step'), 1.0)} | {mean_sd(col('wall_time_s'), 1.0)} | "
+            f"{ceiling(rs[0]['dataset_options'], ceilings)} |"
+        )
     paired = [(k, rs) for k, rs in groups.items() if baseline(k[1]) and (k[0], baseline(k[1]), k[2]) in groups]
     if paired:
         from ssl_bench.reporting.stats import paired_difference
@@ -398,14 +491,20 @@ def summary(args) -> None:
         print("|---|---|---|---|---|---|")
         for (footing, variant, extra), rs in paired:
             base_rs = groups[(footing, baseline(variant), extra)]
-            d = lambda k: paired_difference({r["seed"]: 100 * r[k] for r in rs}, {r["seed"]: 100 * r[k] for r in base_rs})
-            print(f"| {footing} | {variant}{extra} | {baseline(variant)} | {d('test_acc')} | {d('test_acc_last')} | "
-                  f"{d('test_acc_recording')} |")
+            d = lambda k: paired_difference(
+                {r["seed"]: 100 * r[k] for r in rs}, {r["seed"]: 100 * r[k] for r in base_rs}
+            )
+            print(
+                f"| {footing} | {variant}{extra} | {baseline(variant)} | {d('test_acc')} | {d('test_acc_last')} | "
+                f"{d('test_acc_recording')} |"
+            )
     diag = [r for r in rows if r.get("diag")]
     if diag:
         print("\ndninv's terms and the gradient norms of its weighted terms (mean over seeds, at the steps shown):\n")
-        print("| footing | variant | step | CE | rec | ent | ‖∇ α·CE‖ | ‖∇ (1−α)β·R‖ | ‖∇ (1−α)(1−β)·E‖ "
-              "| ratio rec/ce | cos(ce, rec) |")
+        print(
+            "| footing | variant | step | CE | rec | ent | ‖∇ α·CE‖ | ‖∇ (1−α)β·R‖ | ‖∇ (1−α)(1−β)·E‖ "
+            "| ratio rec/ce | cos(ce, rec) |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         by: dict[tuple, list[dict]] = {}
         for r in diag:
@@ -416,9 +515,11 @@ def summary(args) -> None:
             for s in shown:
                 ds = [d for r in rs for d in r["diag"] if d["step"] == s]
                 m = lambda k: sum(d[k] for d in ds) / len(ds)
-                print(f"| {footing} | {variant} | {s} | {m('ce'):.3f} | {m('rec'):.3f} | {m('ent'):.3f} | "
-                      f"{m('g_ce'):.3g} | {m('g_rec'):.3g} | {m('g_ent'):.3g} | "
-                      f"{sum(d['g_rec'] / max(d['g_ce'], 1e-30) for d in ds) / len(ds):.3g} | {m('cos_ce_rec'):+.2f} |")
+                print(
+                    f"| {footing} | {variant} | {s} | {m('ce'):.3f} | {m('rec'):.3f} | {m('ent'):.3f} | "
+                    f"{m('g_ce'):.3g} | {m('g_rec'):.3g} | {m('g_ent'):.3g} | "
+                    f"{sum(d['g_rec'] / max(d['g_ce'], 1e-30) for d in ds) / len(ds):.3g} | {m('cos_ce_rec'):+.2f} |"
+                )
 
 
 def main() -> None:
@@ -429,8 +530,17 @@ def main() -> None:
         p.add_argument("--footing", default="report", choices=list(FOOTINGS))
         p.add_argument("--out", default="runs/audio-study")
         p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
-        p.add_argument("--diag-every", type=int, default=0, help="dninv runs: diagnostics every K steps (0 = none; a second loop, about doubles the time)")
-        p.add_argument("--set", default="{}", help='JSON merged into every variant, e.g. \'{"protocol": {"steps": 500}}\' for a quick check')
+        p.add_argument(
+            "--diag-every",
+            type=int,
+            default=0,
+            help="dninv runs: diagnostics every K steps (0 = none; a second loop, about doubles the time)",
+        )
+        p.add_argument(
+            "--set",
+            default="{}",
+            help='JSON merged into every variant, e.g. \'{"protocol": {"steps": 500}}\' for a quick check',
+        )
         if name == "one":
             p.add_argument("--variant", default="base", choices=list(VARIANTS))
             p.add_argument("--seed", type=int, default=0)
@@ -441,7 +551,9 @@ def main() -> None:
             p.add_argument("--deadline", type=float, default=float("inf"), help="seconds after which no new run starts")
     s = sub.add_parser("summary")
     s.add_argument("folder")
-    pr = sub.add_parser("probe", help="logistic regression on log-spectrogram features of the same windows and labeled recordings")
+    pr = sub.add_parser(
+        "probe", help="logistic regression on log-spectrogram features of the same windows and labeled recordings"
+    )
     pr.add_argument("--footing", default="report", choices=list(FOOTINGS))
     pr.add_argument("--variant", default="base", choices=list(VARIANTS))
     pr.add_argument("--seeds", default="0,1,2")
@@ -452,17 +564,21 @@ def main() -> None:
     if args.cmd == "one":
         extra = json.loads(args.set)
         r = run_one(args.footing, args.variant, args.seed, Path(args.out), args.device, extra, args.diag_every)
-        print(f"{r['method']} test/window {100 * r['test_acc']:.1f} %, "
-              f"per recording {100 * (r['test_acc_recording'] or 0):.1f} %, "
-              f"labeled windows {100 * r['train_acc_best']:.1f} % (best val) / {100 * r['train_acc_last']:.1f} % (last), "
-              f"{r['wall_time_s']:.0f} s on {r['device']}")
+        print(
+            f"{r['method']} test/window {100 * r['test_acc']:.1f} %, "
+            f"per recording {100 * (r['test_acc_recording'] or 0):.1f} %, "
+            f"labeled windows {100 * r['train_acc_best']:.1f} % (best val) / {100 * r['train_acc_last']:.1f} % (last), "
+            f"{r['wall_time_s']:.0f} s on {r['device']}"
+        )
     elif args.cmd == "grid":
         grid(args)
     elif args.cmd == "summary":
         summary(args)
     elif args.cmd == "probe":
-        print("| footing | variant | seed | features | labeled windows | labeled acc | test/window | per recording |\n"
-              "|---|---|---|---|---|---|---|---|")
+        print(
+            "| footing | variant | seed | features | labeled windows | labeled acc | test/window | per recording |\n"
+            "|---|---|---|---|---|---|---|---|"
+        )
         probe(args)
     else:
         for k, v in FOOTINGS.items():

@@ -31,24 +31,32 @@ from __future__ import annotations
 import json
 import os
 import sys
-
 import time
 
 import pytest
 import torch
 
-from ssl_bench.run import compiled
 from ssl_bench.config import build_config
 from ssl_bench.method import Batch, MethodContext, Progress, load_method
 from ssl_bench.models import create_model, get_model_entry, model_names
+from ssl_bench.run import compiled
 from ssl_bench.views import make_views
 
 DEVICE = torch.device(os.environ.get("BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
-BATCHES = [tuple(map(int, b.split(","))) for b in os.environ.get("BENCH_BATCH", "8,24" if DEVICE.type == "cpu" else "80,80").split(";")]
+BATCHES = [
+    tuple(map(int, b.split(",")))
+    for b in os.environ.get("BENCH_BATCH", "8,24" if DEVICE.type == "cpu" else "80,80").split(";")
+]
 SHAPE, CLASSES = tuple(map(int, os.environ.get("BENCH_SHAPE", "1,28,28").split(","))), 10
 METHODS = os.environ.get("BENCH_METHODS", "supervised,entmin,dninv").split(",")
-VARIANTS = {"dninv_jvp": ("dninv", {"formulation": "jvp"})}  # benchmark name -> (method, params); other names: the method at its defaults
-MODELS = os.environ.get("BENCH_MODELS", "").split(",") if os.environ.get("BENCH_MODELS") else [m for m in model_names() if "image" in get_model_entry(m).modalities]
+VARIANTS = {
+    "dninv_jvp": ("dninv", {"formulation": "jvp"})
+}  # benchmark name -> (method, params); other names: the method at its defaults
+MODELS = (
+    os.environ.get("BENCH_MODELS", "").split(",")
+    if os.environ.get("BENCH_MODELS")
+    else [m for m in model_names() if "image" in get_model_entry(m).modalities]
+)
 PRECISIONS = os.environ.get("BENCH_PRECISION", "fp32").split(",")
 MODES = os.environ.get("BENCH_MODE", "eager").split(",")
 CUDNN_BENCHMARK = os.environ.get("BENCH_CUDNN_BENCHMARK", "0") == "1"
@@ -59,10 +67,19 @@ if DEVICE.type == "cpu":
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
 
 
-def make_step(model_name: str, method_name: str, batch_size: tuple[int, int] = BATCHES[0], precision: str = "fp32", mode: str = "eager", info: dict | None = None):
+def make_step(
+    model_name: str,
+    method_name: str,
+    batch_size: tuple[int, int] = BATCHES[0],
+    precision: str = "fp32",
+    mode: str = "eager",
+    info: dict | None = None,
+):
     B_LB, B_ULB = batch_size
     torch.manual_seed(0)
-    model = create_model(model_name, num_classes=CLASSES, input_shape=SHAPE).to(DEVICE, memory_format=MEMORY_FORMAT).train()
+    model = (
+        create_model(model_name, num_classes=CLASSES, input_shape=SHAPE).to(DEVICE, memory_format=MEMORY_FORMAT).train()
+    )
     method_name, params = VARIANTS.get(method_name, (method_name, {}))
     cls = load_method(method_name)
     gen = torch.Generator(device=DEVICE).manual_seed(0)
@@ -76,11 +93,15 @@ def make_step(model_name: str, method_name: str, batch_size: tuple[int, int] = B
 
     method.setup(model)  # as the loop does: state that mirrors the model (an EMA teacher)
     warnings: list[str] = []
-    gradients = compiled.gradients(model, method, precision, mode == "compiled", DEVICE, f"{model_name}/{method_name}", warnings.append)
+    gradients = compiled.gradients(
+        model, method, precision, mode == "compiled", DEVICE, f"{model_name}/{method_name}", warnings.append
+    )
 
     def step():
         model.zero_grad(set_to_none=True)
-        gradients(make_views(method, batch, "image"), Progress(1, 10))  # the method's views, method.loss → backward, as the training loop does it
+        gradients(
+            make_views(method, batch, "image"), Progress(1, 10)
+        )  # the method's views, method.loss → backward, as the training loop does it
         method.after_step(model, Progress(1, 10))  # e.g. the EMA teacher's update
         if DEVICE.type == "cuda":
             torch.cuda.synchronize()  # sync point: time the work, not the launch
@@ -100,7 +121,17 @@ def make_step(model_name: str, method_name: str, batch_size: tuple[int, int] = B
 @pytest.mark.parametrize("batch", BATCHES, ids=[f"{a}+{b}" for a, b in BATCHES])
 def test_step(benchmark, model, method, precision, mode, batch):
     benchmark.group = f"{model} {batch[0]}+{batch[1]} {precision} {mode}"
-    benchmark.extra_info.update(device=describe_device(), batch=f"{batch[0]}+{batch[1]}", precision=precision, mode=mode, threads=torch.get_num_threads(), torch=torch.__version__, cudnn_benchmark=CUDNN_BENCHMARK, channels_last=CHANNELS_LAST, shape="×".join(map(str, SHAPE)))
+    benchmark.extra_info.update(
+        device=describe_device(),
+        batch=f"{batch[0]}+{batch[1]}",
+        precision=precision,
+        mode=mode,
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        cudnn_benchmark=CUDNN_BENCHMARK,
+        channels_last=CHANNELS_LAST,
+        shape="×".join(map(str, SHAPE)),
+    )
     benchmark(make_step(model, method, batch, precision, mode, benchmark.extra_info))
 
 
@@ -131,31 +162,55 @@ def summarize(path: str) -> str:
         tables.setdefault(key, {}).setdefault(params["model"], {})[params["method"]] = bench["stats"]["mean"] * 1e3
         if extra.get("mode") == "compiled":
             compile_s[(*key, params["model"], params["method"])] = extra.get("first_call_s")
-    lines = [f"device: {extra.get('device')}; inputs {extra.get('shape', '1×28×28')}; threads {extra.get('threads')}; "
-             f"cudnn.benchmark {extra.get('cudnn_benchmark', False)}; channels-last {extra.get('channels_last', False)}; "
-             f"torch {extra.get('torch')}; {doc['datetime']}"]
+    lines = [
+        f"device: {extra.get('device')}; inputs {extra.get('shape', '1×28×28')}; threads {extra.get('threads')}; "
+        f"cudnn.benchmark {extra.get('cudnn_benchmark', False)}; channels-last {extra.get('channels_last', False)}; "
+        f"torch {extra.get('torch')}; {doc['datetime']}"
+    ]
     fmt = lambda t, m: f"{t[m]:.2f}" if m in t else "–"
     ratio = lambda t, a, b: f"{t[a] / t[b]:.2f}" if a in t and b in t else "–"
     for (batch, precision, mode), times in tables.items():
         jvp = any("dninv_jvp" in t for t in times.values())  # its columns only when it was measured
-        lines += ["", f"batch {batch} (labeled+unlabeled), {precision}, {mode}", "",
-                  "| model | supervised ms | entmin ms | dninv ms | dninv / supervised | dninv / entmin |"
-                  + (" dninv_jvp ms | dninv_jvp / entmin | dninv_jvp / dninv |" if jvp else "")
-                  + (f" compile s (entmin, dninv{', dninv_jvp' if jvp else ''}) |" if mode == "compiled" else ""),
-                  "|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if jvp else "") + ("---|" if mode == "compiled" else "")]
+        lines += [
+            "",
+            f"batch {batch} (labeled+unlabeled), {precision}, {mode}",
+            "",
+            "| model | supervised ms | entmin ms | dninv ms | dninv / supervised | dninv / entmin |"
+            + (" dninv_jvp ms | dninv_jvp / entmin | dninv_jvp / dninv |" if jvp else "")
+            + (f" compile s (entmin, dninv{', dninv_jvp' if jvp else ''}) |" if mode == "compiled" else ""),
+            "|---|---:|---:|---:|---:|---:|"
+            + ("---:|---:|---:|" if jvp else "")
+            + ("---|" if mode == "compiled" else ""),
+        ]
         for model, t in sorted(times.items()):
-            row = (f"| {model} | {fmt(t, 'supervised')} | {fmt(t, 'entmin')} | {fmt(t, 'dninv')} | "
-                   f"{ratio(t, 'dninv', 'supervised')} | {ratio(t, 'dninv', 'entmin')} |")
+            row = (
+                f"| {model} | {fmt(t, 'supervised')} | {fmt(t, 'entmin')} | {fmt(t, 'dninv')} | "
+                f"{ratio(t, 'dninv', 'supervised')} | {ratio(t, 'dninv', 'entmin')} |"
+            )
             if jvp:
-                row += f" {fmt(t, 'dninv_jvp')} | {ratio(t, 'dninv_jvp', 'entmin')} | {ratio(t, 'dninv_jvp', 'dninv')} |"
+                row += (
+                    f" {fmt(t, 'dninv_jvp')} | {ratio(t, 'dninv_jvp', 'entmin')} | {ratio(t, 'dninv_jvp', 'dninv')} |"
+                )
             if mode == "compiled":
-                row += " " + ", ".join(str(compile_s.get((batch, precision, mode, model, m))) for m in ("entmin", "dninv", *(["dninv_jvp"] if jvp else []))) + " |"
+                row += (
+                    " "
+                    + ", ".join(
+                        str(compile_s.get((batch, precision, mode, model, m)))
+                        for m in ("entmin", "dninv", *(["dninv_jvp"] if jvp else []))
+                    )
+                    + " |"
+                )
             lines.append(row)
         others = sorted({m for t in times.values() for m in t} - {"supervised", "entmin", "dninv", "dninv_jvp"})
         if others and any("supervised" in t for t in times.values()):  # every method's step against supervised's
             names = ["entmin", "dninv", *(["dninv_jvp"] if jvp else []), *others]
-            lines += ["", f"every method's step relative to supervised's (batch {batch}, {precision}, {mode}): ms (× supervised)", "",
-                      "| model | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+            lines += [
+                "",
+                f"every method's step relative to supervised's (batch {batch}, {precision}, {mode}): ms (× supervised)",
+                "",
+                "| model | " + " | ".join(names) + " |",
+                "|---|" + "---:|" * len(names),
+            ]
             for model, t in sorted(times.items()):
                 cell = lambda m: f"{t[m]:.1f} ({t[m] / t['supervised']:.1f}×)" if m in t and "supervised" in t else "–"
                 lines.append(f"| {model} | " + " | ".join(cell(m) for m in names) + " |")

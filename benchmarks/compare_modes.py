@@ -34,7 +34,10 @@ def main() -> None:
     print("| model | precision | eager ms | compiled ms | eager / compiled |\n|---|---|---:|---:|---:|")
     for model in args.models.split(","):
         for precision in ("fp32", "bf16"):
-            steps = {mode: bench_step.make_step(model, args.method, batch, precision, mode, {}) for mode in ("eager", "compiled")}
+            steps = {
+                mode: bench_step.make_step(model, args.method, batch, precision, mode, {})
+                for mode in ("eager", "compiled")
+            }
             times: dict[str, list[float]] = {mode: [] for mode in steps}
             for _ in range(args.rounds):
                 for mode, step in steps.items():
@@ -42,8 +45,11 @@ def main() -> None:
                     step()
                     times[mode].append(time.perf_counter() - start)
             med = {mode: statistics.median(t) * 1e3 for mode, t in times.items()}
-            print(f"| {model} | {precision} | {med['eager']:.1f} | {med['compiled']:.1f} | "
-                  f"{med['eager'] / med['compiled']:.2f} |", flush=True)
+            print(
+                f"| {model} | {precision} | {med['eager']:.1f} | {med['compiled']:.1f} | "
+                f"{med['eager'] / med['compiled']:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -24,12 +24,22 @@ def main() -> None:
     for backend in args.backends.split(","):
         if backend != "eager":
             compiled.BACKEND = backend
-        spec = RunSpec(method="dninv", dataset="digits", labels=50, steps=20, protocol={"eval_every": 10, "compile": backend != "eager"}, device="cpu")
+        spec = RunSpec(
+            method="dninv",
+            dataset="digits",
+            labels=50,
+            steps=20,
+            protocol={"eval_every": 10, "compile": backend != "eager"},
+            device="cpu",
+        )
         with tempfile.TemporaryDirectory() as out:
             result = train(resolve(spec), out, show_progress=False)
         record = result.get("compiled_step") or {}
-        print(f"| {backend} | {100 * result['test_acc']:.2f} | {record.get('compiled', '–')} | "
-              f"{record.get('first_call_s', '–')} |", flush=True)
+        print(
+            f"| {backend} | {100 * result['test_acc']:.2f} | {record.get('compiled', '–')} | "
+            f"{record.get('first_call_s', '–')} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -34,20 +34,36 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None, help="digits upscaled to size×size")
     ap.add_argument("-p", dest="params", action="append", default=[], help="KEY=VALUE method parameter (repeatable)")
     ap.add_argument("--eager", action="store_true", help="also train each run without --compile, for its test accuracy")
-    ap.add_argument("--eager-adam", action="store_true", help="compile the gradient step only, Adam's step eager (tells the two apart)")
+    ap.add_argument(
+        "--eager-adam",
+        action="store_true",
+        help="compile the gradient step only, Adam's step eager (tells the two apart)",
+    )
     args = ap.parse_args()
     if args.eager_adam:
         compiled.optimizer_step = lambda optimizer, compile: optimizer.step
     params = dict(kv.split("=", 1) for kv in args.params)
     compiled.BACKEND = args.backend
-    print(f"backend {args.backend}, {args.steps} steps, "
-          f"digits{f' {args.size}×{args.size}' if args.size else ''} 50 labels, model {args.model or 'tinycnn'}, "
-          f"params {params or 'defaults'}{', Adam eager' if args.eager_adam else ''}, CPU\n")
+    print(
+        f"backend {args.backend}, {args.steps} steps, "
+        f"digits{f' {args.size}×{args.size}' if args.size else ''} 50 labels, model {args.model or 'tinycnn'}, "
+        f"params {params or 'defaults'}{', Adam eager' if args.eager_adam else ''}, CPU\n"
+    )
     print("| method | compiled to the end | first call s | run s | test % | eager test % |")
     print("|---|---|---:|---:|---:|---:|")
     for name in args.methods.split(","):
         start = time.perf_counter()
-        spec = lambda compile: RunSpec(method=name, dataset="digits", labels=50, model=args.model, dataset_options={"size": args.size} if args.size else {}, params=params, steps=args.steps, protocol={"eval_every": max(args.steps // 3, 1), "compile": compile, "warmup_steps": 5}, device="cpu")
+        spec = lambda compile: RunSpec(
+            method=name,
+            dataset="digits",
+            labels=50,
+            model=args.model,
+            dataset_options={"size": args.size} if args.size else {},
+            params=params,
+            steps=args.steps,
+            protocol={"eval_every": max(args.steps // 3, 1), "compile": compile, "warmup_steps": 5},
+            device="cpu",
+        )
         with tempfile.TemporaryDirectory() as out:
             result = train(resolve(spec(True)), out, show_progress=False)
         seconds = time.perf_counter() - start
@@ -56,9 +72,14 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as out:
                 eager = f"{100 * train(resolve(spec(False)), out, show_progress=False)['test_acc']:.2f}"
         record = result["compiled_step"]
-        status = ("yes" if record["compiled"] else f"no: {record['fallback']}") + (f"; Adam eager: {record['optimizer_fallback']}" if record.get("optimizer_fallback") else "")
-        print(f"| {name} | {status} | {record['first_call_s']} | {seconds:.0f} | "
-              f"{100 * result['test_acc']:.2f} | {eager} |", flush=True)
+        status = ("yes" if record["compiled"] else f"no: {record['fallback']}") + (
+            f"; Adam eager: {record['optimizer_fallback']}" if record.get("optimizer_fallback") else ""
+        )
+        print(
+            f"| {name} | {status} | {record['first_call_s']} | {seconds:.0f} | "
+            f"{100 * result['test_acc']:.2f} | {eager} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

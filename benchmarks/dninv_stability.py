@@ -53,10 +53,18 @@ VARIANTS = {
     "cosine": ("dninv", {}, {"lr_schedule": "cosine"}),
     "lr_third": ("dninv", {}, {"lr_scale": 1 / 3}),
     "detach": ("dninv", {"detach_cotangent": True}, {}),
-    "beta_ramp": ("dninv", {"beta": "linear:1:0.2"}, {}),  # the paper's eq. 13 idea: reconstruction first, entropy later
+    "beta_ramp": (
+        "dninv",
+        {"beta": "linear:1:0.2"},
+        {},
+    ),  # the paper's eq. 13 idea: reconstruction first, entropy later
     "adam_b2_099": ("dninv", {}, {"adam_beta2": 0.99}),  # Adam's second moment tracks a gradient spike 10× faster
     "leaky": ("dninv", {}, {"model_act": "leaky_relu"}),  # leaky ReLU (slope 0.1): no unit can die
-    "adam_eps_1e-5": ("dninv", {}, {"adam_eps": 1e-5}),  # Adam's ε 1e-8 -> 1e-5 (Thilak et al. 2022: a larger ε suppresses slingshots)
+    "adam_eps_1e-5": (
+        "dninv",
+        {},
+        {"adam_eps": 1e-5},
+    ),  # Adam's ε 1e-8 -> 1e-5 (Thilak et al. 2022: a larger ε suppresses slingshots)
     "supervised": ("supervised", {}, {}),
     "entmin": ("entmin", {}, {}),
 }
@@ -72,14 +80,25 @@ def build(model_name: str, seed: int, variant: str, device: str, extra_params: d
     protocol.pop("adam_beta2", None)  # read by run_one
     protocol.pop("adam_eps", None)  # read by run_one
     act = protocol.pop("model_act", None)
-    spec = RunSpec(method=method, dataset="digits", labels=50, model=model_name, seed=seed, params={**params, **extra_params},
-                   dataset_options=options, protocol={**protocol, "eval_every": 50}, device=device,
-                   model_options={"act": act} if act else {})
+    spec = RunSpec(
+        method=method,
+        dataset="digits",
+        labels=50,
+        model=model_name,
+        seed=seed,
+        params={**params, **extra_params},
+        dataset_options=options,
+        protocol={**protocol, "eval_every": 50},
+        device=device,
+        model_options={"act": act} if act else {},
+    )
     resolved = resolve(spec)
     if lr_scale != 1.0:
         import dataclasses
 
-        resolved = dataclasses.replace(resolved, protocol=dataclasses.replace(resolved.protocol, lr=resolved.protocol.lr * lr_scale))
+        resolved = dataclasses.replace(
+            resolved, protocol=dataclasses.replace(resolved.protocol, lr=resolved.protocol.lr * lr_scale)
+        )
     return resolved
 
 
@@ -88,7 +107,11 @@ def weighted_terms(method, logged: dict, progress) -> dict[str, torch.Tensor]:
     cfg = method.config
     t = progress.fraction
     alpha, beta = cfg.alpha.at(t), cfg.beta.at(t)
-    return {"ce": alpha * logged["ce"], "rec": (1 - alpha) * beta * logged["rec"], "ent": (1 - alpha) * (1 - beta) * logged["ent"]}
+    return {
+        "ce": alpha * logged["ce"],
+        "rec": (1 - alpha) * beta * logged["rec"],
+        "ent": (1 - alpha) * (1 - beta) * logged["ent"],
+    }
 
 
 def term_tensors(method, model, batch, progress):
@@ -100,8 +123,14 @@ def term_tensors(method, model, batch, progress):
 
     n_lb = len(batch.x_lb)
     x = torch.cat([batch.x_lb, batch.x_ulb])
-    logits, x_hat, _ = reconstruct_layers(model, x, (), input=True, create_graph=True, detach_cotangent=method.config.detach_cotangent)
-    return logits, {"ce": F.cross_entropy(logits[:n_lb], batch.y_lb), "rec": squared_error(x_hat, x, method.config.reduction), "ent": entropy(logits[n_lb:])}
+    logits, x_hat, _ = reconstruct_layers(
+        model, x, (), input=True, create_graph=True, detach_cotangent=method.config.detach_cotangent
+    )
+    return logits, {
+        "ce": F.cross_entropy(logits[:n_lb], batch.y_lb),
+        "rec": squared_error(x_hat, x, method.config.reduction),
+        "ent": entropy(logits[n_lb:]),
+    }
 
 
 def flat_grad(loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
@@ -150,7 +179,17 @@ def validation_diagnostics(model, dd, p) -> dict:
     }
 
 
-def run_one(model_name: str, seed: int, variant: str, out: Path, device: str, diag_every: int, params: dict, protocol: dict, verbose: bool = False) -> dict:
+def run_one(
+    model_name: str,
+    seed: int,
+    variant: str,
+    out: Path,
+    device: str,
+    diag_every: int,
+    params: dict,
+    protocol: dict,
+    verbose: bool = False,
+) -> dict:
     from ssl_bench.method import MethodContext, Progress
     from ssl_bench.run.device_data import accuracy, predict, to_device
     from ssl_bench.run.distributed import World
@@ -163,7 +202,9 @@ def run_one(model_name: str, seed: int, variant: str, out: Path, device: str, di
 
     resolved = build(model_name, seed, variant, device, params, protocol)
     p, info, dev = resolved.protocol, resolved.info, resolved.device
-    torch.backends.cudnn.benchmark = dev.type == "cuda"  # faster double-backward convolutions; no effect on what is studied
+    torch.backends.cudnn.benchmark = (
+        dev.type == "cuda"
+    )  # faster double-backward convolutions; no effect on what is studied
     world = World()
     t0 = time.perf_counter()
     with torch_threads(p.cpu_threads):
@@ -176,7 +217,9 @@ def run_one(model_name: str, seed: int, variant: str, out: Path, device: str, di
         method = resolved.method_cls(resolved.method_config, MethodContext(info.modality, info.num_classes, generator))
         beta2 = VARIANTS[variant][2].get("adam_beta2", 0.999)
         eps = VARIANTS[variant][2].get("adam_eps", 1e-8)
-        optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, betas=(0.9, beta2), eps=eps, weight_decay=p.weight_decay)
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=p.lr, betas=(0.9, beta2), eps=eps, weight_decay=p.weight_decay
+        )
         streams = protocol_streams(dd, p, info.modality, dev)
         method.setup(model)
         params_list = [q for q in model.parameters() if q.requires_grad]
@@ -193,10 +236,18 @@ def run_one(model_name: str, seed: int, variant: str, out: Path, device: str, di
                 grads = {k: flat_grad(v, params_list) for k, v in weighted.items()}
                 norms = {k: g.norm().item() for k, g in grads.items()}
                 cos = lambda a, b: (grads[a] @ grads[b] / (grads[a].norm() * grads[b].norm() + 1e-30)).item()
-                row = {"step": step, **{k: v.item() for k, v in terms.items()}, **{f"g_{k}": v for k, v in norms.items()},
-                       "cos_ce_rec": cos("ce", "rec"), "cos_ce_ent": cos("ce", "ent"), "cos_rec_ent": cos("rec", "ent"),
-                       "batch_logit_norm": logits.detach().norm(dim=1).mean().item(),
-                       "batch_top_share": (torch.bincount(logits.argmax(1), minlength=info.num_classes).max() / len(logits)).item()}
+                row = {
+                    "step": step,
+                    **{k: v.item() for k, v in terms.items()},
+                    **{f"g_{k}": v for k, v in norms.items()},
+                    "cos_ce_rec": cos("ce", "rec"),
+                    "cos_ce_ent": cos("ce", "ent"),
+                    "cos_rec_ent": cos("rec", "ent"),
+                    "batch_logit_norm": logits.detach().norm(dim=1).mean().item(),
+                    "batch_top_share": (
+                        torch.bincount(logits.argmax(1), minlength=info.num_classes).max() / len(logits)
+                    ).item(),
+                }
                 del logits, terms, weighted, grads
             optimizer.zero_grad(set_to_none=True)
             before = [q.detach().clone() for q in params_list] if row is not None else None
@@ -213,9 +264,15 @@ def run_one(model_name: str, seed: int, variant: str, out: Path, device: str, di
                     w = torch.cat([q.flatten() for q in params_list])
                     dw = torch.cat([(q - b).flatten() for q, b in zip(params_list, before)])
                     v = [optimizer.state[q]["exp_avg_sq"] for q in params_list if q in optimizer.state]
-                row.update({"loss": loss.item(), "weight_norm": w.norm().item(), "rel_update": (dw.norm() / w.norm()).item(),
-                            "adam_sqrt_v": torch.cat([x.flatten() for x in v]).sqrt().mean().item() if v else float("nan"),
-                            "lr": optimizer.param_groups[0]["lr"]})
+                row.update(
+                    {
+                        "loss": loss.item(),
+                        "weight_norm": w.norm().item(),
+                        "rel_update": (dw.norm() / w.norm()).item(),
+                        "adam_sqrt_v": torch.cat([x.flatten() for x in v]).sqrt().mean().item() if v else float("nan"),
+                        "lr": optimizer.param_groups[0]["lr"],
+                    }
+                )
                 rows.append(row)
             done = step + 1
             if done % p.eval_every == 0 or done == p.steps:
@@ -225,18 +282,54 @@ def run_one(model_name: str, seed: int, variant: str, out: Path, device: str, di
                 evals.append(ev)
                 if verbose:
                     d = rows[-1] if rows else {}
-                    print(json.dumps({**ev, **{k: d.get(k) for k in ("ce", "rec", "ent", "g_ce", "g_rec", "g_ent", "cos_ce_rec", "cos_ce_ent", "batch_logit_norm", "rel_update", "weight_norm")}}), flush=True)
+                    print(
+                        json.dumps(
+                            {
+                                **ev,
+                                **{
+                                    k: d.get(k)
+                                    for k in (
+                                        "ce",
+                                        "rec",
+                                        "ent",
+                                        "g_ce",
+                                        "g_rec",
+                                        "g_ent",
+                                        "cos_ce_rec",
+                                        "cos_ce_ent",
+                                        "batch_logit_norm",
+                                        "rel_update",
+                                        "weight_norm",
+                                    )
+                                },
+                            }
+                        ),
+                        flush=True,
+                    )
                 if collapsed_at is None and done > p.warmup_steps and ev["val_top_share"] >= COLLAPSE_SHARE:
                     collapsed_at = done
         model.eval()
         test_acc = accuracy(predict(model, dd.x_test, p.eval_batch, dd.inputs), dd.y_test)
     last = evals[-1]
     result = {
-        "model": model_name, "seed": seed, "variant": variant, "method": resolved.spec.method, "params": params, "protocol_overrides": protocol,
-        "lr": p.lr, "steps": p.steps, "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "collapsed_at": collapsed_at, "collapsed_last": last["val_top_share"] >= COLLAPSE_SHARE,
-        "best_val": max(e["val_acc"] for e in evals), "val_last": last["val_acc"], "test_last": test_acc,
-        "wall_s": round(time.perf_counter() - t0, 1), "diag": rows, "evals": evals,
+        "model": model_name,
+        "seed": seed,
+        "variant": variant,
+        "method": resolved.spec.method,
+        "params": params,
+        "protocol_overrides": protocol,
+        "lr": p.lr,
+        "steps": p.steps,
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "collapsed_at": collapsed_at,
+        "collapsed_last": last["val_top_share"] >= COLLAPSE_SHARE,
+        "best_val": max(e["val_acc"] for e in evals),
+        "val_last": last["val_acc"],
+        "test_last": test_acc,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "diag": rows,
+        "evals": evals,
     }
     out.mkdir(parents=True, exist_ok=True)
     name = f"{model_name}-{variant}-s{seed}.json"
@@ -267,19 +360,41 @@ def plan_jobs(plan: str, seeds: list[int]) -> list[tuple[str, int, str]]:
 def grid(args) -> None:
     jobs = plan_jobs(args.plan, parse_seeds(args.seeds))
     todo = [j for j in jobs if not (Path(args.out) / f"{j[0]}-{j[2]}-s{j[1]}.json").exists()]
-    print(f"{len(todo)} of {len(jobs)} runs to do, {args.jobs} at a time on {args.device}; "
-          f"no new run after {args.deadline} s", flush=True)
+    print(
+        f"{len(todo)} of {len(jobs)} runs to do, {args.jobs} at a time on {args.device}; "
+        f"no new run after {args.deadline} s",
+        flush=True,
+    )
     t0 = time.perf_counter()
 
     def launch(job):
         m, s, v = job
         if time.perf_counter() - t0 > args.deadline:
             return
-        cmd = [sys.executable, __file__, "run", "--model", m, "--seed", str(s), "--variant", v, "--out", args.out,
-               "--device", args.device, "--diag-every", str(args.diag_every)] + (["--steps", str(args.steps)] if args.steps else [])
+        cmd = [
+            sys.executable,
+            __file__,
+            "run",
+            "--model",
+            m,
+            "--seed",
+            str(s),
+            "--variant",
+            v,
+            "--out",
+            args.out,
+            "--device",
+            args.device,
+            "--diag-every",
+            str(args.diag_every),
+        ] + (["--steps", str(args.steps)] if args.steps else [])
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        status = "ok" if r.returncode == 0 else f"FAILED rc={r.returncode}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ''}"
+        status = (
+            "ok"
+            if r.returncode == 0
+            else f"FAILED rc={r.returncode}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ''}"
+        )
         print(f"[{time.perf_counter() - t0:6.0f}s] {m} {v} s{s}: {status}", flush=True)
 
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -318,17 +433,29 @@ def summary(args) -> None:
         sys.exit(f"no results in {args.folder}")
     devices = sorted({r["device_name"] for r in runs})
     print(f"# dninv stability study ({len(runs)} runs; device: {', '.join(devices)})\n")
-    print("Digits stand-ins (MNIST-shaped 1×28×28 for smallcnn and the ResNets, "
-          "CIFAR-shaped 3×32×32 for largecnn), 50 labels,")
-    print("twice the committed report's budget; evaluations every 50 steps. "
-          "Collapsed: ≥ 95 % of the validation set in one class")
-    print("at some evaluation after the warm-up (`at last`: at the last one). Accuracies: mean ± sd over seeds, in %.\n")
-    print("Death events: runs in which the share of dead ReLU channels (no positive output on any validation sample) rose")
-    print("by ≥ 20 points between two evaluations 50 steps apart. "
-          "Worst drop: the largest fall of validation accuracy below")
+    print(
+        "Digits stand-ins (MNIST-shaped 1×28×28 for smallcnn and the ResNets, "
+        "CIFAR-shaped 3×32×32 for largecnn), 50 labels,"
+    )
+    print(
+        "twice the committed report's budget; evaluations every 50 steps. "
+        "Collapsed: ≥ 95 % of the validation set in one class"
+    )
+    print(
+        "at some evaluation after the warm-up (`at last`: at the last one). Accuracies: mean ± sd over seeds, in %.\n"
+    )
+    print(
+        "Death events: runs in which the share of dead ReLU channels (no positive output on any validation sample) rose"
+    )
+    print(
+        "by ≥ 20 points between two evaluations 50 steps apart. "
+        "Worst drop: the largest fall of validation accuracy below"
+    )
     print("its best so far, the run's worst moment (mean over seeds, points).\n")
-    print("| model | variant | seeds | collapsed (ever / at last) | death events | worst drop "
-          "| best val | val @ last | test @ last |")
+    print(
+        "| model | variant | seeds | collapsed (ever / at last) | death events | worst drop "
+        "| best val | val @ last | test @ last |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     order = list(VARIANTS)
     key = lambda r: (list(STAND_INS).index(r["model"]), order.index(r["variant"]), r["seed"])
@@ -341,26 +468,36 @@ def summary(args) -> None:
         at_last = sum(r["collapsed_last"] for r in rs)
         deaths = sum(death_event(r) for r in rs)
         drop = sum(worst_drop(r) for r in rs) / len(rs)
-        print(f"| {m} | {v} | {len(rs)} | {ever} / {at_last} | {deaths} | {100 * drop:.1f} | "
-              f"{mean_sd([r['best_val'] for r in rs])} | {mean_sd([r['val_last'] for r in rs])} | "
-              f"{mean_sd([r['test_last'] for r in rs])} |")
-    print("\n## Before a collapse: diagnostics of collapsed dninv runs "
-          "(last diagnostic before the collapse vs the first after warm-up)\n")
-    print("| run | collapsed at | ce | rec | ent | ‖∇αCE‖ | ‖∇(1−α)βR‖ | ‖∇(1−α)(1−β)E‖ | cos(CE,R) | cos(CE,E) "
-          "| logit norm (val) | dead channels | rel. update |")
+        print(
+            f"| {m} | {v} | {len(rs)} | {ever} / {at_last} | {deaths} | {100 * drop:.1f} | "
+            f"{mean_sd([r['best_val'] for r in rs])} | {mean_sd([r['val_last'] for r in rs])} | "
+            f"{mean_sd([r['test_last'] for r in rs])} |"
+        )
+    print(
+        "\n## Before a collapse: diagnostics of collapsed dninv runs "
+        "(last diagnostic before the collapse vs the first after warm-up)\n"
+    )
+    print(
+        "| run | collapsed at | ce | rec | ent | ‖∇αCE‖ | ‖∇(1−α)βR‖ | ‖∇(1−α)(1−β)E‖ | cos(CE,R) | cos(CE,E) "
+        "| logit norm (val) | dead channels | rel. update |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         if r["collapsed_at"] is None or not r["diag"]:
             continue
         ev = {e["step"]: e for e in r["evals"]}
-        for tag, d in (("warm-up end", next((d for d in r["diag"] if d["step"] >= 100), r["diag"][0])),
-                       ("before", max((d for d in r["diag"] if d["step"] < r["collapsed_at"]), key=lambda d: d["step"]))):
+        for tag, d in (
+            ("warm-up end", next((d for d in r["diag"] if d["step"] >= 100), r["diag"][0])),
+            ("before", max((d for d in r["diag"] if d["step"] < r["collapsed_at"]), key=lambda d: d["step"])),
+        ):
             e = ev.get(min(ev, key=lambda s: abs(s - d["step"])))
-            print(f"| {r['model']} {r['variant']} s{r['seed']} ({tag}, step {d['step']}) | {r['collapsed_at']} | "
-                  f"{d['ce']:.3g} | {d['rec']:.3g} | {d['ent']:.3g} | "
-                  f"{d['g_ce']:.3g} | {d['g_rec']:.3g} | {d['g_ent']:.3g} | "
-                  f"{d['cos_ce_rec']:.2f} | {d['cos_ce_ent']:.2f} | "
-                  f"{e['val_logit_norm']:.3g} | {e['dead_channels']:.2f} | {d['rel_update']:.2g} |")
+            print(
+                f"| {r['model']} {r['variant']} s{r['seed']} ({tag}, step {d['step']}) | {r['collapsed_at']} | "
+                f"{d['ce']:.3g} | {d['rec']:.3g} | {d['ent']:.3g} | "
+                f"{d['g_ce']:.3g} | {d['g_rec']:.3g} | {d['g_ent']:.3g} | "
+                f"{d['cos_ce_rec']:.2f} | {d['cos_ce_ent']:.2f} | "
+                f"{e['val_logit_norm']:.3g} | {e['dead_channels']:.2f} | {d['rel_update']:.2g} |"
+            )
 
 
 def main() -> None:
@@ -388,7 +525,17 @@ def main() -> None:
     s.add_argument("folder")
     args = ap.parse_args()
     if args.cmd == "run":
-        res = run_one(args.model, args.seed, args.variant, Path(args.out), args.device, args.diag_every, {}, {"steps": args.steps} if args.steps else {}, verbose=args.verbose)
+        res = run_one(
+            args.model,
+            args.seed,
+            args.variant,
+            Path(args.out),
+            args.device,
+            args.diag_every,
+            {},
+            {"steps": args.steps} if args.steps else {},
+            verbose=args.verbose,
+        )
         print(json.dumps({k: v for k, v in res.items() if k not in ("diag", "evals")}))
     elif args.cmd == "grid":
         grid(args)

@@ -54,7 +54,12 @@ def run(args, model_name: str, init: str, warmup: int, seed: int, data) -> str:
     x, y, xt, yt = data
     g = torch.Generator().manual_seed(seed)
     per_class = args.labels // 10
-    idx = torch.cat([torch.nonzero(y == c).flatten()[torch.randperm(int((y == c).sum()), generator=g)[:per_class]] for c in range(10)])
+    idx = torch.cat(
+        [
+            torch.nonzero(y == c).flatten()[torch.randperm(int((y == c).sum()), generator=g)[:per_class]]
+            for c in range(10)
+        ]
+    )
     torch.manual_seed(seed)
     model = create_model(model_name, num_classes=10, input_shape=tuple(x.shape[1:]))
     reinit(model, init)
@@ -76,8 +81,10 @@ def run(args, model_name: str, init: str, warmup: int, seed: int, data) -> str:
         pred = torch.cat([model(xt[i : i + 256]) for i in range(0, len(xt), 256)]).argmax(1)
     acc = 100 * (pred == yt).float().mean().item()
     classes = len(pred.unique())
-    return (f"| {model_name} | {init} | {warmup} | {seed} | {acc:.1f} | {classes} | "
-            f"{'**one class**' if classes == 1 else ''} | {time.perf_counter() - start:.0f} |")
+    return (
+        f"| {model_name} | {init} | {warmup} | {seed} | {acc:.1f} | {classes} | "
+        f"{'**one class**' if classes == 1 else ''} | {time.perf_counter() - start:.0f} |"
+    )
 
 
 def main() -> None:
@@ -96,9 +103,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = stand_in(args.size, args.chans)
-    print(f"digits at {args.chans}×{args.size}×{args.size}, {args.labels} labels, {args.steps} steps, "
-          f"batch {args.batch}, torch {torch.__version__}")
-    print("| model | init | warm-up | seed | test % | classes predicted | | s |\n|---|---|---:|---:|---:|---:|---|---:|")
+    print(
+        f"digits at {args.chans}×{args.size}×{args.size}, {args.labels} labels, {args.steps} steps, "
+        f"batch {args.batch}, torch {torch.__version__}"
+    )
+    print(
+        "| model | init | warm-up | seed | test % | classes predicted | | s |\n|---|---|---:|---:|---:|---:|---|---:|"
+    )
     for model_name in args.models.split(","):
         for init in args.inits.split(","):
             for warmup in map(int, args.warmups.split(",")):

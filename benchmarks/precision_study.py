@@ -27,7 +27,9 @@ from ssl_bench.run.precision import autocast
 def digits_batch(size: int, channels: int, n: int = 160) -> torch.Tensor:
     from ssl_bench.data import get_dataset
 
-    data = get_dataset("digits").load(data_dir=None, download=False, **({"size": size, "channels": channels} if size != 8 else {}))
+    data = get_dataset("digits").load(
+        data_dir=None, download=False, **({"size": size, "channels": channels} if size != 8 else {})
+    )
     x = data.x_train[:n].float()
     mean, std = x.mean(dim=(0, 2, 3), keepdim=True), x.std(dim=(0, 2, 3), keepdim=True)
     return (x - mean) / std
@@ -35,7 +37,12 @@ def digits_batch(size: int, channels: int, n: int = 160) -> torch.Tensor:
 
 def xhat_errors(device: torch.device) -> list[str]:
     rows = ["| model | input | x̂ rel. error bf16 vs fp32 | logits rel. error |", "|---|---|---:|---:|"]
-    for model_name, size, channels in [("tinycnn", 8, 1), ("smallcnn", 28, 1), ("resnet3_16", 28, 1), ("largecnn", 32, 3)]:
+    for model_name, size, channels in [
+        ("tinycnn", 8, 1),
+        ("smallcnn", 28, 1),
+        ("resnet3_16", 28, 1),
+        ("largecnn", 32, 3),
+    ]:
         x = digits_batch(size, channels).to(device)
         torch.manual_seed(0)
         model = create_model(model_name, num_classes=10, input_shape=tuple(x.shape[1:])).to(device).train()
@@ -43,7 +50,9 @@ def xhat_errors(device: torch.device) -> list[str]:
         with autocast("bf16", device):
             logits_bf, x_hat_bf = reconstruct(model, x)
         rel = lambda a, b: ((a.float() - b).norm() / b.norm()).item()
-        rows.append(f"| {model_name} | {channels}×{size}×{size} | {rel(x_hat_bf, x_hat):.4f} | {rel(logits_bf, logits):.4f} |")
+        rows.append(
+            f"| {model_name} | {channels}×{size}×{size} | {rel(x_hat_bf, x_hat):.4f} | {rel(logits_bf, logits):.4f} |"
+        )
     return rows
 
 
@@ -53,18 +62,33 @@ def runs(args) -> list[str]:
 
     out = Path(args.out or tempfile.mkdtemp(prefix="precision-study-"))
     options = {"size": args.size} if args.size != 8 else {}
-    rows = [f"| method | precision | test % (best val), {len(args.seeds)} seeds | per seed | wall s per run |", "|---|---|---|---|---:|"]
+    rows = [
+        f"| method | precision | test % (best val), {len(args.seeds)} seeds | per seed | wall s per run |",
+        "|---|---|---|---|---:|",
+    ]
     for method in args.methods:
         for precision in ("fp32", "bf16"):
             accs, walls = [], []
             for seed in args.seeds:
-                spec = RunSpec(method=method, dataset="digits", labels=50, model=args.model, seed=seed, steps=args.steps, dataset_options=options, protocol={"precision": precision}, device=args.device)
+                spec = RunSpec(
+                    method=method,
+                    dataset="digits",
+                    labels=50,
+                    model=args.model,
+                    seed=seed,
+                    steps=args.steps,
+                    dataset_options=options,
+                    protocol={"precision": precision},
+                    device=args.device,
+                )
                 r = train(resolve(spec), out, show_progress=False, force=True)
                 accs.append(100 * r["test_acc"])
                 walls.append(r["wall_time_s"])
             sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            rows.append(f"| {method} | {precision} | {statistics.fmean(accs):.2f} ± {sd:.2f} | "
-                        f"{', '.join(f'{a:.2f}' for a in accs)} | {statistics.fmean(walls):.1f} |")
+            rows.append(
+                f"| {method} | {precision} | {statistics.fmean(accs):.2f} ± {sd:.2f} | "
+                f"{', '.join(f'{a:.2f}' for a in accs)} | {statistics.fmean(walls):.1f} |"
+            )
             print(rows[-1], flush=True)
     return rows
 

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smallcnn")
@@ -32,7 +31,6 @@ def main() -> None:
         os.environ["BENCH_DEVICE"] = args.device
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import bench_step  # the benchmark's step, on BENCH_DEVICE
-
     from torch.profiler import ProfilerActivity, profile
 
     device = bench_step.DEVICE
@@ -46,9 +44,11 @@ def main() -> None:
         for _ in range(args.steps):
             step()
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(f"{args.model} {args.method} batch {args.batch} {args.precision} {args.mode} "
-          f"on {bench_step.describe_device()}; "
-          f"{args.steps} steps profiled; first call {info.get('first_call_s')} s; fallback: {info.get('fallback')}")
+    print(
+        f"{args.model} {args.method} batch {args.batch} {args.precision} {args.mode} "
+        f"on {bench_step.describe_device()}; "
+        f"{args.steps} steps profiled; first call {info.get('first_call_s')} s; fallback: {info.get('fallback')}"
+    )
     print(prof.key_averages().table(sort_by=sort, row_limit=args.top, max_name_column_width=60))
 
 

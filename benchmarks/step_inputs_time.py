@@ -45,7 +45,11 @@ def main() -> None:
             def walk():
                 params = {f"model.{n}": p for n, p in model.named_parameters() if p.requires_grad}
                 buffers = {f"model.{n}": b for n, b in model.named_buffers()}
-                buffers |= {f"method_modules.{k}.{n}": b for k, m in compiled.method_modules(method).items() for n, b in m.named_buffers()}
+                buffers |= {
+                    f"method_modules.{k}.{n}": b
+                    for k, m in compiled.method_modules(method).items()
+                    for n, b in m.named_buffers()
+                }
                 return params, buffers
 
             params, buffers = walk()
@@ -53,8 +57,11 @@ def main() -> None:
                 read_once = compiled._read(slots)
                 assert list(mine) == list(read_once) and all(mine[k] is read_once[k] for k in mine)
             read = lambda: (compiled._read(step.params), compiled._read(step.buffers))
-            print(f"| {name} | {method_name} | {len(params) + len(buffers)} | {per_step_us(walk):.0f} | "
-                  f"{per_step_us(read):.0f} |", flush=True)
+            print(
+                f"| {name} | {method_name} | {len(params) + len(buffers)} | {per_step_us(walk):.0f} | "
+                f"{per_step_us(read):.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

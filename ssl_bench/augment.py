@@ -114,7 +114,13 @@ def _solarize(x, m):  # mirror the values above a threshold (the top |m| share o
     return torch.where(x > t, 2 * t - x, x)
 
 
-PHOTOMETRIC = {"brightness": _brightness, "contrast": _contrast, "sharpness": _sharpness, "posterize": _posterize, "solarize": _solarize}
+PHOTOMETRIC = {
+    "brightness": _brightness,
+    "contrast": _contrast,
+    "sharpness": _sharpness,
+    "posterize": _posterize,
+    "solarize": _solarize,
+}
 GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 IMAGE_OPS = ("identity", *PHOTOMETRIC, *GEOMETRIC)
 
@@ -164,7 +170,11 @@ def strong_image(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     for op, fn in PHOTOMETRIC.items():
         out = torch.where(_per_sample(chosen[op], out), fn(out, mags[op]), out)
     grid = F.affine_grid(_affine(chosen, mags, b, device), list(x.shape), align_corners=False)
-    out = torch.where(_per_sample(torch.stack([chosen[op] for op in GEOMETRIC]).any(0), out), F.grid_sample(out, grid, mode="bilinear", padding_mode="zeros", align_corners=False), out)
+    out = torch.where(
+        _per_sample(torch.stack([chosen[op] for op in GEOMETRIC]).any(0), out),
+        F.grid_sample(out, grid, mode="bilinear", padding_mode="zeros", align_corners=False),
+        out,
+    )
     out = cutout(out, gen)
     lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
     return torch.minimum(torch.maximum(out, lo), hi)

@@ -30,9 +30,18 @@ def method_rows() -> list[dict]:
         try:
             cls = load_method(name)
             params = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls.Config)) or "-"
-            rows.append({"method": name, "distribution": method_distribution(name), "terms": ",".join(cls.terms) or "-", "params": params})
+            rows.append(
+                {
+                    "method": name,
+                    "distribution": method_distribution(name),
+                    "terms": ",".join(cls.terms) or "-",
+                    "params": params,
+                }
+            )
         except UserError as exc:  # a broken plugin is listed as such; the others still show
-            rows.append({"method": name, "distribution": method_distribution(name), "terms": "BROKEN", "params": str(exc)})
+            rows.append(
+                {"method": name, "distribution": method_distribution(name), "terms": "BROKEN", "params": str(exc)}
+            )
     return rows
 
 
@@ -46,7 +55,17 @@ def dataset_rows(data_dir: str | None = None) -> list[dict]:
             continue
         where = (Path(data_dir).expanduser() if data_dir else default_data_dir()) / name
         local = "offline" if info.offline else ("yes" if info.available(where) else f"no ({where})")
-        rows.append({"dataset": name, "modality": info.modality, "shape": "x".join(map(str, info.shape)), "classes": info.num_classes, "val": info.val_size, "local": local, "description": info.description})
+        rows.append(
+            {
+                "dataset": name,
+                "modality": info.modality,
+                "shape": "x".join(map(str, info.shape)),
+                "classes": info.num_classes,
+                "val": info.val_size,
+                "local": local,
+                "description": info.description,
+            }
+        )
     return rows
 
 
@@ -64,13 +83,32 @@ def model_rows(dataset: str) -> list[dict]:
             try:
                 model = create_model(name, num_classes=info.num_classes, input_shape=info.shape, modality=info.modality)
                 params = f"{sum(p.numel() for p in model.parameters()):,}"
-                batchnorm = "yes" if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()) else "no"
+                batchnorm = (
+                    "yes" if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()) else "no"
+                )
             except UserError as exc:  # e.g. inputs too small for the network
                 params, batchnorm, description = "(cannot take)", "-", str(exc)
         else:
             params, batchnorm = f"(takes {'/'.join(entry.modalities)})", "-"
-        rows.append({"model": name, "inputs": "/".join(entry.modalities), f"params ({dataset})": params, "batchnorm": batchnorm, "lr": f"{entry.lr:.4g}", "description": description})
+        rows.append(
+            {
+                "model": name,
+                "inputs": "/".join(entry.modalities),
+                f"params ({dataset})": params,
+                "batchnorm": batchnorm,
+                "lr": f"{entry.lr:.4g}",
+                "description": description,
+            }
+        )
     for prefix in model_prefixes():
-        rows.append({"model": f"{prefix}<name>", "inputs": "image", f"params ({dataset})": "(per model)", "batchnorm": "most", "lr": "0.001", "description": f"any {prefix[:-1]} model by name, e.g. {prefix}resnet18"})
+        rows.append(
+            {
+                "model": f"{prefix}<name>",
+                "inputs": "image",
+                f"params ({dataset})": "(per model)",
+                "batchnorm": "most",
+                "lr": "0.001",
+                "description": f"any {prefix[:-1]} model by name, e.g. {prefix}resnet18",
+            }
+        )
     return rows
-

@@ -68,8 +68,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 PROTOCOL_OPTIONS = option_fields(ProtocolConfig)  # batch_lb, lr_schedule, …: the protocol's options of run and sweep
-STEPS_WHY = ("the largest step budget ssl-bench takes (10^8: ~95x FixMatch's 2^20, the longest schedule in SSL papers; "
-             "a larger one is almost surely a typo, docs/errors.md)")
+STEPS_WHY = (
+    "the largest step budget ssl-bench takes (10^8: ~95x FixMatch's 2^20, the longest schedule in SSL papers; "
+    "a larger one is almost surely a typo, docs/errors.md)"
+)
 
 
 def run_options(f, required: bool = True):
@@ -81,20 +83,66 @@ def run_options(f, required: bool = True):
         click.option("--dataset", required=required, help="Dataset name (see `ssl-bench list datasets`)."),
         click.option("--labels", required=required, help="Labeled training samples (recordings for audio), or 'all'."),
         click.option("--model", default=None, help="Model name (default: the dataset's; see `ssl-bench list models`)."),
-        click.option("--steps", type=WholeNumber(min=1, max=MAX_STEPS, why=STEPS_WHY), default=None, help="Optimizer steps (default: the dataset's)."),
-        click.option("--lr", type=Number(min=0, min_open=True), default=None, help="Adam learning rate (default: the model's paper value)."),
+        click.option(
+            "--steps",
+            type=WholeNumber(min=1, max=MAX_STEPS, why=STEPS_WHY),
+            default=None,
+            help="Optimizer steps (default: the dataset's).",
+        ),
+        click.option(
+            "--lr",
+            type=Number(min=0, min_open=True),
+            default=None,
+            help="Adam learning rate (default: the model's paper value).",
+        ),
         *config_options(ProtocolConfig),
-        click.option("--val-size", type=WholeNumber(min=1), default=None, help="Validation samples carved from train (default: the dataset's)."),
+        click.option(
+            "--val-size",
+            type=WholeNumber(min=1),
+            default=None,
+            help="Validation samples carved from train (default: the dataset's).",
+        ),
         click.option("--exclude-labeled", is_flag=True, help="Keep the labeled samples out of the unlabeled set."),
-        click.option("-m", "model_options", multiple=True, metavar="KEY=VALUE", help="Model option, e.g. -m pool=max (repeatable)."),
-        click.option("-d", "dataset_options", multiple=True, metavar="KEY=VALUE", help="Dataset option, e.g. -d sample_rate=16000 (repeatable)."),
-        click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where the dataset's files are (default: $SSL_BENCH_DATA or ~/.cache/ssl-bench/data/<dataset>)."),
+        click.option(
+            "-m",
+            "model_options",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Model option, e.g. -m pool=max (repeatable).",
+        ),
+        click.option(
+            "-d",
+            "dataset_options",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Dataset option, e.g. -d sample_rate=16000 (repeatable).",
+        ),
+        click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Where the dataset's files are (default: $SSL_BENCH_DATA or ~/.cache/ssl-bench/data/<dataset>).",
+        ),
         click.option("--download/--no-download", default=True, help="Download missing dataset files [download]."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Training device [auto]."),
+        click.option(
+            "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Training device [auto]."
+        ),
         click.option("--out", type=click.Path(file_okay=False), default="runs", help="Folder for run records [runs]."),
-        click.option("--state-every", type=WholeNumber(min=1), default=500, show_default=True, help="Steps between saves of the resumable state (also saved at every evaluation and on Ctrl-C / SIGTERM)."),
-        click.option("--log", "log", multiple=True, type=click.Choice(["tensorboard"]), help="Live tracking while runs train: tensorboard (the tensorboard extra), "
-                     "under each run folder (repeatable)."),
+        click.option(
+            "--state-every",
+            type=WholeNumber(min=1),
+            default=500,
+            show_default=True,
+            help="Steps between saves of the resumable state (also saved at every evaluation and on Ctrl-C / SIGTERM).",
+        ),
+        click.option(
+            "--log",
+            "log",
+            multiple=True,
+            type=click.Choice(["tensorboard"]),
+            help="Live tracking while runs train: tensorboard (the tensorboard extra), "
+            "under each run folder (repeatable).",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -106,24 +154,74 @@ def cluster_options(f):
     from ssl_bench.sweeps.slurm import EXECUTORS
 
     options = [
-        click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True, help="Where runs train: local (processes here, --workers), "
-                     "slurm (one SLURM job array through submitit: the slurm extra), "
-                     "submitit-local (the slurm path as processes here, to try it without a cluster)."),
+        click.option(
+            "--executor",
+            type=click.Choice(EXECUTORS),
+            default="local",
+            show_default=True,
+            help="Where runs train: local (processes here, --workers), "
+            "slurm (one SLURM job array through submitit: the slurm extra), "
+            "submitit-local (the slurm path as processes here, to try it without a cluster).",
+        ),
         click.option("--partition", default=None, help="slurm: the partition [the cluster's default]."),
-        click.option("--time-min", type=WholeNumber(min=1), default=None, help="slurm: time limit of each job (one run), minutes; a longer run is requeued and resumes [60]."),
-        click.option("--gpus-per-job", type=WholeNumber(min=0), default=None, help="slurm: GPUs per job (one run); 0 for CPU runs [1]."),
-        click.option("--cpus-per-job", type=WholeNumber(min=1), default=None, help="slurm: CPU cores per job [the cluster's default]."),
-        click.option("--array-parallelism", type=WholeNumber(min=1), default=None, help="slurm: jobs of the array running at once [256]."),
-        click.option("--max-timeouts", type=WholeNumber(min=0), default=None, help="slurm: times a run may hit the time limit and be requeued (preemptions requeue without limit) [3]."),
-        click.option("--sbatch", "sbatch", multiple=True, metavar="KEY=VALUE", help="slurm: an extra sbatch option, e.g. --sbatch account=myproj --sbatch mem=16G (repeatable)."),
-        click.option("--wait/--no-wait", default=True, help="slurm: follow the jobs to the end and print the table, or return once they are submitted [wait]."),
+        click.option(
+            "--time-min",
+            type=WholeNumber(min=1),
+            default=None,
+            help="slurm: time limit of each job (one run), minutes; a longer run is requeued and resumes [60].",
+        ),
+        click.option(
+            "--gpus-per-job",
+            type=WholeNumber(min=0),
+            default=None,
+            help="slurm: GPUs per job (one run); 0 for CPU runs [1].",
+        ),
+        click.option(
+            "--cpus-per-job",
+            type=WholeNumber(min=1),
+            default=None,
+            help="slurm: CPU cores per job [the cluster's default].",
+        ),
+        click.option(
+            "--array-parallelism",
+            type=WholeNumber(min=1),
+            default=None,
+            help="slurm: jobs of the array running at once [256].",
+        ),
+        click.option(
+            "--max-timeouts",
+            type=WholeNumber(min=0),
+            default=None,
+            help="slurm: times a run may hit the time limit and be requeued (preemptions requeue without limit) [3].",
+        ),
+        click.option(
+            "--sbatch",
+            "sbatch",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="slurm: an extra sbatch option, e.g. --sbatch account=myproj --sbatch mem=16G (repeatable).",
+        ),
+        click.option(
+            "--wait/--no-wait",
+            default=True,
+            help="slurm: follow the jobs to the end and print the table, or return once they are submitted [wait].",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
-SLURM_FLAGS = ("partition", "time_min", "gpus_per_job", "cpus_per_job", "array_parallelism", "max_timeouts", "sbatch", "wait")
+SLURM_FLAGS = (
+    "partition",
+    "time_min",
+    "gpus_per_job",
+    "cpus_per_job",
+    "array_parallelism",
+    "max_timeouts",
+    "sbatch",
+    "wait",
+)
 
 
 def slurm_options(kw: dict, workers_given: bool):
@@ -135,10 +233,14 @@ def slurm_options(kw: dict, workers_given: bool):
     if kw["executor"] == "local":
         if given:
             flag = "--no-wait" if given[0] == "wait" and not kw["wait"] else "--" + given[0].replace("_", "-")
-            raise UserError(f"{flag} is an option of --executor slurm; the local executor runs --workers processes here")
+            raise UserError(
+                f"{flag} is an option of --executor slurm; the local executor runs --workers processes here"
+            )
         return None
     if workers_given:
-        raise UserError("--workers is for --executor local; with slurm each run is one job (--array-parallelism N runs N at once)")
+        raise UserError(
+            "--workers is for --executor local; with slurm each run is one job (--array-parallelism N runs N at once)"
+        )
     defaults = SlurmOptions()
     options = SlurmOptions(
         partition=not_empty(kw["partition"], "--partition"),
@@ -193,8 +295,16 @@ def model_dataset_kwargs(kw: dict) -> dict:
 @cli.command()
 @click.option("--method", required=True, help="Method name (see `ssl-bench list methods`).")
 @run_options
-@click.option("--seed", type=WholeNumber(), default=0, show_default=True, help="Seeds the split, init, batch order and the method's randomness.")
-@click.option("-p", "params", multiple=True, metavar="KEY=VALUE", help="Method config field, e.g. -p alpha=0.6 (repeatable).")
+@click.option(
+    "--seed",
+    type=WholeNumber(),
+    default=0,
+    show_default=True,
+    help="Seeds the split, init, batch order and the method's randomness.",
+)
+@click.option(
+    "-p", "params", multiple=True, metavar="KEY=VALUE", help="Method config field, e.g. -p alpha=0.6 (repeatable)."
+)
 @click.option("--force", is_flag=True, help="Run again from step 0 even if this exact run is complete in --out.")
 @click.option("--restart", is_flag=True, help="Start an interrupted run over from step 0 instead of resuming it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -216,14 +326,24 @@ def run(method: str, seed: int, params: tuple[str, ...], force: bool, restart: b
     spec = RunSpec(method=method, seed=seed, params=parse_assignments(params, "-p"), **model_dataset_kwargs(kw))
     announce = lambda config: click.echo(f"config: {json.dumps(config, default=str)}", err=True)
     result = train(
-        resolve(spec), Path(kw["out"]), show_progress=not quiet, force=force, restart=restart, state_every=kw["state_every"], log=kw["log"], on_start=announce, echo=lambda m: click.echo(m, err=True)
+        resolve(spec),
+        Path(kw["out"]),
+        show_progress=not quiet,
+        force=force,
+        restart=restart,
+        state_every=kw["state_every"],
+        log=kw["log"],
+        on_start=announce,
+        echo=lambda m: click.echo(m, err=True),
     )
     if world_from_env().rank > 0:  # torchrun: rank 0 speaks for the run, every rank exits alike
         click.get_current_context().exit(2 if flag_of(result) else 0)
     click.echo(summary_line(result))
     click.echo(f"run folder: {Path(kw['out']) / result['run_id']}")
     if flag_of(result):
-        raise UserError(f"the run {flag_of(result)}; result.json carries the flag and reports leave the run out ({HINT})")
+        raise UserError(
+            f"the run {flag_of(result)}; result.json carries the flag and reports leave the run out ({HINT})"
+        )
 
 
 @cli.command()
@@ -231,14 +351,45 @@ def run(method: str, seed: int, params: tuple[str, ...], force: bool, restart: b
 @click.option("--methods", default=None, help="Comma-separated methods [all registered].")
 @click.option("--seeds", default=None, help="Comma-separated seeds [0,1,2].")
 @functools.partial(run_options, required=False)
-@click.option("-p", "params", multiple=True, metavar="METHOD.KEY=VALUE", help="A method's config field, e.g. -p dninv.alpha=0.6 (repeatable).")
-@click.option("--workers", type=WholeNumber(min=1), default=1, show_default=True, help="Runs in parallel: a pool of N worker processes, "
-              "each training runs one after another (spread over the visible GPUs, or CPU processes).")
-@click.option("--runs-per-gpu", type=WholeNumber(min=1), default=None, help="Runs side by side on each visible GPU (workers = K × GPUs), each pinned to its GPU.")
-@click.option("--retry-failed", is_flag=True, help="Run again the runs that failed (diverged) before; by default they are skipped.")
+@click.option(
+    "-p",
+    "params",
+    multiple=True,
+    metavar="METHOD.KEY=VALUE",
+    help="A method's config field, e.g. -p dninv.alpha=0.6 (repeatable).",
+)
+@click.option(
+    "--workers",
+    type=WholeNumber(min=1),
+    default=1,
+    show_default=True,
+    help="Runs in parallel: a pool of N worker processes, "
+    "each training runs one after another (spread over the visible GPUs, or CPU processes).",
+)
+@click.option(
+    "--runs-per-gpu",
+    type=WholeNumber(min=1),
+    default=None,
+    help="Runs side by side on each visible GPU (workers = K × GPUs), each pinned to its GPU.",
+)
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Run again the runs that failed (diverged) before; by default they are skipped.",
+)
 @click.option("--quiet", is_flag=True, help="Only the overall progress bar.")
 @cluster_options
-def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tuple[str, ...], workers: int, runs_per_gpu: int | None, retry_failed: bool, quiet: bool, **kw) -> None:
+def sweep(
+    grid: str | None,
+    methods: str | None,
+    seeds: str | None,
+    params: tuple[str, ...],
+    workers: int,
+    runs_per_gpu: int | None,
+    retry_failed: bool,
+    quiet: bool,
+    **kw,
+) -> None:
     """Run methods × seeds (or a TOML grid) under one protocol, then print the comparison table.
 
     Runs already complete in --out are skipped, so an interrupted sweep resumes.
@@ -253,11 +404,29 @@ def sweep(grid: str | None, methods: str | None, seeds: str | None, params: tupl
 
     check_output_folder(kw["out"])
     ctx = click.get_current_context()
-    cluster = slurm_options(kw, workers_given=ctx.get_parameter_source("workers") is click.core.ParameterSource.COMMANDLINE)
+    cluster = slurm_options(
+        kw, workers_given=ctx.get_parameter_source("workers") is click.core.ParameterSource.COMMANDLINE
+    )
     specs = grid_specs(grid, methods, seeds, params, kw)
     if runs_per_gpu is not None:
-        workers = gpu_workers(runs_per_gpu, ctx.get_parameter_source("workers") is click.core.ParameterSource.COMMANDLINE, kw["device"], cluster is None)
-    outcome = run_sweep(specs, Path(kw["out"]), workers=workers, show_progress=not quiet, retry_failed=retry_failed, state_every=kw["state_every"], log=kw["log"], cluster=cluster, wait=kw["wait"], echo=lambda m: click.echo(m, err=True))
+        workers = gpu_workers(
+            runs_per_gpu,
+            ctx.get_parameter_source("workers") is click.core.ParameterSource.COMMANDLINE,
+            kw["device"],
+            cluster is None,
+        )
+    outcome = run_sweep(
+        specs,
+        Path(kw["out"]),
+        workers=workers,
+        show_progress=not quiet,
+        retry_failed=retry_failed,
+        state_every=kw["state_every"],
+        log=kw["log"],
+        cluster=cluster,
+        wait=kw["wait"],
+        echo=lambda m: click.echo(m, err=True),
+    )
     if cluster is not None and not kw["wait"]:
         return  # submitted; run_sweep said how to follow the jobs
     if outcome.results:
@@ -296,7 +465,21 @@ def grid_specs(grid: str | None, methods: str | None, seeds: str | None, params:
     ctx = click.get_current_context()
     given = {name for name in kw if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
     shared = model_dataset_kwargs(kw)
-    common = {k: shared[k] for k in ("steps", "lr", "val_size", "exclude_labeled", "model_options", "dataset_options", "data_dir", "download", "device") if k in given}
+    common = {
+        k: shared[k]
+        for k in (
+            "steps",
+            "lr",
+            "val_size",
+            "exclude_labeled",
+            "model_options",
+            "dataset_options",
+            "data_dir",
+            "download",
+            "device",
+        )
+        if k in given
+    }
     if given & set(PROTOCOL_OPTIONS):
         common["protocol"] = shared["protocol"]
     axes = {
@@ -330,8 +513,10 @@ def split_list(text: str, option: str) -> list[str]:
     """`"a, b"` -> `["a", "b"]`; a list with nothing in it is refused (it would run nothing, or silently all)."""
     parts = [part.strip() for part in text.split(",") if part.strip()]
     if not parts:
-        raise UserError(f"{option} is empty; give a comma-separated list, "
-                        f"e.g. {option} {'0,1,2' if option == '--seeds' else 'supervised,dninv'}")
+        raise UserError(
+            f"{option} is empty; give a comma-separated list, "
+            f"e.g. {option} {'0,1,2' if option == '--seeds' else 'supervised,dninv'}"
+        )
     return parts
 
 
@@ -367,8 +552,15 @@ def summary_line(result: dict) -> str:
 
 @cli.command(name="list")
 @click.argument("what", type=click.Choice(["methods", "datasets", "models", "all"]), default="all")
-@click.option("--dataset", default="digits", show_default=True, help="For models: count parameters for this dataset's inputs.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="For datasets: the root holding one folder per dataset [$SSL_BENCH_DATA or ~/.cache/ssl-bench/data].")
+@click.option(
+    "--dataset", default="digits", show_default=True, help="For models: count parameters for this dataset's inputs."
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="For datasets: the root holding one folder per dataset [$SSL_BENCH_DATA or ~/.cache/ssl-bench/data].",
+)
 def list_(what: str, dataset: str, data_dir: str | None) -> None:
     """List the registered methods, datasets and models.
 
@@ -395,11 +587,19 @@ def list_(what: str, dataset: str, data_dir: str | None) -> None:
 @cli.command()
 @click.argument("runs_dir", metavar="RUNS_FOLDER", type=click.Path(exists=True, file_okay=False))
 @click.argument("grid", required=False, type=click.Path(exists=True, dir_okay=False))
-@click.option("--methods", default=None, help="Comma-separated methods (with --dataset and --labels: the sweep's runs) [all registered].")
+@click.option(
+    "--methods",
+    default=None,
+    help="Comma-separated methods (with --dataset and --labels: the sweep's runs) [all registered].",
+)
 @click.option("--seeds", default=None, help="Comma-separated seeds [0,1,2].")
 @functools.partial(run_options, required=False)
-@click.option("-p", "params", multiple=True, metavar="METHOD.KEY=VALUE", help="A method's config field, as in sweep (repeatable).")
-def status(runs_dir: str, grid: str | None, methods: str | None, seeds: str | None, params: tuple[str, ...], **kw) -> None:
+@click.option(
+    "-p", "params", multiple=True, metavar="METHOD.KEY=VALUE", help="A method's config field, as in sweep (repeatable)."
+)
+def status(
+    runs_dir: str, grid: str | None, methods: str | None, seeds: str | None, params: tuple[str, ...], **kw
+) -> None:
     """How far the runs in RUNS_FOLDER are, per group: complete, flagged, damaged, running, interrupted, failed.
 
     Read from the run folders alone (a cluster sweep's jobs are not asked). With the sweep's grid file or
@@ -414,20 +614,29 @@ def status(runs_dir: str, grid: str | None, methods: str | None, seeds: str | No
     """
     from ssl_bench.catalog import format_table
     from ssl_bench.protocol import resolve
-    from ssl_bench.sweeps.status import status as run_status, totals
+    from ssl_bench.sweeps.status import status as run_status
+    from ssl_bench.sweeps.status import totals
 
     ctx = click.get_current_context()
-    sweep_given = grid or any(ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE for n in ("methods", "seeds", "dataset", "labels", "params"))
+    sweep_given = grid or any(
+        ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE
+        for n in ("methods", "seeds", "dataset", "labels", "params")
+    )
     resolved = None
     if sweep_given:
         specs = grid_specs(grid, methods, seeds, params, kw)
-        resolved = [resolve(dataclasses.replace(spec, device="cpu")) for spec in specs]  # the run id does not depend on the device
+        resolved = [
+            resolve(dataclasses.replace(spec, device="cpu")) for spec in specs
+        ]  # the run id does not depend on the device
     result = run_status(Path(runs_dir), resolved)
     for name in result.unreadable:
         click.echo(f"Warning: {name}: no readable config.json; not counted", err=True)
     for name, why in result.damaged.items():
-        click.echo(f"Warning: {name}: damaged record, {why}; counted as damaged, not complete "
-                   "(report skips it; `run --force` runs it again)", err=True)
+        click.echo(
+            f"Warning: {name}: damaged record, {why}; counted as damaged, not complete "
+            "(report skips it; `run --force` runs it again)",
+            err=True,
+        )
     if not result.rows:
         click.echo(f"no runs in {runs_dir}")
         return
@@ -436,7 +645,9 @@ def status(runs_dir: str, grid: str | None, methods: str | None, seeds: str | No
     click.echo(", ".join(f"{v} {k}" for k, v in total.items() if k != "total" and v) + f" of {total['total']} runs")
 
 
-status.params = [p for p in status.params if p.name not in ("out", "state_every", "log")]  # RUNS_FOLDER is the folder; nothing trains
+status.params = [
+    p for p in status.params if p.name not in ("out", "state_every", "log")
+]  # RUNS_FOLDER is the folder; nothing trains
 
 
 cli.add_command(report_command)

@@ -28,8 +28,15 @@ import click
 from ssl_bench.errors import UserError
 
 FLOAT_MAX = 3.4028234663852886e38  # float32's largest: training computes in float32, where a larger number is inf
-MAX_STEPS = 10**8  # a step budget above this is refused: ~95× FixMatch's 2^20, the longest in the SSL literature (docs/errors.md)
-EXPECTED = {bool: "bool (true or false)", int: "int (a whole number)", float: "float (a number)", str: "str (text)"}  # in messages
+MAX_STEPS = (
+    10**8
+)  # a step budget above this is refused: ~95× FixMatch's 2^20, the longest in the SSL literature (docs/errors.md)
+EXPECTED = {
+    bool: "bool (true or false)",
+    int: "int (a whole number)",
+    float: "float (a number)",
+    str: "str (text)",
+}  # in messages
 MUST = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}  # in a config's own checks
 
 
@@ -78,7 +85,9 @@ def where(what: str, key: str) -> str:
 
 
 INT_TEXT = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() and regex `\d` also take '５０', '٣', and int() '1_0'
-FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+FLOAT_TEXT = re.compile(
+    r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE
+)
 
 
 def parse_int(text: str) -> int:
@@ -382,7 +391,9 @@ def build_config(cls: type, overrides: dict[str, Any], what: str) -> Any:
         raise UserError(f"{what}: unknown key {', '.join(map(repr, unknown))}; valid keys: {valid}")
     hints = typing.get_type_hints(cls, include_extras=True)
     kwargs = {
-        key: check_value(_convert(value, hints[key], key, what) if isinstance(value, str) else value, hints[key], key, what)
+        key: check_value(
+            _convert(value, hints[key], key, what) if isinstance(value, str) else value, hints[key], key, what
+        )
         for key, value in overrides.items()
     }
     try:

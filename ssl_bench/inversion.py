@@ -41,7 +41,9 @@ def reconstruct(
     `create_graph=True` keeps `x̂` differentiable with respect to the parameters (double backprop);
     `detach_cotangent=True` uses `stopgrad(f)` as the cotangent (same `x̂`, other parameter gradient).
     """
-    logits, x_hat, _ = reconstruct_layers(model, x, (), input=True, create_graph=create_graph, detach_cotangent=detach_cotangent)
+    logits, x_hat, _ = reconstruct_layers(
+        model, x, (), input=True, create_graph=create_graph, detach_cotangent=detach_cotangent
+    )
     return logits, x_hat
 
 
@@ -64,7 +66,9 @@ def reconstruct_layers(
     in a method's `setup`); eager steps take them with temporary hooks and ignore `taps`.
     """
     if inside_transforms():  # the compiled step (ssl_bench.functional): one torch.func.vjp
-        return _reconstruct_layers_func(model, x, tuple(layers), input=input, detach_cotangent=detach_cotangent, taps=taps)
+        return _reconstruct_layers_func(
+            model, x, tuple(layers), input=input, detach_cotangent=detach_cotangent, taps=taps
+        )
     x_in = x if x.requires_grad else x.detach().requires_grad_(input)
     with torch.enable_grad():
         if layers:
@@ -89,15 +93,19 @@ def _reconstruct_layers_func(model, x, layers, *, input, detach_cotangent, taps)
     whose derivative is the output's."""
     untapped = [n for n in layers if taps is None or n not in taps.names]
     if untapped:
-        raise NotImplementedError(f"layer {', '.join(untapped)} is not tapped: "
-                                  "a compiled step reconstructs inner layers through LayerTaps made before compiling")
+        raise NotImplementedError(
+            f"layer {', '.join(untapped)} is not tapped: "
+            "a compiled step reconstructs inner layers through LayerTaps made before compiling"
+        )
     logits, vjp_fn, captured = _vjp_updating_buffers(model, x, layers, taps)
     cotangent = logits.detach() if detach_cotangent else logits  # (B, K)
     x_hat, *inner = vjp_fn(cotangent)
     return logits, x_hat if input else None, {name: (captured[name], z_hat) for name, z_hat in zip(layers, inner)}
 
 
-def _vjp_updating_buffers(model: nn.Module, x: torch.Tensor, layers: tuple[str, ...] = (), taps: LayerTaps | None = None):
+def _vjp_updating_buffers(
+    model: nn.Module, x: torch.Tensor, layers: tuple[str, ...] = (), taps: LayerTaps | None = None
+):
     """`(logits, vjp_fn, {layer: z})`: `torch.func.vjp` of the model at `x` and at zero probes on `layers`
     (`vjp_fn(c)` is `(x̂, *ẑ)`), for a forward that may update buffers in place (BatchNorm's running
     statistics in training mode). Inside a transform a tensor from outside it cannot be mutated, so the
@@ -145,11 +153,17 @@ def reconstruction_by_jvp(
     """
     inexact = forward_mode_inexact(model)
     if inexact:
-        raise ValueError(f"x̂ by JVP is not exact for {type(model).__name__}: {name_layers(inexact)} "
-                         "(PyTorch's forward-mode norm formulas are not differentiable through their statistics); "
-                         "use the double backward")
-    if inside_transforms() and any(isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0 for m in model.modules()):
-        raise NotImplementedError("x̂ by JVP with dropout has no torch.func form here (its two passes must draw the same masks)")
+        raise ValueError(
+            f"x̂ by JVP is not exact for {type(model).__name__}: {name_layers(inexact)} "
+            "(PyTorch's forward-mode norm formulas are not differentiable through their statistics); "
+            "use the double backward"
+        )
+    if inside_transforms() and any(
+        isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0 for m in model.modules()
+    ):
+        raise NotImplementedError(
+            "x̂ by JVP with dropout has no torch.func form here (its two passes must draw the same masks)"
+        )
     restore = _state_restorer(model, x.device)
     x_hat = reconstruct(model, x)[1].detach()  # like x; its value only (no graph to the parameters)
     restore()  # the dual pass draws the same dropout masks; buffers are updated once
@@ -174,7 +188,10 @@ def forward_mode_inexact(model: nn.Module) -> list[str]:
         f"{name} ({type(m).__name__})"
         for name, m in model.named_modules()
         if isinstance(m, nn.LayerNorm)
-        or (isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)) and batch_statistics(m))
+        or (
+            isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm))
+            and batch_statistics(m)
+        )
     ]
 
 

@@ -34,8 +34,12 @@ class Batch:
     x_lb: torch.Tensor  # (B_lb, *shape) labeled inputs
     y_lb: torch.Tensor  # (B_lb,) int64 labels
     x_ulb: torch.Tensor  # (B_ulb, *shape) unlabeled inputs
-    views: Mapping[str, torch.Tensor] = field(default_factory=dict)  # the method's declared views (`SSLMethod.views`), made by the harness
-    random: Mapping[str, torch.Tensor] = field(default_factory=dict)  # the method's other random tensors of this step (`SSLMethod.random_tensors`)
+    views: Mapping[str, torch.Tensor] = field(
+        default_factory=dict
+    )  # the method's declared views (`SSLMethod.views`), made by the harness
+    random: Mapping[str, torch.Tensor] = field(
+        default_factory=dict
+    )  # the method's other random tensors of this step (`SSLMethod.random_tensors`)
 
 
 @dataclass(frozen=True)
@@ -112,9 +116,7 @@ class SSLMethod:
         self.config = config
         self.context = context
 
-    def loss(
-        self, model: nn.Module, batch: Batch, progress: Progress
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, model: nn.Module, batch: Batch, progress: Progress) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the scalar loss to minimize and its named, detached terms (keys == `self.terms`)."""
         raise NotImplementedError
 

@@ -19,12 +19,12 @@ import torch
 from ssl_bench import records
 from ssl_bench.config import Range, build_config, check_fields, setting, to_jsonable
 from ssl_bench.data import get_dataset
-from ssl_bench.data.splits import check_labels
 from ssl_bench.data.registry import DatasetInfo
-from ssl_bench.run.distributed import check_divides, world_from_env
+from ssl_bench.data.splits import check_labels
 from ssl_bench.errors import UserError
 from ssl_bench.method import SSLMethod, load_method
 from ssl_bench.models.registry import check_model
+from ssl_bench.run.distributed import check_divides, world_from_env
 from ssl_bench.run.precision import PRECISIONS
 
 Count = Annotated[int, Range(1)]  # a whole number >= 1
@@ -152,7 +152,9 @@ class Resolved:
     world_size: int = 1  # processes of one data-parallel run (torchrun; ssl_bench.run.distributed)
 
     def as_json(self) -> dict[str, Any]:
-        world = {"world_size": self.world_size} if self.world_size > 1 else {}  # one process: as before processes counted
+        world = (
+            {"world_size": self.world_size} if self.world_size > 1 else {}
+        )  # one process: as before processes counted
         return {
             "method": self.spec.method,
             "params": to_jsonable(self.method_config),
@@ -171,8 +173,10 @@ class Resolved:
         """A readable, deterministic folder name: same run → same folder (sweeps resume on it)."""
         labels = "all" if self.spec.labels is None else self.spec.labels
         model = self.model.replace(":", "_").replace("/", "_")
-        return (f"{self.info.name}-{labels}-{model}-{self.spec.method}-s{self.protocol.seed}-"
-                f"{records.fingerprint(self.as_json())[:8]}")
+        return (
+            f"{self.info.name}-{labels}-{model}-{self.spec.method}-s{self.protocol.seed}-"
+            f"{records.fingerprint(self.as_json())[:8]}"
+        )
 
 
 def resolve_device(device: str) -> torch.device:
@@ -201,10 +205,14 @@ def resolve(spec: RunSpec) -> Resolved:
     protocol = build_config(ProtocolConfig, overrides, "protocol")
     val_size = info.val_size if spec.val_size is None else spec.val_size
     if not (isinstance(val_size, int) and val_size >= 1):
-        raise UserError(f"val_size must be a whole number >= 1 (model selection needs a validation split), got {val_size!r}")
+        raise UserError(
+            f"val_size must be a whole number >= 1 (model selection needs a validation split), got {val_size!r}"
+        )
     world = world_from_env()
     check_divides(world, protocol.batch_lb, protocol.batch_ulb)
-    return Resolved(spec, method_cls, method_config, info, model, protocol, val_size, resolve_device(spec.device), world.size)
+    return Resolved(
+        spec, method_cls, method_config, info, model, protocol, val_size, resolve_device(spec.device), world.size
+    )
 
 
 def lr_factor(protocol: ProtocolConfig, step: int) -> float:

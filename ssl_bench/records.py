@@ -150,7 +150,9 @@ def read_object(path: Path) -> dict:
     except UnicodeDecodeError as exc:
         raise ValueError(f"{Path(path).name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{Path(path).name}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})") from None
+        raise ValueError(
+            f"{Path(path).name}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})"
+        ) from None
     if not isinstance(doc, dict):
         raise ValueError(f"{Path(path).name}: expected a JSON object, got {type(doc).__name__}")
     return doc
@@ -162,7 +164,9 @@ def read_result(run_dir: Path) -> dict:
     try:
         return read_object(path)
     except (OSError, ValueError) as exc:
-        raise UserError(f"{path} is damaged ({exc}); delete it, or run that run again with `ssl-bench run … --force`") from None
+        raise UserError(
+            f"{path} is damaged ({exc}); delete it, or run that run again with `ssl-bench run … --force`"
+        ) from None
 
 
 def failure(run_dir: Path) -> str | None:
@@ -196,7 +200,13 @@ def git_commit() -> str | None:
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:

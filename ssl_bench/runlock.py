@@ -50,7 +50,9 @@ def run_lock(run_dir: Path, *, wait: bool = False, on_wait=None):
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if not wait:
-                raise RunBusy(f"{run_dir} is being written by {owner(path)}; wait for it, or use another --out") from None
+                raise RunBusy(
+                    f"{run_dir} is being written by {owner(path)}; wait for it, or use another --out"
+                ) from None
             if on_wait is not None:
                 on_wait(owner(path))
             fcntl.flock(fh, fcntl.LOCK_EX)

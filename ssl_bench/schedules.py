@@ -44,7 +44,11 @@ class Schedule:
             raise ValueError(f"schedule kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         for name in ("start", "end"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and abs(value) <= FLOAT_MAX):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (math.isfinite(value) and abs(value) <= FLOAT_MAX)
+            ):
                 raise ValueError(f"a schedule's {name} must be a finite number (within float32's range), got {value!r}")
         if self.kind == "constant" and self.end != self.start:
             object.__setattr__(self, "end", self.start)
@@ -81,7 +85,9 @@ class Schedule:
             values = []
         if len(values) != {"constant": 1, "linear": 2, "cosine": 2}.get(kind):
             raise ValueError(f"expected a number or KIND:START:END with KIND linear or cosine, got {text!r}")
-        return cls.constant(values[0]) if kind == "constant" else cls(kind, *values)  # a non-finite number is refused there
+        return (
+            cls.constant(values[0]) if kind == "constant" else cls(kind, *values)
+        )  # a non-finite number is refused there
 
     def at(self, progress: float) -> float:
         """The value at training progress `progress` in [0, 1] (clamped)."""

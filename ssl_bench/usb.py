@@ -160,8 +160,10 @@ class DNInvUSB(AlgorithmBase):
 
     def __init__(self, args, net_builder, tb_log=None, logger=None):
         if args.ulb_loss_ratio != 1.0:  # refused, not silently ignored
-            raise UserError("dninv: ulb_loss_ratio must be 1.0 (alpha and beta weigh the unlabeled terms), "
-                            f"got {args.ulb_loss_ratio}")
+            raise UserError(
+                "dninv: ulb_loss_ratio must be 1.0 (alpha and beta weigh the unlabeled terms), "
+                f"got {args.ulb_loss_ratio}"
+            )
         if not args.use_cat:
             raise UserError("dninv: use_cat must be True (labeled and unlabeled samples are forwarded together)")
         kind = modality(args)
@@ -185,7 +187,9 @@ class DNInvUSB(AlgorithmBase):
         with self.amp_cm():
             loss, terms = self.dninv.loss(LogitsOf(self.model), Batch(x_lb, y_lb, x_ulb_w), progress)
         cfg, t = self.dninv.config, progress.fraction
-        logged = {LOG_NAMES.get(k, f"{k}_loss"): v.item() for k, v in terms.items() if not v.isnan()}  # host sync, as USB
+        logged = {
+            LOG_NAMES.get(k, f"{k}_loss"): v.item() for k, v in terms.items() if not v.isnan()
+        }  # host sync, as USB
         log_dict = self.process_log_dict(**logged, total_loss=loss.item(), alpha=cfg.alpha.at(t), beta=cfg.beta.at(t))
         return self.process_out_dict(loss=loss), log_dict
 
@@ -248,12 +252,16 @@ def read_yaml(text: str, where: str, lines: bool = True):
         tag = re.search(r"tag '([^']*)'", exc.problem or "")
         if tag:
             name = tag.group(1).replace("tag:yaml.org,2002:", "!!")
-            raise UserError(f"{where}{at_line(exc) if lines else ''}: the YAML tag {name} is refused: "
-                            "a config is read as plain data (text, numbers, booleans, lists, mappings), "
-                            "tags construct no objects") from exc
+            raise UserError(
+                f"{where}{at_line(exc) if lines else ''}: the YAML tag {name} is refused: "
+                "a config is read as plain data (text, numbers, booleans, lists, mappings), "
+                "tags construct no objects"
+            ) from exc
         raise UserError(f"{where}{at_line(exc) if lines else ''}: not valid YAML: {exc.problem}") from exc
     except YAMLError as exc:
-        raise UserError(f"{where}{at_line(exc) if lines else ''}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+        raise UserError(
+            f"{where}{at_line(exc) if lines else ''}: not valid YAML: {getattr(exc, 'problem', None) or exc}"
+        ) from exc
 
 
 def at_line(exc: YAMLError) -> str:
@@ -281,7 +289,9 @@ def read_config_file(path: str) -> dict:
 
 
 def yaml_kind(value) -> str:
-    return {list: "list", str: "text", int: "number", float: "number", bool: "boolean"}.get(type(value), type(value).__name__)
+    return {list: "list", str: "text", int: "number", float: "number", bool: "boolean"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def parse_overrides(overrides: list[str]) -> dict:
@@ -292,7 +302,22 @@ def parse_overrides(overrides: list[str]) -> dict:
 
 
 # USB's dataset names (semilearn.core.utils.get_dataset; for another name it builds no data and training fails)
-USB_DATASETS = ("eurosat", "tissuemnist", "semi_aves", "semi_aves_out", "cifar10", "cifar100", "svhn", "stl10", "imagenet", "imagenet127") + USB_AUDIO + USB_TEXT
+USB_DATASETS = (
+    (
+        "eurosat",
+        "tissuemnist",
+        "semi_aves",
+        "semi_aves_out",
+        "cifar10",
+        "cifar100",
+        "svhn",
+        "stl10",
+        "imagenet",
+        "imagenet127",
+    )
+    + USB_AUDIO
+    + USB_TEXT
+)
 
 
 def check_config(config: dict, origin: dict[str, str]) -> None:
@@ -305,13 +330,17 @@ def check_config(config: dict, origin: dict[str, str]) -> None:
     """
     algorithm = config.get("algorithm", "fixmatch")  # USB's default
     if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
-        raise UserError(f"{origin.get('algorithm')}: unknown algorithm {algorithm!r}; "
-                        f"USB knows {', '.join(sorted(ALGORITHMS.keys()))}")
+        raise UserError(
+            f"{origin.get('algorithm')}: unknown algorithm {algorithm!r}; "
+            f"USB knows {', '.join(sorted(ALGORITHMS.keys()))}"
+        )
     imb = config.get("imb_algorithm")
     if imb is not None:
         if not isinstance(imb, str) or imb not in name2imbalg:
-            raise UserError(f"{origin.get('imb_algorithm')}: unknown imb_algorithm {imb!r}; "
-                            f"USB knows {', '.join(sorted(name2imbalg.keys()))}")
+            raise UserError(
+                f"{origin.get('imb_algorithm')}: unknown imb_algorithm {imb!r}; "
+                f"USB knows {', '.join(sorted(name2imbalg.keys()))}"
+            )
     defaults = vars(get_config({"algorithm": algorithm, "imb_algorithm": imb}))
     defaults.pop("c")  # the command line's config file, not an argument
     for key, value in config.items():
@@ -319,7 +348,9 @@ def check_config(config: dict, origin: dict[str, str]) -> None:
         if key not in defaults:
             close = difflib.get_close_matches(key, defaults, n=3)
             hint = f"did you mean {' or '.join(close)}? " if close else ""
-            raise UserError(f"{where}: unknown argument {key!r}, which USB never reads; {hint}known: {', '.join(sorted(defaults))}")
+            raise UserError(
+                f"{where}: unknown argument {key!r}, which USB never reads; {hint}known: {', '.join(sorted(defaults))}"
+            )
         check_type(key, value, defaults[key], where)
     for key in ("epoch", "num_train_iter"):  # the runner divides by them
         if key in config and config[key] < 1:
@@ -373,13 +404,16 @@ def load_config(path: str, overrides: list[str]) -> dict:
 TORCHVISION_FILES = {
     "cifar10": lambda: (torchvision.datasets.CIFAR10.base_folder, cifar_files(torchvision.datasets.CIFAR10)),
     "cifar100": lambda: (torchvision.datasets.CIFAR100.base_folder, cifar_files(torchvision.datasets.CIFAR100)),
-    "stl10": lambda: (torchvision.datasets.STL10.base_folder, [f for f, _ in torchvision.datasets.STL10.train_list + torchvision.datasets.STL10.test_list]),
+    "stl10": lambda: (
+        torchvision.datasets.STL10.base_folder,
+        [f for f, _ in torchvision.datasets.STL10.train_list + torchvision.datasets.STL10.test_list],
+    ),
     "svhn": lambda: ("", [f for _, f, _ in torchvision.datasets.SVHN.split_list.values()]),
 }
 GETTING_DATA = {
     "cifar10": "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and extract it there",
     "cifar100": "download cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
-                "and extract it there",
+    "and extract it there",
     "stl10": "download stl10_binary.tar.gz from https://cs.stanford.edu/~acoates/stl10/ and extract it there",
     "svhn": "download them from http://ufldl.stanford.edu/housenumbers/ (format 2, cropped digits) into that folder",
 }
@@ -398,10 +432,16 @@ def missing_data_message(args: argparse.Namespace, exc: Exception) -> str:
         sub, files = TORCHVISION_FILES[args.dataset]()
         where = folder / sub
         missing = [f for f in files if not (where / f).is_file()]
-        what = f"expected {', '.join(missing)} in {where}" if missing else f"the files in {where} ({', '.join(files)}) are not the official ones (torchvision checks their MD5)"
+        what = (
+            f"expected {', '.join(missing)} in {where}"
+            if missing
+            else f"the files in {where} ({', '.join(files)}) are not the official ones (torchvision checks their MD5)"
+        )
         return f"{why}: {what}; {GETTING_DATA[args.dataset]}, or set data_dir"
-    return (f"{why}: USB's loader reads it from {folder}; "
-            "put the dataset's files there (USB's docs name them), or set data_dir")
+    return (
+        f"{why}: USB's loader reads it from {folder}; "
+        "put the dataset's files there (USB's docs name them), or set data_dir"
+    )
 
 
 def resume_failure(exc: Exception) -> str:
@@ -420,16 +460,22 @@ def run(config: dict) -> dict:
     if not isinstance(config, dict):
         raise TypeError("run takes a plain dict of USB arguments (load_config reads a file)")
     if os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "0").lower() in ("1", "y", "yes", "true"):
-        raise UserError("unset TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD: USB loads checkpoints (resume, pretrain_path) "
-                        "with torch's default weights_only=True, which it would turn off")
+        raise UserError(
+            "unset TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD: USB loads checkpoints (resume, pretrain_path) "
+            "with torch's default weights_only=True, which it would turn off"
+        )
     args = get_config(config)
     if args.gpu == "None":
         args.gpu = None
     if args.multiprocessing_distributed or args.world_size > 1:
-        raise UserError("python -m ssl_bench.usb runs one process: set multiprocessing_distributed: False and world_size: 1")
+        raise UserError(
+            "python -m ssl_bench.usb runs one process: set multiprocessing_distributed: False and world_size: 1"
+        )
     args.distributed = False
     if args.num_train_iter % args.epoch:
-        raise UserError(f"num_train_iter ({args.num_train_iter}) must be a multiple of epoch ({args.epoch}), as in USB's train.py")
+        raise UserError(
+            f"num_train_iter ({args.num_train_iter}) must be a multiple of epoch ({args.epoch}), as in USB's train.py"
+        )
     random.seed(args.seed)  # as USB's train.py
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
@@ -439,13 +485,21 @@ def run(config: dict) -> dict:
         logger = get_logger(args.save_name, save_path, "INFO")
         tb_log = TBLog(save_path, "tensorboard", use_tensorboard=args.use_tensorboard)
         try:
-            with warnings.catch_warnings():  # USB's GradScaler(): torch's deprecation, and "CUDA is not available" on CPU
-                warnings.filterwarnings("ignore", r"`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated", FutureWarning)
-                warnings.filterwarnings("ignore", "torch.cuda.amp.GradScaler is enabled, but CUDA is not available", UserWarning)
+            with (
+                warnings.catch_warnings()
+            ):  # USB's GradScaler(): torch's deprecation, and "CUDA is not available" on CPU
+                warnings.filterwarnings(
+                    "ignore", r"`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated", FutureWarning
+                )
+                warnings.filterwarnings(
+                    "ignore", "torch.cuda.amp.GradScaler is enabled, but CUDA is not available", UserWarning
+                )
                 algorithm = get_algorithm(args, get_net_builder(args.net, args.net_from_name), tb_log, logger)
         except DOWNLOAD_ERRORS as exc:
             if args.use_pretrain and not os.path.isfile(args.pretrain_path):
-                raise UserError(f"could not download pretrain_path {args.pretrain_path} ({exc}); give a local file") from exc
+                raise UserError(
+                    f"could not download pretrain_path {args.pretrain_path} ({exc}); give a local file"
+                ) from exc
             raise UserError(missing_data_message(args, exc)) from exc
         if torch.cuda.is_available():
             algorithm.model = send_model_cuda(args, algorithm.model)
@@ -458,8 +512,10 @@ def run(config: dict) -> dict:
                     warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a foreign pickle: refused
                     algorithm.load_model(args.load_path)
             except Exception as exc:  # a truncated, foreign or malicious file, or another network's weights
-                raise UserError(f"cannot resume from load_path {args.load_path} ({resume_failure(exc)}); "
-                                "delete it or set resume: False") from exc
+                raise UserError(
+                    f"cannot resume from load_path {args.load_path} ({resume_failure(exc)}); "
+                    "delete it or set resume: False"
+                ) from exc
         algorithm.train()
     except OSError as exc:  # a folder that cannot be made, a full disk, a file that cannot be read
         target = f" {exc.filename}" if exc.filename else ""

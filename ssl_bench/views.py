@@ -25,7 +25,9 @@ def make_views(method: SSLMethod, batch: Batch, modality: str) -> Batch:
     specs = method.views()
     if specs:
         gen = method.context.generator
-        batch = dataclasses.replace(batch, views={name: draw(spec, batch, modality, gen) for name, spec in specs.items()})
+        batch = dataclasses.replace(
+            batch, views={name: draw(spec, batch, modality, gen) for name, spec in specs.items()}
+        )
     random = method.random_tensors(batch)
     return dataclasses.replace(batch, random=random) if random else batch
 

@@ -82,7 +82,9 @@ class LayerWeights:
         for part in str(text).split(","):
             name, sep, weight = part.strip().partition(":")
             if not sep or not name.strip():
-                raise ValueError(f"expected LAYER:WEIGHT[,LAYER:WEIGHT…] (WEIGHT a number or KIND:START:END), got {part.strip()!r}")
+                raise ValueError(
+                    f"expected LAYER:WEIGHT[,LAYER:WEIGHT…] (WEIGHT a number or KIND:START:END), got {part.strip()!r}"
+                )
             items.append((name.strip(), Schedule.parse(weight)))
         return cls(tuple(items))
 
@@ -122,7 +124,9 @@ class DNInvConfig:
     def __post_init__(self) -> None:
         check_fields(self)
         if self.formulation == "jvp" and self.gamma.items:
-            raise ValueError(f"formulation=jvp has no per-layer terms; drop gamma ({self.gamma}) or use formulation=double_backward")
+            raise ValueError(
+                f"formulation=jvp has no per-layer terms; drop gamma ({self.gamma}) or use formulation=double_backward"
+            )
 
     def to_json(self) -> dict:
         """The fields as JSON data; `formulation` only when not `double_backward`, so that runs recorded before
@@ -157,12 +161,16 @@ class DNInv(SSLMethod):
     def check_model(self, model) -> None:
         unknown = [name for name in self.config.gamma.names() if name not in layer_names(model)]
         if unknown:
-            raise UserError(f"dninv gamma: unknown layer {', '.join(map(repr, unknown))} for {type(model).__name__}; "
-                            f"its layers: {', '.join(layer_names(model))}")
+            raise UserError(
+                f"dninv gamma: unknown layer {', '.join(map(repr, unknown))} for {type(model).__name__}; "
+                f"its layers: {', '.join(layer_names(model))}"
+            )
         inexact = forward_mode_inexact(model) if self.config.formulation == "jvp" and self.use_rec else []
         if inexact:
-            raise UserError(f"dninv formulation=jvp: its gradient is not exact through {name_layers(inexact)} "
-                            f"of {type(model).__name__}; use formulation=double_backward")
+            raise UserError(
+                f"dninv formulation=jvp: its gradient is not exact through {name_layers(inexact)} "
+                f"of {type(model).__name__}; use formulation=double_backward"
+            )
 
     def loss(self, model, batch, progress):
         cfg = self.config
@@ -175,12 +183,20 @@ class DNInv(SSLMethod):
         x = torch.cat([batch.x_lb, batch.x_ulb])  # (B_lb + B_ulb, ...)
         rec = None
         if self.use_rec and cfg.formulation == "jvp":  # no γ layers (refused by the config)
-            logits, _, rec = reconstruction_by_jvp(model, x, reduction=cfg.reduction, detach_cotangent=cfg.detach_cotangent)  # (B, K), R
+            logits, _, rec = reconstruction_by_jvp(
+                model, x, reduction=cfg.reduction, detach_cotangent=cfg.detach_cotangent
+            )  # (B, K), R
             inner = {}
         elif self.use_rec or self.layers:
             self.warn_if_coupled(model)
             logits, x_hat, inner = reconstruct_layers(
-                model, x, self.layers, input=self.use_rec, create_graph=True, detach_cotangent=cfg.detach_cotangent, taps=self.taps
+                model,
+                x,
+                self.layers,
+                input=self.use_rec,
+                create_graph=True,
+                detach_cotangent=cfg.detach_cotangent,
+                taps=self.taps,
             )  # (B, K), like x, {layer: (z, ẑ)}
             rec = squared_error(x_hat, x, cfg.reduction) if self.use_rec else None
         else:

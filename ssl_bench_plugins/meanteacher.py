@@ -84,7 +84,9 @@ class MeanTeacher(SSLMethod):
 
     def _teacher(self) -> AveragedModel:
         if self.teacher is None:
-            raise RuntimeError("meanteacher: setup(model) was not called (the training loop calls it before the first step)")
+            raise RuntimeError(
+                "meanteacher: setup(model) was not called (the training loop calls it before the first step)"
+            )
         return self.teacher
 
     def loss(self, model, batch, progress):

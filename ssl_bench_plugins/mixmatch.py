@@ -98,7 +98,9 @@ class MixMatch(SSLMethod):
             p = model(u).softmax(1).view(cfg.draws, n_ulb, -1).mean(0)  # (B_ulb, C): mean over the K draws
             guess = sharpen(p, cfg.temperature)
         inputs = torch.cat([x, u])  # (B_lb + K·B_ulb, ...)
-        one_hot = (batch.y_lb[:, None] == torch.arange(p.shape[1], device=p.device)).to(p.dtype)  # (B_lb, C); F.one_hot does not compile inside torch.func.grad
+        one_hot = (batch.y_lb[:, None] == torch.arange(p.shape[1], device=p.device)).to(
+            p.dtype
+        )  # (B_lb, C); F.one_hot does not compile inside torch.func.grad
         targets = torch.cat([one_hot, guess.repeat(cfg.draws, 1)])  # (B_lb + K·B_ulb, C)
         if cfg.alpha > 0:
             inputs, targets = mixup(inputs, targets, batch.random["perm"], batch.random["lam"])

@@ -55,7 +55,6 @@ from ssl_bench.functional import inside_transforms
 from ssl_bench.losses import entropy, not_computed
 from ssl_bench.method import supervised_step
 
-
 Weight = Annotated[float, Range(0, finite=True)]  # >= 0
 Length = Annotated[float, Range(0, low_open=True, finite=True)]  # > 0
 
@@ -148,7 +147,9 @@ class VAT(SSLMethod):
                 logits = model(x)  # (B_ulb, K) clean: the target (detached), with gradient only for the entropy
             if cfg.alpha > 0:
                 with torch.autocast(x.device.type, enabled=False):  # finite differences: no bf16
-                    r_adv = cfg.eps * adversarial_direction(model, x, logits, cfg.xi, cfg.power_iterations, batch.random["d"])
+                    r_adv = cfg.eps * adversarial_direction(
+                        model, x, logits, cfg.xi, cfg.power_iterations, batch.random["d"]
+                    )
                 lds = kl_divergence(logits.detach(), model(x + r_adv))
                 loss, logged["lds"] = loss + cfg.alpha * lds, lds.detach()
         if cfg.entmin > 0:

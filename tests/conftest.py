@@ -19,7 +19,18 @@ def example_plugin_dir(tmp_path_factory) -> Path:
     """`pip install --target` of examples/plugin-example: a separate distribution with an entry point."""
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(EXAMPLE_PLUGIN)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(EXAMPLE_PLUGIN),
+        ],
         check=True,
         capture_output=True,
     )

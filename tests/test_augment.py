@@ -7,7 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssl_bench.augment import _affine, augmentation, cutout, shift_signals, strong_image, strong_signal, time_mask, translate_images
+from ssl_bench.augment import (
+    _affine,
+    augmentation,
+    cutout,
+    shift_signals,
+    strong_image,
+    strong_signal,
+    time_mask,
+    translate_images,
+)
 
 
 def test_translate_images_matches_per_sample_crops():
@@ -41,7 +50,9 @@ def test_shift_signals_matches_per_sample_slices():
 # Strong augmentation (method views) and the protocol's --augment stream
 
 
-@pytest.mark.parametrize("modality, shape", [("image", (6, 3, 12, 12)), ("image", (6, 1, 8, 8)), ("signal", (6, 1, 200))])
+@pytest.mark.parametrize(
+    "modality, shape", [("image", (6, 3, 12, 12)), ("image", (6, 1, 8, 8)), ("signal", (6, 1, 200))]
+)
 @pytest.mark.parametrize("strength", ["weak", "strong"])
 def test_per_sample_draws_deterministic_under_the_seed_and_shape_kept(modality, shape, strength):
     augment = augmentation(modality, strength)
@@ -62,7 +73,9 @@ def test_strong_images_stay_in_each_samples_range_and_global_rng_is_untouched():
     assert torch.equal(torch.get_rng_state(), state)
     lo, hi = x.amin(dim=(1, 2, 3)), x.amax(dim=(1, 2, 3))
     assert (out.amin(dim=(1, 2, 3)) >= lo).all() and (out.amax(dim=(1, 2, 3)) <= hi).all()
-    assert (out == 0).flatten(1).sum(1).min() >= 27  # Cutout: a 5×5 square per image; centred in a corner, 3×3 of it × 3 channels
+    assert (out == 0).flatten(1).sum(
+        1
+    ).min() >= 27  # Cutout: a 5×5 square per image; centred in a corner, 3×3 of it × 3 channels
 
 
 def test_cutout_matches_per_sample_squares():
@@ -84,7 +97,10 @@ def test_affine_translation_by_whole_pixels_is_a_shift():
     """Independent check of the geometric ops: a translation of exactly one pixel moves every column by one."""
     x = torch.randn(2, 1, 6, 10)
     b = x.shape[0]
-    chosen = {op: torch.tensor([op == "translate_x"] * b) for op in ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")}
+    chosen = {
+        op: torch.tensor([op == "translate_x"] * b)
+        for op in ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+    }
     mags = {op: torch.full((b,), (2 / 10) / (0.3 * 2)) for op in chosen}  # one pixel = 2/W in normalized coordinates
     grid = F.affine_grid(_affine(chosen, mags, b, "cpu"), list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -118,12 +134,21 @@ def test_protocol_augment_is_the_same_for_every_method_and_fingerprinted(tmp_pat
     from ssl_bench.protocol import RunSpec, resolve
     from ssl_bench.run.training import train
 
-    spec = lambda method, augment: RunSpec(method=method, dataset="digits", labels=50, steps=4, protocol={"eval_every": 4, "augment": augment}, device="cpu")
+    spec = lambda method, augment: RunSpec(
+        method=method,
+        dataset="digits",
+        labels=50,
+        steps=4,
+        protocol={"eval_every": 4, "augment": augment},
+        device="cpu",
+    )
     plain = train(resolve(spec("supervised", "none")), tmp_path, show_progress=False)
     sup = train(resolve(spec("supervised", "weak")), tmp_path, show_progress=False)
     ent = train(resolve(spec("entmin", "weak")), tmp_path, show_progress=False)
     assert sup["protocol_fingerprint"] == ent["protocol_fingerprint"] != plain["protocol_fingerprint"]
-    assert sup["test_acc"] != plain["test_acc"] or sup["val_acc_last"] != plain["val_acc_last"]  # the batches really changed
+    assert (
+        sup["test_acc"] != plain["test_acc"] or sup["val_acc_last"] != plain["val_acc_last"]
+    )  # the batches really changed
 
 
 def test_the_global_batch_is_augmented_before_it_is_sliced():

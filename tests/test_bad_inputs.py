@@ -25,8 +25,36 @@ from click.testing import CliRunner
 
 from ssl_bench.cli import cli
 
-RUN = ["run", "--method", "supervised", "--dataset", "digits", "--labels", "50", "--steps", "10", "--eval-every", "5", "--quiet"]
-SWEEP = ["sweep", "--dataset", "digits", "--labels", "50", "--methods", "supervised", "--seeds", "0", "--steps", "10", "--eval-every", "5", "--quiet"]
+RUN = [
+    "run",
+    "--method",
+    "supervised",
+    "--dataset",
+    "digits",
+    "--labels",
+    "50",
+    "--steps",
+    "10",
+    "--eval-every",
+    "5",
+    "--quiet",
+]
+SWEEP = [
+    "sweep",
+    "--dataset",
+    "digits",
+    "--labels",
+    "50",
+    "--methods",
+    "supervised",
+    "--seeds",
+    "0",
+    "--steps",
+    "10",
+    "--eval-every",
+    "5",
+    "--quiet",
+]
 MARKER = "pwned"  # a malicious pickle would create this file in the test's folder
 
 
@@ -111,19 +139,59 @@ RUN_CASES = [
     ("dropout=1", lambda t: [*RUN, "-m", "dropout=1", *out(t)], "dropout must be in [0, 1)"),
     ("unknown model option", lambda t: [*RUN, "-m", "pool=max", *out(t)], "unknown option pool"),
     ("act=tanh", lambda t: [*RUN, "--model", "smallcnn", "-m", "act=tanh", *out(t)], "act must be one of relu"),
-    ("lambda_=inf", lambda t: [*RUN, "--method", "entmin", "-p", "lambda_=inf", *out(t)], "lambda_ must be a finite number"),
+    (
+        "lambda_=inf",
+        lambda t: [*RUN, "--method", "entmin", "-p", "lambda_=inf", *out(t)],
+        "lambda_ must be a finite number",
+    ),
     ("lambda_=1e400", lambda t: [*RUN, "--method", "entmin", "-p", "lambda_=1e400", *out(t)], "got '1e400'"),
-    ("lambda_=1e39", lambda t: [*RUN, "--method", "entmin", "-p", "lambda_=1e39", *out(t)], "lambda_ must be a finite number"),
+    (
+        "lambda_=1e39",
+        lambda t: [*RUN, "--method", "entmin", "-p", "lambda_=1e39", *out(t)],
+        "lambda_ must be a finite number",
+    ),
     ("lambda_=-1", lambda t: [*RUN, "--method", "entmin", "-p", "lambda_=-1", *out(t)], "lambda_ must be >= 0"),
-    ("fixmatch threshold=1.5", lambda t: [*RUN, "--method", "fixmatch", "-p", "threshold=1.5", *out(t)], "method 'fixmatch': threshold (τ, a probability) must be in [0, 1]"),
-    ("uda temperature=0", lambda t: [*RUN, "--method", "uda", "-p", "temperature=0", *out(t)], "temperature (T) must be > 0"),
-    ("uda tsa=cubic", lambda t: [*RUN, "--method", "uda", "-p", "tsa=cubic", *out(t)], "tsa must be one of none, linear, log, exp"),
-    ("mixmatch draws=0", lambda t: [*RUN, "--method", "mixmatch", "-p", "draws=0", *out(t)], "draws must be at least 1"),
+    (
+        "fixmatch threshold=1.5",
+        lambda t: [*RUN, "--method", "fixmatch", "-p", "threshold=1.5", *out(t)],
+        "method 'fixmatch': threshold (τ, a probability) must be in [0, 1]",
+    ),
+    (
+        "uda temperature=0",
+        lambda t: [*RUN, "--method", "uda", "-p", "temperature=0", *out(t)],
+        "temperature (T) must be > 0",
+    ),
+    (
+        "uda tsa=cubic",
+        lambda t: [*RUN, "--method", "uda", "-p", "tsa=cubic", *out(t)],
+        "tsa must be one of none, linear, log, exp",
+    ),
+    (
+        "mixmatch draws=0",
+        lambda t: [*RUN, "--method", "mixmatch", "-p", "draws=0", *out(t)],
+        "draws must be at least 1",
+    ),
     ("vat eps=0", lambda t: [*RUN, "--method", "vat", "-p", "eps=0", *out(t)], "eps must be a finite number > 0"),
-    ("meanteacher decay=2", lambda t: [*RUN, "--method", "meanteacher", "-p", "decay=2", *out(t)], "decay must be in [0, 1]"),
-    ("pseudolabel t1 > t2", lambda t: [*RUN, "--method", "pseudolabel", "-p", "t1=0.7", *out(t)], "t2 must be in [t1, 1]"),
-    ("alpha=linear:1:nan", lambda t: [*RUN, "--method", "dninv", "-p", "alpha=linear:1:nan", *out(t)], "alpha: a schedule's end must be a finite number"),
-    ("gamma=conv2:linear:0:nan", lambda t: [*RUN, "--method", "dninv", "-p", "gamma=conv2:linear:0:nan", *out(t)], "gamma: a schedule's end must be a finite number"),
+    (
+        "meanteacher decay=2",
+        lambda t: [*RUN, "--method", "meanteacher", "-p", "decay=2", *out(t)],
+        "decay must be in [0, 1]",
+    ),
+    (
+        "pseudolabel t1 > t2",
+        lambda t: [*RUN, "--method", "pseudolabel", "-p", "t1=0.7", *out(t)],
+        "t2 must be in [t1, 1]",
+    ),
+    (
+        "alpha=linear:1:nan",
+        lambda t: [*RUN, "--method", "dninv", "-p", "alpha=linear:1:nan", *out(t)],
+        "alpha: a schedule's end must be a finite number",
+    ),
+    (
+        "gamma=conv2:linear:0:nan",
+        lambda t: [*RUN, "--method", "dninv", "-p", "gamma=conv2:linear:0:nan", *out(t)],
+        "gamma: a schedule's end must be a finite number",
+    ),
     ("unknown param", lambda t: [*RUN, "-p", "nope=1", *out(t)], "unknown key 'nope'"),
     ("param without =", lambda t: [*RUN, "--method", "entmin", "-p", "lambda_", *out(t)], "-p: expected key=value"),
     ("--lr inf", lambda t: [*RUN, "--lr", "inf", *out(t)], "lr must be a finite number"),
@@ -132,15 +200,51 @@ RUN_CASES = [
     ("unknown method", lambda t: [*RUN, "--method", "nope", *out(t)], "unknown method 'nope'; known methods:"),
     ("unknown dataset", lambda t: [*RUN, "--dataset", "nope", *out(t)], "unknown dataset 'nope'"),
     ("unknown model", lambda t: [*RUN, "--model", "nope", *out(t)], "unknown model 'nope'"),
-    ("--labels fifty", lambda t: [*RUN, "--labels", "fifty", *out(t)], "--labels expects a whole number or 'all' (ASCII digits 0-9)"),
-    ("--labels ５０", lambda t: [*RUN, "--labels", "５０", *out(t)], "--labels expects a whole number or 'all' (ASCII digits 0-9), got '５０'"),
-    ("--labels 1_0", lambda t: [*RUN, "--labels", "1_0", *out(t)], "--labels expects a whole number or 'all' (ASCII digits 0-9), got '1_0'"),
-    ("-p lambda_=1_0", lambda t: [*RUN, "--method", "entmin", "-p", "lambda_=1_0", *out(t)], "method 'entmin': lambda_ expects float (a number), got '1_0'"),
-    ("-p lambda_=０.５", lambda t: [*RUN, "--method", "entmin", "-p", "lambda_=０.５", *out(t)], "lambda_ expects float (a number), got '０.５'"),
-    ("-p alpha=linear:1_0:0", lambda t: [*RUN, "--method", "dninv", "-p", "alpha=linear:1_0:0", *out(t)], "bad value for alpha: expected a number or KIND:START:END"),
-    ("-p draws=２", lambda t: [*RUN, "--method", "mixmatch", "-p", "draws=２", *out(t)], "draws expects int (a whole number), got '２'"),
-    ("-m width=３２", lambda t: [*RUN, "-m", "width=３２", *out(t)], "model 'tinycnn': width expects int (a whole number), got '３２'"),
-    ("-d size=1_0", lambda t: [*RUN, "-d", "size=1_0", *out(t)], "dataset 'digits': size expects int (a whole number), got '1_0'"),
+    (
+        "--labels fifty",
+        lambda t: [*RUN, "--labels", "fifty", *out(t)],
+        "--labels expects a whole number or 'all' (ASCII digits 0-9)",
+    ),
+    (
+        "--labels ５０",
+        lambda t: [*RUN, "--labels", "５０", *out(t)],
+        "--labels expects a whole number or 'all' (ASCII digits 0-9), got '５０'",
+    ),
+    (
+        "--labels 1_0",
+        lambda t: [*RUN, "--labels", "1_0", *out(t)],
+        "--labels expects a whole number or 'all' (ASCII digits 0-9), got '1_0'",
+    ),
+    (
+        "-p lambda_=1_0",
+        lambda t: [*RUN, "--method", "entmin", "-p", "lambda_=1_0", *out(t)],
+        "method 'entmin': lambda_ expects float (a number), got '1_0'",
+    ),
+    (
+        "-p lambda_=０.５",
+        lambda t: [*RUN, "--method", "entmin", "-p", "lambda_=０.５", *out(t)],
+        "lambda_ expects float (a number), got '０.５'",
+    ),
+    (
+        "-p alpha=linear:1_0:0",
+        lambda t: [*RUN, "--method", "dninv", "-p", "alpha=linear:1_0:0", *out(t)],
+        "bad value for alpha: expected a number or KIND:START:END",
+    ),
+    (
+        "-p draws=２",
+        lambda t: [*RUN, "--method", "mixmatch", "-p", "draws=２", *out(t)],
+        "draws expects int (a whole number), got '２'",
+    ),
+    (
+        "-m width=３２",
+        lambda t: [*RUN, "-m", "width=３２", *out(t)],
+        "model 'tinycnn': width expects int (a whole number), got '３２'",
+    ),
+    (
+        "-d size=1_0",
+        lambda t: [*RUN, "-d", "size=1_0", *out(t)],
+        "dataset 'digits': size expects int (a whole number), got '1_0'",
+    ),
     ("--labels 55", lambda t: [*RUN, "--labels", "55", *out(t)], "not a positive multiple of the 10 classes"),
     ("-d size=nan", lambda t: [*RUN, "-d", "size=nan", *out(t)], "size expects int (a whole number)"),
     ("-d channels=true", lambda t: [*RUN, "-d", "channels=true", *out(t)], "channels expects int (a whole number)"),
@@ -152,30 +256,54 @@ OUT_CASES = [
     ("run --out below a file", lambda t: [*RUN, "--out", str(t / "file" / "runs")], "which is a file, not a folder"),
     ("run --out in /proc", lambda t: [*RUN, "--out", "/proc/ssl-bench-test/runs"], "cannot create a folder in /proc"),
     ("run --out in /sys", lambda t: [*RUN, "--out", "/sys/ssl-bench-test"], "cannot create a folder in /sys"),
-    ("sweep --out below a file", lambda t: [*SWEEP, "--out", str(t / "file" / "runs")], "which is a file, not a folder"),
+    (
+        "sweep --out below a file",
+        lambda t: [*SWEEP, "--out", str(t / "file" / "runs")],
+        "which is a file, not a folder",
+    ),
     ("sweep --out ''", lambda t: [*SWEEP, "--out", ""], "--out is empty"),
     ("report --out ''", lambda t: ["report", str(t), "--out", ""], "--out is empty"),
-    ("report --out below a file", lambda t: ["report", str(t), "--out", str(t / "file" / "report")], "which is a file, not a folder"),
-    ("report --out in /proc", lambda t: ["report", str(t), "--out", "/proc/ssl-bench-test"], "cannot create a folder in /proc"),
+    (
+        "report --out below a file",
+        lambda t: ["report", str(t), "--out", str(t / "file" / "report")],
+        "which is a file, not a folder",
+    ),
+    (
+        "report --out in /proc",
+        lambda t: ["report", str(t), "--out", "/proc/ssl-bench-test"],
+        "cannot create a folder in /proc",
+    ),
 ]
 
 SWEEP_CASES = [
-    ("--seeds a,b", lambda t: [*SWEEP, "--seeds", "a,b", *out(t)], "--seeds expects comma-separated whole numbers (ASCII digits 0-9), got 'a'"),
-    ("--seeds 0,１", lambda t: [*SWEEP, "--seeds", "0,１", *out(t)], "--seeds expects comma-separated whole numbers (ASCII digits 0-9), got '１'"),
+    (
+        "--seeds a,b",
+        lambda t: [*SWEEP, "--seeds", "a,b", *out(t)],
+        "--seeds expects comma-separated whole numbers (ASCII digits 0-9), got 'a'",
+    ),
+    (
+        "--seeds 0,１",
+        lambda t: [*SWEEP, "--seeds", "0,１", *out(t)],
+        "--seeds expects comma-separated whole numbers (ASCII digits 0-9), got '１'",
+    ),
     ("--seeds 1_0", lambda t: [*SWEEP, "--seeds", "1_0", *out(t)], "got '1_0'"),
     ("--seeds ,", lambda t: [*SWEEP, "--seeds", ",", *out(t)], "--seeds is empty"),
     ("--methods ,", lambda t: [*SWEEP, "--methods", ",", *out(t)], "--methods is empty"),
     ("--methods nope", lambda t: [*SWEEP, "--methods", "supervised,nope", *out(t)], "unknown method 'nope'"),
     ("sweep -p without method", lambda t: [*SWEEP, "-p", "alpha=0.5", *out(t)], "METHOD.KEY=VALUE"),
-    ("sweep -p nan", lambda t: [*SWEEP, "--methods", "entmin", "-p", "entmin.lambda_=nan", *out(t)], "lambda_ must be a finite number"),
+    (
+        "sweep -p nan",
+        lambda t: [*SWEEP, "--methods", "entmin", "-p", "entmin.lambda_=nan", *out(t)],
+        "lambda_ must be a finite number",
+    ),
     ("sweep -m width=0", lambda t: [*SWEEP, "-m", "width=0", *out(t)], "width must be in [1, 1024]"),
     ("sweep without dataset", lambda t: ["sweep", "--labels", "50", *out(t)], "sweep needs --dataset and --labels"),
 ]
 
 GRID_HEAD = '[sweep]\nmethods = ["supervised"]\ndatasets = ["digits"]\n'
 GRIDS = [  # file content, words of the error
-    ("labels fifty", GRID_HEAD + 'labels = ["fifty"]', 'labels must be whole numbers >= 1 or "all", got \'fifty\''),
-    ("labels 50.0", GRID_HEAD + "labels = [50.0]", "labels must be whole numbers >= 1 or \"all\", got 50.0"),
+    ("labels fifty", GRID_HEAD + 'labels = ["fifty"]', "labels must be whole numbers >= 1 or \"all\", got 'fifty'"),
+    ("labels 50.0", GRID_HEAD + "labels = [50.0]", 'labels must be whole numbers >= 1 or "all", got 50.0'),
     ("labels true", GRID_HEAD + "labels = [true]", "labels must be whole numbers"),
     ("models [1]", GRID_HEAD + "labels = [50]\nmodels = [1]", "models must be model names, got 1"),
     ("protocol string", GRID_HEAD + 'labels = [50]\nprotocol = "fast"', "protocol expects a table"),
@@ -186,25 +314,69 @@ GRIDS = [  # file content, words of the error
     ("lr = 0", GRID_HEAD + "labels = [50]\nlr = 0", "lr must be a finite number > 0, got 0"),
     ("lr = nan", GRID_HEAD + "labels = [50]\nlr = nan", "lr must be a finite number"),
     ("lr = 1e39", GRID_HEAD + "labels = [50]\nlr = 1e39", "lr must be a finite number"),
-    ("exclude_labeled no", GRID_HEAD + 'labels = [50]\nexclude_labeled = "no"', "exclude_labeled expects bool (true or false), got 'no'"),
+    (
+        "exclude_labeled no",
+        GRID_HEAD + 'labels = [50]\nexclude_labeled = "no"',
+        "exclude_labeled expects bool (true or false), got 'no'",
+    ),
     ("steps string", GRID_HEAD + 'labels = [50]\nsteps = "many"', "steps expects int (a whole number)"),
-    ("eval_every 5.0", GRID_HEAD + "labels = [50]\nprotocol = { eval_every = 5.0 }", "eval_every expects int (a whole number), got 5.0"),
+    (
+        "eval_every 5.0",
+        GRID_HEAD + "labels = [50]\nprotocol = { eval_every = 5.0 }",
+        "eval_every expects int (a whole number), got 5.0",
+    ),
     ("model_options width 0", GRID_HEAD + "labels = [50]\nmodel_options = { width = 0 }", "width must be in [1, 1024]"),
     ("empty seeds", GRID_HEAD + "labels = [50]\nseeds = []", "seeds is empty, so the sweep would run nothing"),
     ("empty methods", '[sweep]\nmethods = []\ndatasets = ["digits"]\nlabels = [50]', "methods is empty"),
-    ("empty param list", GRID_HEAD.replace("supervised", "entmin") + "labels = [50]\n[params.entmin]\nlambda_ = []", "lambda_ is empty"),
-    ("param true", GRID_HEAD.replace("supervised", "entmin") + "labels = [50]\n[params.entmin]\nlambda_ = [true]", "lambda_ expects float (a number), got True"),
-    ("param inf", GRID_HEAD.replace("supervised", "entmin") + "labels = [50]\n[params.entmin]\nlambda_ = [inf]", "lambda_ must be a finite number"),
+    (
+        "empty param list",
+        GRID_HEAD.replace("supervised", "entmin") + "labels = [50]\n[params.entmin]\nlambda_ = []",
+        "lambda_ is empty",
+    ),
+    (
+        "param true",
+        GRID_HEAD.replace("supervised", "entmin") + "labels = [50]\n[params.entmin]\nlambda_ = [true]",
+        "lambda_ expects float (a number), got True",
+    ),
+    (
+        "param inf",
+        GRID_HEAD.replace("supervised", "entmin") + "labels = [50]\n[params.entmin]\nlambda_ = [inf]",
+        "lambda_ must be a finite number",
+    ),
     ("missing labels", GRID_HEAD, "[sweep] needs labels"),
     ("unknown key", GRID_HEAD + "labels = [50]\nstepz = 10", "unknown key in [sweep]: stepz"),
     ("unknown section", GRID_HEAD + "labels = [50]\n[sweeps]\nx = 1", "unknown section sweeps"),
     ("not TOML", "[sweep\nmethods = ", "cannot read grid file"),
-    ("protocol cpu_threads text", GRID_HEAD + 'labels = [50]\nprotocol = { cpu_threads = "2" }', "grid.toml: [sweep]: protocol.cpu_threads expects int (a whole number), got '2'"),
-    ("protocol lr text", GRID_HEAD + 'labels = [50]\nprotocol = { lr = "0.001" }', "grid.toml: [sweep]: protocol.lr expects float (a number), got '0.001'"),
-    ("protocol unknown key", GRID_HEAD + "labels = [50]\nprotocol = { stepz = 10 }", "grid.toml: [sweep] protocol: unknown key stepz; valid keys: steps, lr,"),
-    ("param text for a float", GRID_HEAD.replace("supervised", "entmin") + 'labels = [50]\n[params.entmin]\nlambda_ = ["0.5"]', "grid.toml: [params.entmin]: lambda_ expects float (a number), got '0.5'"),
-    ("steps 10^12", GRID_HEAD + "labels = [50]\nsteps = 1_000_000_000_000", "grid.toml: [sweep] steps must be at most 100000000 (10^8"),
-    ("protocol steps 10^9", GRID_HEAD + "labels = [50]\nprotocol = { steps = 1_000_000_000 }", "grid.toml: [sweep] protocol.steps must be at most 100000000"),
+    (
+        "protocol cpu_threads text",
+        GRID_HEAD + 'labels = [50]\nprotocol = { cpu_threads = "2" }',
+        "grid.toml: [sweep]: protocol.cpu_threads expects int (a whole number), got '2'",
+    ),
+    (
+        "protocol lr text",
+        GRID_HEAD + 'labels = [50]\nprotocol = { lr = "0.001" }',
+        "grid.toml: [sweep]: protocol.lr expects float (a number), got '0.001'",
+    ),
+    (
+        "protocol unknown key",
+        GRID_HEAD + "labels = [50]\nprotocol = { stepz = 10 }",
+        "grid.toml: [sweep] protocol: unknown key stepz; valid keys: steps, lr,",
+    ),
+    (
+        "param text for a float",
+        GRID_HEAD.replace("supervised", "entmin") + 'labels = [50]\n[params.entmin]\nlambda_ = ["0.5"]',
+        "grid.toml: [params.entmin]: lambda_ expects float (a number), got '0.5'",
+    ),
+    (
+        "steps 10^12",
+        GRID_HEAD + "labels = [50]\nsteps = 1_000_000_000_000",
+        "grid.toml: [sweep] steps must be at most 100000000 (10^8",
+    ),
+    (
+        "protocol steps 10^9",
+        GRID_HEAD + "labels = [50]\nprotocol = { steps = 1_000_000_000 }",
+        "grid.toml: [sweep] protocol.steps must be at most 100000000",
+    ),
 ]
 
 
@@ -212,7 +384,11 @@ def grid_case(content: str):
     def setup(tmp: Path) -> list[str]:
         path = tmp / "grid.toml"
         path.write_text(content, encoding="utf-8")
-        return ["sweep", str(path), "--steps", "10", "--quiet", *out(tmp)] if "steps" not in content else ["sweep", str(path), "--quiet", *out(tmp)]
+        return (
+            ["sweep", str(path), "--steps", "10", "--quiet", *out(tmp)]
+            if "steps" not in content
+            else ["sweep", str(path), "--quiet", *out(tmp)]
+        )
 
     return setup
 
@@ -243,10 +419,28 @@ def idx_bytes(n: int, ndim: int) -> bytes:
 def mnist_dir(tmp: Path, damage) -> list[str]:
     raw = tmp / "data" / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for name, ndim in (("train-images-idx3-ubyte", 3), ("train-labels-idx1-ubyte", 1), ("t10k-images-idx3-ubyte", 3), ("t10k-labels-idx1-ubyte", 1)):
+    for name, ndim in (
+        ("train-images-idx3-ubyte", 3),
+        ("train-labels-idx1-ubyte", 1),
+        ("t10k-images-idx3-ubyte", 3),
+        ("t10k-labels-idx1-ubyte", 1),
+    ):
         (raw / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(20, ndim)))
     damage(raw / "train-images-idx3-ubyte.gz")
-    return ["run", "--method", "supervised", "--dataset", "mnist", "--labels", "10", "--no-download", "--data-dir", str(tmp / "data"), "--quiet", *out(tmp)]
+    return [
+        "run",
+        "--method",
+        "supervised",
+        "--dataset",
+        "mnist",
+        "--labels",
+        "10",
+        "--no-download",
+        "--data-dir",
+        str(tmp / "data"),
+        "--quiet",
+        *out(tmp),
+    ]
 
 
 def flip_bytes(start: int):
@@ -269,16 +463,49 @@ def cifar_dir(tmp: Path) -> list[str]:
     folder.mkdir(parents=True)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         (folder / name).write_bytes(pickle.dumps({"data": Evil(tmp / MARKER), "labels": [0]}))
-    return ["run", "--method", "supervised", "--dataset", "cifar10", "--labels", "10", "--no-download", "--data-dir", str(tmp / "data"), "--quiet", *out(tmp)]
+    return [
+        "run",
+        "--method",
+        "supervised",
+        "--dataset",
+        "cifar10",
+        "--labels",
+        "10",
+        "--no-download",
+        "--data-dir",
+        str(tmp / "data"),
+        "--quiet",
+        *out(tmp),
+    ]
 
 
 DATA_CASES = [
-    ("mnist .gz with a damaged end", lambda t: mnist_dir(t, flip_bytes(-12)), "train-images-idx3-ubyte.gz is not a readable gzip file"),
-    ("mnist .gz with a damaged stream", lambda t: mnist_dir(t, flip_bytes(12)), "train-images-idx3-ubyte.gz is not a readable gzip file"),
-    ("mnist .gz cut short", lambda t: mnist_dir(t, lambda p: p.write_bytes(p.read_bytes()[:30])), "delete it and download again"),
-    ("mnist .gz not gzip", lambda t: mnist_dir(t, lambda p: p.write_bytes(b"<html>not found</html>")), "is not a readable gzip file"),
+    (
+        "mnist .gz with a damaged end",
+        lambda t: mnist_dir(t, flip_bytes(-12)),
+        "train-images-idx3-ubyte.gz is not a readable gzip file",
+    ),
+    (
+        "mnist .gz with a damaged stream",
+        lambda t: mnist_dir(t, flip_bytes(12)),
+        "train-images-idx3-ubyte.gz is not a readable gzip file",
+    ),
+    (
+        "mnist .gz cut short",
+        lambda t: mnist_dir(t, lambda p: p.write_bytes(p.read_bytes()[:30])),
+        "delete it and download again",
+    ),
+    (
+        "mnist .gz not gzip",
+        lambda t: mnist_dir(t, lambda p: p.write_bytes(b"<html>not found</html>")),
+        "is not a readable gzip file",
+    ),
     ("mnist idx with a bad header", lambda t: mnist_dir(t, plain_with_bad_header), "bad header"),
-    ("cifar batch with a malicious pickle", cifar_dir, "is not a readable CIFAR-10 python batch (UnpicklingError: refusing to load"),
+    (
+        "cifar batch with a malicious pickle",
+        cifar_dir,
+        "is not a readable CIFAR-10 python batch (UnpicklingError: refusing to load",
+    ),
 ]
 
 
@@ -320,11 +547,23 @@ def failed_without_error(run_dir: Path, tmp: Path) -> None:
 
 
 REPORT_CASES = [
-    ("test_acc text", damaged_run(result_field(test_acc="high")), "result.json: test_acc expects float (a number), got 'high'"),
-    ("test_acc null", damaged_run(result_field(test_acc=None)), "result.json: test_acc expects float (a number), got None"),
+    (
+        "test_acc text",
+        damaged_run(result_field(test_acc="high")),
+        "result.json: test_acc expects float (a number), got 'high'",
+    ),
+    (
+        "test_acc null",
+        damaged_run(result_field(test_acc=None)),
+        "result.json: test_acc expects float (a number), got None",
+    ),
     ("test_acc NaN", damaged_run(result_field(test_acc=float("nan"))), "result.json: test_acc must be a finite number"),
     ("test_acc 1.5", damaged_run(result_field(test_acc=1.5)), "result.json: test_acc must be in [0, 1], got 1.5"),
-    ("test_acc_last Infinity", damaged_run(result_field(test_acc_last=float("inf"))), "test_acc_last must be a finite number"),
+    (
+        "test_acc_last Infinity",
+        damaged_run(result_field(test_acc_last=float("inf"))),
+        "test_acc_last must be a finite number",
+    ),
     ("seed text", damaged_run(result_field(seed="0")), "result.json: seed expects int (a whole number), got '0'"),
     ("method null", damaged_run(result_field(method=None)), "result.json: method expects str (text), got None"),
     ("params a list", damaged_run(result_field(params=[1])), "params expects a table"),
@@ -333,17 +572,53 @@ REPORT_CASES = [
     ("result.json torn", damaged_run(write("result.json", b'{"method": "sup')), "result.json: not valid JSON"),
     ("result.json a list", damaged_run(write("result.json", b"[]")), "result.json: expected a JSON object, got list"),
     ("result.json not UTF-8", damaged_run(write("result.json", b'{"method": "\xff"}')), "result.json: not UTF-8 text"),
-    ("metrics.jsonl not UTF-8", damaged_run(write("metrics.jsonl", b'{"step": 5, "val_acc": 0.5, "x": "\xff"}\n')), "metrics.jsonl: not UTF-8 text"),
-    ("config.json protocol text", damaged_run(lambda d, t: edit_json(d / "config.json", protocol="fast")), "config.json: protocol expects a table"),
-    ("config.json labels text", damaged_run(lambda d, t: edit_json(d / "config.json", labels="fifty")), "config.json: labels expects int (a whole number)"),
-    ("metrics row with text step", damaged_run(write("metrics.jsonl", b'{"step": "a", "val_acc": 0.5}\n')), "metrics.jsonl line 1: step expects int (a whole number)"),
-    ("metrics row not an object", damaged_run(write("metrics.jsonl", b"[1]\n")), "metrics.jsonl line 1: expected an object"),
+    (
+        "metrics.jsonl not UTF-8",
+        damaged_run(write("metrics.jsonl", b'{"step": 5, "val_acc": 0.5, "x": "\xff"}\n')),
+        "metrics.jsonl: not UTF-8 text",
+    ),
+    (
+        "config.json protocol text",
+        damaged_run(lambda d, t: edit_json(d / "config.json", protocol="fast")),
+        "config.json: protocol expects a table",
+    ),
+    (
+        "config.json labels text",
+        damaged_run(lambda d, t: edit_json(d / "config.json", labels="fifty")),
+        "config.json: labels expects int (a whole number)",
+    ),
+    (
+        "metrics row with text step",
+        damaged_run(write("metrics.jsonl", b'{"step": "a", "val_acc": 0.5}\n')),
+        "metrics.jsonl line 1: step expects int (a whole number)",
+    ),
+    (
+        "metrics row not an object",
+        damaged_run(write("metrics.jsonl", b"[1]\n")),
+        "metrics.jsonl line 1: expected an object",
+    ),
     ("failed.json garbage", damaged_run(garbage_failed), "failed.json: not valid JSON"),
     ("failed.json error null", damaged_run(failed_without_error), "failed.json: error must be text, got None"),
-    ("sweep over a garbage failed.json", damaged_run(garbage_failed, "sweep"), "failed.json is damaged (JSONDecodeError"),
-    ("run over a torn result.json", damaged_run(write("result.json", b'{"method": "sup'), "run"), "result.json is damaged (result.json: not valid JSON"),
-    ("run over a result.json that is a list", damaged_run(write("result.json", b"[]"), "run"), "result.json is damaged (result.json: expected a JSON object, got list)"),
-    ("sweep over a torn result.json", damaged_run(write("result.json", b'{"method": "sup'), "sweep"), "result.json is damaged (result.json: not valid JSON"),
+    (
+        "sweep over a garbage failed.json",
+        damaged_run(garbage_failed, "sweep"),
+        "failed.json is damaged (JSONDecodeError",
+    ),
+    (
+        "run over a torn result.json",
+        damaged_run(write("result.json", b'{"method": "sup'), "run"),
+        "result.json is damaged (result.json: not valid JSON",
+    ),
+    (
+        "run over a result.json that is a list",
+        damaged_run(write("result.json", b"[]"), "run"),
+        "result.json is damaged (result.json: expected a JSON object, got list)",
+    ),
+    (
+        "sweep over a torn result.json",
+        damaged_run(write("result.json", b'{"method": "sup'), "sweep"),
+        "result.json is damaged (result.json: not valid JSON",
+    ),
 ]
 
 
@@ -360,28 +635,102 @@ def malicious(run_dir: Path, tmp: Path) -> None:
 def mismatched(run_dir: Path, tmp: Path) -> None:
     from ssl_bench.models import create_model
 
-    torch.save({"step": 5, "val_acc": 0.5, "model": create_model("tinycnn", num_classes=10, input_shape=(1, 8, 8), width=16).state_dict()}, run_dir / "best.pt")
+    torch.save(
+        {
+            "step": 5,
+            "val_acc": 0.5,
+            "model": create_model("tinycnn", num_classes=10, input_shape=(1, 8, 8), width=16).state_dict(),
+        },
+        run_dir / "best.pt",
+    )
 
 
 RECONSTRUCT_CASES = [
-    ("best.pt truncated", damaged_run(truncated, "reconstruct"),
-     ("best.pt is not a readable checkpoint (RuntimeError: PytorchStreamReader failed reading zip archive: "
-      "failed finding central directory); it is truncated")),
-    ("best.pt a text file", damaged_run(write("best.pt", b"not a checkpoint\n"), "reconstruct"), "best.pt is not an ssl-bench checkpoint: not a file of tensors"),
-    ("best.pt a malicious pickle", damaged_run(malicious, "reconstruct"), "best.pt is not an ssl-bench checkpoint: not a file of tensors"),
-    ("best.pt a bare tensor", damaged_run(lambda d, t: torch.save(torch.zeros(3), d / "best.pt"), "reconstruct"), "best.pt is not an ssl-bench checkpoint"),
-    ("best.pt of another model", damaged_run(mismatched, "reconstruct"), "best.pt does not fit the run's model tinycnn"),
-    ("split.json torn", damaged_run(write("split.json", b'{"finger'), "reconstruct"), "split.json is not readable JSON"),
-    ("split.json a list", damaged_run(write("split.json", b"[]"), "reconstruct"), "split.json holds a JSON list, not an object"),
-    ("split.json other split", damaged_run(lambda d, t: edit_json(d / "split.json", fingerprint="0" * 16), "reconstruct"), "differs from the one in its split.json"),
+    (
+        "best.pt truncated",
+        damaged_run(truncated, "reconstruct"),
+        (
+            "best.pt is not a readable checkpoint (RuntimeError: PytorchStreamReader failed reading zip archive: "
+            "failed finding central directory); it is truncated"
+        ),
+    ),
+    (
+        "best.pt a text file",
+        damaged_run(write("best.pt", b"not a checkpoint\n"), "reconstruct"),
+        "best.pt is not an ssl-bench checkpoint: not a file of tensors",
+    ),
+    (
+        "best.pt a malicious pickle",
+        damaged_run(malicious, "reconstruct"),
+        "best.pt is not an ssl-bench checkpoint: not a file of tensors",
+    ),
+    (
+        "best.pt a bare tensor",
+        damaged_run(lambda d, t: torch.save(torch.zeros(3), d / "best.pt"), "reconstruct"),
+        "best.pt is not an ssl-bench checkpoint",
+    ),
+    (
+        "best.pt of another model",
+        damaged_run(mismatched, "reconstruct"),
+        "best.pt does not fit the run's model tinycnn",
+    ),
+    (
+        "split.json torn",
+        damaged_run(write("split.json", b'{"finger'), "reconstruct"),
+        "split.json is not readable JSON",
+    ),
+    (
+        "split.json a list",
+        damaged_run(write("split.json", b"[]"), "reconstruct"),
+        "split.json holds a JSON list, not an object",
+    ),
+    (
+        "split.json other split",
+        damaged_run(lambda d, t: edit_json(d / "split.json", fingerprint="0" * 16), "reconstruct"),
+        "differs from the one in its split.json",
+    ),
     ("config.json torn", damaged_run(write("config.json", b"{"), "reconstruct"), "config.json is not readable JSON"),
-    ("config.json without protocol", damaged_run(lambda d, t: (d / "config.json").write_text(json.dumps({k: v for k, v in json.loads((d / "config.json").read_text()).items() if k != "protocol"})), "reconstruct"), "config.json is not a run's config (KeyError"),
-    ("config.json width 0", damaged_run(lambda d, t: edit_json(d / "config.json", model_options={"width": 0}), "reconstruct"), "config.json: model 'tinycnn': width must be in [1, 1024]"),
-    ("config.json lr text", damaged_run(lambda d, t: edit_json(d / "config.json", protocol={**json.loads((d / "config.json").read_text())["protocol"], "lr": "fast"}), "reconstruct"), "config.json: protocol: lr expects float (a number), got 'fast'"),
+    (
+        "config.json without protocol",
+        damaged_run(
+            lambda d, t: (d / "config.json").write_text(
+                json.dumps({k: v for k, v in json.loads((d / "config.json").read_text()).items() if k != "protocol"})
+            ),
+            "reconstruct",
+        ),
+        "config.json is not a run's config (KeyError",
+    ),
+    (
+        "config.json width 0",
+        damaged_run(lambda d, t: edit_json(d / "config.json", model_options={"width": 0}), "reconstruct"),
+        "config.json: model 'tinycnn': width must be in [1, 1024]",
+    ),
+    (
+        "config.json lr text",
+        damaged_run(
+            lambda d, t: edit_json(
+                d / "config.json", protocol={**json.loads((d / "config.json").read_text())["protocol"], "lr": "fast"}
+            ),
+            "reconstruct",
+        ),
+        "config.json: protocol: lr expects float (a number), got 'fast'",
+    ),
     ("no best.pt", damaged_run(lambda d, t: (d / "best.pt").unlink(), "reconstruct"), "has no best.pt"),
-    ("--out x.json", damaged_run(lambda d, t: None, "reconstruct", ("--out", "x.json")), "give a file name ending in .png"),
-    ("--out below a file", damaged_run(lambda d, t: (t / "file").write_text("x"), "reconstruct", ("--out", "__T__/file/rec.png")), "rec.png: the folder"),
-    ("--out in /proc", damaged_run(lambda d, t: None, "reconstruct", ("--out", "/proc/ssl-bench-test/rec.png")), "cannot create a folder in /proc"),
+    (
+        "--out x.json",
+        damaged_run(lambda d, t: None, "reconstruct", ("--out", "x.json")),
+        "give a file name ending in .png",
+    ),
+    (
+        "--out below a file",
+        damaged_run(lambda d, t: (t / "file").write_text("x"), "reconstruct", ("--out", "__T__/file/rec.png")),
+        "rec.png: the folder",
+    ),
+    (
+        "--out in /proc",
+        damaged_run(lambda d, t: None, "reconstruct", ("--out", "/proc/ssl-bench-test/rec.png")),
+        "cannot create a folder in /proc",
+    ),
 ]
 
 
@@ -389,7 +738,13 @@ RECONSTRUCT_CASES = [
 # The tests
 
 
-@pytest.mark.parametrize("setup, words", [pytest.param(s, w, id=i) for i, s, w in RUN_CASES + OUT_CASES + SWEEP_CASES + GRID_CASES + LIST_CASES + DATA_CASES])
+@pytest.mark.parametrize(
+    "setup, words",
+    [
+        pytest.param(s, w, id=i)
+        for i, s, w in RUN_CASES + OUT_CASES + SWEEP_CASES + GRID_CASES + LIST_CASES + DATA_CASES
+    ],
+)
 def test_refused_before_any_work(setup, words, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative paths (e.g. the default --out runs) stay in the test's folder
     (tmp_path / "file").write_text("a regular file\n")
@@ -403,13 +758,17 @@ def test_damaged_run_folders(setup, words, real_run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = [a.replace("__T__", str(tmp_path)) for a in setup(tmp_path, real_run)]
     assert_refused(args, tmp_path, words)
-    assert not (tmp_path / "report").exists() and not (tmp_path / "rec.png").exists() and not (tmp_path / MARKER).exists()
+    assert (
+        not (tmp_path / "report").exists() and not (tmp_path / "rec.png").exists() and not (tmp_path / MARKER).exists()
+    )
 
 
 def test_case_count():
     """The issue asks for at least 60 cases across run, sweep, grids, report, reconstruct, list, data, output
     folders."""
-    cases = RUN_CASES + OUT_CASES + SWEEP_CASES + GRID_CASES + LIST_CASES + DATA_CASES + REPORT_CASES + RECONSTRUCT_CASES
+    cases = (
+        RUN_CASES + OUT_CASES + SWEEP_CASES + GRID_CASES + LIST_CASES + DATA_CASES + REPORT_CASES + RECONSTRUCT_CASES
+    )
     assert len(cases) >= 60 and len({i for i, _, _ in cases}) == len(cases)
 
 
@@ -417,15 +776,28 @@ def test_case_count():
 # A damaged run beside good ones: skipped, said on the terminal and in the report, the rest reported
 
 
-@pytest.mark.parametrize("damage, words", [
-    (result_field(test_acc=None), "result.json: test_acc expects float (a number), got None"),
-    (garbage_failed, "failed.json: not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (result_field(test_acc=None), "result.json: test_acc expects float (a number), got None"),
+        (garbage_failed, "failed.json: not valid JSON"),
+    ],
+)
 def test_a_damaged_run_is_skipped_and_named(damage, words, real_run, tmp_path):
     good = copy_run(real_run, tmp_path / "good")
     bad = copy_run(real_run, tmp_path / "bad")
     damage(bad, tmp_path)
-    result = CliRunner().invoke(cli, ["report", str(good.parent.parent), str(bad.parent.parent), "--out", str(tmp_path / "report"), "--no-reconstructions"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "report",
+            str(good.parent.parent),
+            str(bad.parent.parent),
+            "--out",
+            str(tmp_path / "report"),
+            "--no-reconstructions",
+        ],
+    )
     assert result.exit_code == 0, result.output
     told = [line for line in result.stderr.splitlines() if line.startswith(f"Warning: skipped {bad}")]
     assert len(told) == 1 and words in told[0]
@@ -496,8 +868,14 @@ def test_full_disk_inside_torch_save(tmp_path, monkeypatch):
 def test_full_disk_while_writing_a_report(real_run, tmp_path, monkeypatch):
     copy_run(real_run, tmp_path)
     real_write = Path.write_text
-    monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: no_space() if self.name == "report.html" else real_write(self, *a, **k))
-    line = assert_refused_after_start(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report"), "--no-reconstructions"])
+    monkeypatch.setattr(
+        Path,
+        "write_text",
+        lambda self, *a, **k: no_space() if self.name == "report.html" else real_write(self, *a, **k),
+    )
+    line = assert_refused_after_start(
+        ["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report"), "--no-reconstructions"]
+    )
     assert "cannot write the report in" in line and "No space left on device" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # no report folder, no temporary folder
 
@@ -507,7 +885,9 @@ def test_full_disk_while_writing_a_figure(real_run, tmp_path, monkeypatch):
 
     run_dir = copy_run(real_run, tmp_path)
     monkeypatch.setattr(Figure, "savefig", no_space)
-    line = assert_refused_after_start(["reconstruct", str(run_dir), "--n", "2", "--out", str(tmp_path / "fig" / "rec.png")])
+    line = assert_refused_after_start(
+        ["reconstruct", str(run_dir), "--n", "2", "--out", str(tmp_path / "fig" / "rec.png")]
+    )
     assert f"cannot write {tmp_path / 'fig' / 'rec.png'}: No space left on device" in line
     assert list((tmp_path / "fig").iterdir()) == []
 
@@ -516,7 +896,9 @@ def test_full_disk_while_writing_a_figure(real_run, tmp_path, monkeypatch):
 # Under torchrun: each rank refuses in one line and exits 2; torchrun then adds its own summary
 
 
-@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="torchrun not installed")
+@pytest.mark.skipif(
+    shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="torchrun not installed"
+)
 def test_a_refusal_under_torchrun(tmp_path):
     """torchrun reports any rank's nonzero exit with its ChildFailedError traceback and exits 1 itself
     (torch/distributed/launcher/api.py), whatever the rank does: docs/multi-gpu.md shows what the user
@@ -526,32 +908,49 @@ def test_a_refusal_under_torchrun(tmp_path):
     torchrun = str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     args = [*RUN[:-1], "--batch-lb", "7", "--device", "cpu", "--out", str(tmp_path / "runs")]
-    done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "ssl_bench.cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "ssl_bench.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1, done.stderr  # torchrun's own code for a failed child
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
     # one line per rank that refused; torchrun stops (SIGTERM) a rank that has not ended when the first fails
-    assert 1 <= len(errors) <= 2 and set(errors) == {"Error: 2 processes need batch sizes that divide by 2; got --batch-lb 7 and --batch-ulb 128"}, done.stderr
-    assert done.stderr.count("Traceback (most recent call last)") == 1 and "ChildFailedError" in done.stderr  # torchrun's, not a rank's
+    assert 1 <= len(errors) <= 2 and set(errors) == {
+        "Error: 2 processes need batch sizes that divide by 2; got --batch-lb 7 and --batch-ulb 128"
+    }, done.stderr
+    assert (
+        done.stderr.count("Traceback (most recent call last)") == 1 and "ChildFailedError" in done.stderr
+    )  # torchrun's, not a rank's
     assert "ssl_bench/" not in done.stderr.split("Traceback (most recent call last)")[1].split("ChildFailedError")[0]
-    assert "exitcode  : 2 " in done.stderr.split("Root Cause (first observed failure)")[1] and not (tmp_path / "runs").exists()
+    assert (
+        "exitcode  : 2 " in done.stderr.split("Root Cause (first observed failure)")[1]
+        and not (tmp_path / "runs").exists()
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # Click's own usage errors keep click's format (Usage, hint, Error line), exit 2, no traceback
 
 
-@pytest.mark.parametrize("args", [
-    ["run", "--method", "supervised", "--dataset", "digits", "--labels", "50", "--steps", "0"],
-    ["run", "--method", "supervised", "--dataset", "digits", "--labels", "50", "--lr", "-1"],
-    ["run", "--method", "supervised", "--dataset", "digits", "--labels", "50", "--seed", "a"],
-    ["run", "--method", "supervised", "--dataset", "digits", "--labels", "50", "--augment", "strong"],
-    ["sweep", "--workers", "0"],
-    ["list", "nope"],
-    ["report", "--out", "x"],
-    ["reconstruct", ".", "--n", "0"],
-    [*RUN, "--out", "file"],  # an existing file: click.Path(file_okay=False) refuses it
-    ["nope"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--method", "supervised", "--dataset", "digits", "--labels", "50", "--steps", "0"],
+        ["run", "--method", "supervised", "--dataset", "digits", "--labels", "50", "--lr", "-1"],
+        ["run", "--method", "supervised", "--dataset", "digits", "--labels", "50", "--seed", "a"],
+        ["run", "--method", "supervised", "--dataset", "digits", "--labels", "50", "--augment", "strong"],
+        ["sweep", "--workers", "0"],
+        ["list", "nope"],
+        ["report", "--out", "x"],
+        ["reconstruct", ".", "--n", "0"],
+        [*RUN, "--out", "file"],  # an existing file: click.Path(file_okay=False) refuses it
+        ["nope"],
+    ],
+)
 def test_click_usage_errors_keep_clicks_format(args, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file").write_text("a regular file\n")
@@ -561,22 +960,37 @@ def test_click_usage_errors_keep_clicks_format(args, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
-@pytest.mark.parametrize("args, words", [
-    (["run", *RUN[1:], "--steps", "５０"], "Invalid value for '--steps': '５０' is not a whole number (ASCII digits 0-9 only, no '_')"),
-    (["run", *RUN[1:], "--steps", "1_0"], "Invalid value for '--steps': '1_0' is not a whole number"),
-    (["run", *RUN[1:], "--steps", "1000000000000"],
-     "Invalid value for '--steps': 1000000000000 is above 100000000, "
-     "the largest step budget ssl-bench takes (10^8"),
-    (["run", *RUN[1:], "--steps", "100000001"], "100000001 is above 100000000"),
-    (["run", *RUN[1:], "--lr", "1_0.5"], "Invalid value for '--lr': '1_0.5' is not a number (ASCII digits 0-9 only, no '_')"),
-    (["run", *RUN[1:], "--lr", "０.１"], "'０.１' is not a number"),
-    (["run", *RUN[1:], "--seed", "٣"], "Invalid value for '--seed': '٣' is not a whole number"),
-    (["run", *RUN[1:], "--batch-lb", "3_2"], "Invalid value for '--batch-lb': '3_2' is not a whole number"),
-    (["run", *RUN[1:], "--cpu-threads", "２"], "Invalid value for '--cpu-threads': '２' is not a whole number"),
-    (["sweep", "--workers", "1_0"], "Invalid value for '--workers': '1_0' is not a whole number"),
-    (["sweep", "--executor", "slurm", "--time-min", "６０"], "Invalid value for '--time-min': '６０' is not a whole number"),
-    (["reconstruct", ".", "--n", "１６"], "Invalid value for '--n': '１６' is not a whole number"),
-], ids=lambda a: " ".join(a[-2:]) if isinstance(a, list) else None)
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (
+            ["run", *RUN[1:], "--steps", "５０"],
+            "Invalid value for '--steps': '５０' is not a whole number (ASCII digits 0-9 only, no '_')",
+        ),
+        (["run", *RUN[1:], "--steps", "1_0"], "Invalid value for '--steps': '1_0' is not a whole number"),
+        (
+            ["run", *RUN[1:], "--steps", "1000000000000"],
+            "Invalid value for '--steps': 1000000000000 is above 100000000, "
+            "the largest step budget ssl-bench takes (10^8",
+        ),
+        (["run", *RUN[1:], "--steps", "100000001"], "100000001 is above 100000000"),
+        (
+            ["run", *RUN[1:], "--lr", "1_0.5"],
+            "Invalid value for '--lr': '1_0.5' is not a number (ASCII digits 0-9 only, no '_')",
+        ),
+        (["run", *RUN[1:], "--lr", "０.１"], "'０.１' is not a number"),
+        (["run", *RUN[1:], "--seed", "٣"], "Invalid value for '--seed': '٣' is not a whole number"),
+        (["run", *RUN[1:], "--batch-lb", "3_2"], "Invalid value for '--batch-lb': '3_2' is not a whole number"),
+        (["run", *RUN[1:], "--cpu-threads", "２"], "Invalid value for '--cpu-threads': '２' is not a whole number"),
+        (["sweep", "--workers", "1_0"], "Invalid value for '--workers': '1_0' is not a whole number"),
+        (
+            ["sweep", "--executor", "slurm", "--time-min", "６０"],
+            "Invalid value for '--time-min': '６０' is not a whole number",
+        ),
+        (["reconstruct", ".", "--n", "１６"], "Invalid value for '--n': '１６' is not a whole number"),
+    ],
+    ids=lambda a: " ".join(a[-2:]) if isinstance(a, list) else None,
+)
 def test_numbers_are_ascii_digits_in_click_options(args, words, tmp_path, monkeypatch):
     """click's INT and FLOAT are Python's int() and float(), which read `1_0` as 10 and fullwidth `５０` as 50:
     every numeric option reads ASCII digits only (config.WholeNumber, config.Number); --steps has a bound."""
@@ -595,7 +1009,12 @@ def test_ascii_numbers_are_still_read():
 
     assert [parse_int(t) for t in ("0", "50", "+3", "-2", " 7 ", "010")] == [0, 50, 3, -2, 7, 10]
     assert [parse_float(t) for t in ("0.5", ".5", "1.", "-1e-3", "3E2", "2")] == [0.5, 0.5, 1.0, -0.001, 300.0, 2.0]
-    assert all(map(lambda t: parse_float(t) != parse_float(t) or abs(parse_float(t)) == float("inf"), ("nan", "inf", "-Infinity")))
+    assert all(
+        map(
+            lambda t: parse_float(t) != parse_float(t) or abs(parse_float(t)) == float("inf"),
+            ("nan", "inf", "-Infinity"),
+        )
+    )
     for text in ("1_0", "５０", "٣", "", "1e3", "0x10", "½"):
         with pytest.raises(ValueError):
             parse_int(text)

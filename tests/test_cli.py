@@ -44,7 +44,24 @@ def test_run_writes_a_complete_record(tmp_path):
     names = {p.name for p in run_dir.iterdir()}
     assert {"config.json", "split.json", "metrics.jsonl", "best.pt", "last.pt", "result.json"} <= names
     res = json.loads((run_dir / "result.json").read_text())
-    for key in ("method", "params", "dataset", "labels", "model", "seed", "steps", "test_acc", "test_acc_last", "val_acc_best", "wall_time_s", "device", "versions", "git_commit", "split_fingerprint", "protocol_fingerprint"):
+    for key in (
+        "method",
+        "params",
+        "dataset",
+        "labels",
+        "model",
+        "seed",
+        "steps",
+        "test_acc",
+        "test_acc_last",
+        "val_acc_best",
+        "wall_time_s",
+        "device",
+        "versions",
+        "git_commit",
+        "split_fingerprint",
+        "protocol_fingerprint",
+    ):
         assert key in res
     assert res["versions"]["ssl_bench"] == ssl_bench.__version__
     # a complete run is not silently redone

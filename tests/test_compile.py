@@ -23,11 +23,11 @@ from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.utils import counters
 
 from ssl_bench import records
-from ssl_bench.run import compiled
 from ssl_bench.cli import cli
 from ssl_bench.method import Batch, Progress, SSLMethod, method_names
 from ssl_bench.models import create_model
 from ssl_bench.protocol import ProtocolConfig, RunSpec, protocol_fields, resolve
+from ssl_bench.run import compiled
 from ssl_bench.run.training import train
 from ssl_bench.views import make_views
 from tests import method_checks
@@ -149,12 +149,18 @@ def test_a_step_that_does_not_compile_runs_eager_with_one_warning(monkeypatch):
         method = method_checks.make_method("dninv", gamma="block:0.1")
         method.setup(model)
         warnings: list[str] = []
-        step = compiled.CompiledGradients(model, method, "fp32", CPU, "shared/dninv", warnings.append) if compile else compiled.eager_gradients(model, method, "fp32", CPU)
+        step = (
+            compiled.CompiledGradients(model, method, "fp32", CPU, "shared/dninv", warnings.append)
+            if compile
+            else compiled.eager_gradients(model, method, "fp32", CPU)
+        )
         return steps(step, model, method)[0], step, warnings
 
     g_ref, _, _ = run(compile=False)
     g, step, warnings = run(compile=True)
-    assert step.fallback is not None and not step.record()["compiled"] and "NotImplementedError" in step.fallback  # LayerTaps: "runs more than once" (Dynamo keeps the type only)
+    assert (
+        step.fallback is not None and not step.record()["compiled"] and "NotImplementedError" in step.fallback
+    )  # LayerTaps: "runs more than once" (Dynamo keeps the type only)
     assert warnings == [f"--compile: shared/dninv runs eager ({step.fallback})"]
     assert all(torch.equal(a, b) for a, b in zip(g, g_ref))
 
@@ -167,7 +173,13 @@ PAPER_NETS = [("smallcnn", (1, 28, 28)), ("largecnn", (3, 32, 32)),
               ("uresnet2_32", (1, 28, 28)), ("uresnet3_16", (1, 28, 28))]  # fmt: skip
 PAPER_METHODS = [("dninv", {}), ("dninv", {"formulation": "jvp"}), ("entmin", {}), ("pimodel", {})]
 PAPER_CASES = [
-    pytest.param(net, name, params, marks=() if net[0] == "smallcnn" and name == "dninv" else pytest.mark.heavy, id=f"{net[0]}-{name}-{'-'.join(params.values()) or 'defaults'}")
+    pytest.param(
+        net,
+        name,
+        params,
+        marks=() if net[0] == "smallcnn" and name == "dninv" else pytest.mark.heavy,
+        id=f"{net[0]}-{name}-{'-'.join(params.values()) or 'defaults'}",
+    )
     for net in PAPER_NETS
     for name, params in PAPER_METHODS
 ]
@@ -188,7 +200,14 @@ def test_compiled_gradients_equal_eager_on_the_paper_models(net, name, params, m
 def bn_net() -> nn.Module:
     """A small CNN with BatchNorm (as timm's ResNets and USB's WRN have): training mode normalizes with the
     batch's statistics and updates the running ones in place."""
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32, 10),
+    )
 
 
 def buffers_of(model: nn.Module, method: SSLMethod) -> dict[str, torch.Tensor]:
@@ -204,13 +223,22 @@ def bn_steps(name: str, compile: bool, **params):
     method = method_checks.make_method(name, **params)
     method.setup(model)
     warnings: list[str] = []
-    step = compiled.CompiledGradients(model, method, "fp32", CPU, f"bn/{name}", warnings.append) if compile else compiled.eager_gradients(model, method, "fp32", CPU)
+    step = (
+        compiled.CompiledGradients(model, method, "fp32", CPU, f"bn/{name}", warnings.append)
+        if compile
+        else compiled.eager_gradients(model, method, "fp32", CPU)
+    )
     grads, _ = steps(step, model, method)
     return grads, buffers_of(model, method), step, warnings
 
 
-BN_METHODS = [pytest.param(n, {}, marks=() if n in ("supervised", "meanteacher", "vat", "dninv") else pytest.mark.heavy, id=n) for n in method_names()]
-BN_METHODS.append(pytest.param("dninv", {"gamma": "1:0.2,3:0.1"}, id="dninv-gamma"))  # per-layer terms on BatchNorm's output and after it
+BN_METHODS = [
+    pytest.param(n, {}, marks=() if n in ("supervised", "meanteacher", "vat", "dninv") else pytest.mark.heavy, id=n)
+    for n in method_names()
+]
+BN_METHODS.append(
+    pytest.param("dninv", {"gamma": "1:0.2,3:0.1"}, id="dninv-gamma")
+)  # per-layer terms on BatchNorm's output and after it
 
 
 @pytest.mark.parametrize("name,params", BN_METHODS)
@@ -284,8 +312,12 @@ def test_the_compiled_optimizer_step_follows_the_eager_one(monkeypatch):
         (eager, _), (compiled_, optimizer) = weights_after_12_steps(False), weights_after_12_steps(True)
     assert 1 <= counters["stats"]["unique_graphs"] <= 2  # it was traced (not silently eager), and not per step
     assert all(s["step"].dtype == torch.float64 and s["step"].item() == 12 for s in optimizer.state.values())
-    assert_close(compiled_, eager, tol=1e-5)  # measured: 1.8e-6 of the largest weight (fused vs foreach rounding, 12 Adam steps)
-    assert any(not torch.equal(a, b) for a, b in zip(eager, [p.detach() for p in make("supervised")[0].parameters()]))  # it did train
+    assert_close(
+        compiled_, eager, tol=1e-5
+    )  # measured: 1.8e-6 of the largest weight (fused vs foreach rounding, 12 Adam steps)
+    assert any(
+        not torch.equal(a, b) for a, b in zip(eager, [p.detach() for p in make("supervised")[0].parameters()])
+    )  # it did train
 
 
 def test_the_compiled_optimizer_step_resumes_from_float32_step_counts(monkeypatch):
@@ -304,7 +336,9 @@ def test_the_compiled_optimizer_step_resumes_from_float32_step_counts(monkeypatc
     update = compiled.optimizer_step(resumed, True)
     update()
     assert all(s["step"].dtype == torch.float64 and s["step"].item() == 3 for s in resumed.state.values())
-    resumed.load_state_dict(saved)  # a state loaded while the step exists (it checks the counts only when the state changed)
+    resumed.load_state_dict(
+        saved
+    )  # a state loaded while the step exists (it checks the counts only when the state changed)
     update()
     assert all(s["step"].dtype == torch.float64 and s["step"].item() == 3 for s in resumed.state.values())
 
@@ -330,7 +364,9 @@ def test_an_optimizer_step_that_does_not_compile_runs_eager_with_one_warning(mon
         weights.append([p.detach().clone() for p in model.parameters()])
     assert update.fallback is not None and "no code generation here" in update.fallback
     assert warnings == [f"--compile: tinycnn/supervised's optimizer step runs eager ({update.fallback})"]
-    assert all(torch.equal(a, b) for a, b in zip(*weights))  # eager Adam from the failed step on (float64 counts give eager's numbers)
+    assert all(
+        torch.equal(a, b) for a, b in zip(*weights)
+    )  # eager Adam from the failed step on (float64 counts give eager's numbers)
 
 
 class NoisySupervised(SSLMethod):
@@ -356,8 +392,11 @@ def test_a_loss_that_draws_from_a_generator_runs_eager_with_one_warning(monkeypa
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("SSL_BENCH_INDUCTOR"), reason="inductor's code generation takes 20-70 s on 2 CPU cores, too much for the suite's 10 minutes; "
-                    "SSL_BENCH_INDUCTOR=1 runs it (benchmarks/gpu_session.sh does, on the device)")
+@pytest.mark.skipif(
+    not os.environ.get("SSL_BENCH_INDUCTOR"),
+    reason="inductor's code generation takes 20-70 s on 2 CPU cores, too much for the suite's 10 minutes; "
+    "SSL_BENCH_INDUCTOR=1 runs it (benchmarks/gpu_session.sh does, on the device)",
+)
 def test_inductor_compiled_dninv_equals_eager(capsys):
     """The real backend: generated code gives dninv's double-backward gradient to 1e-5 (compile time printed)."""
     start = time.perf_counter()
@@ -366,25 +405,37 @@ def test_inductor_compiled_dninv_equals_eager(capsys):
     assert_close(g, g_ref)
     assert torch.allclose(loss, loss_ref, rtol=1e-5)
     with capsys.disabled():
-        print(f"\ninductor: dninv on tinycnn compiled in {step.first_call_s:.1f} s "
-              f"(test {time.perf_counter() - start:.1f} s)")
+        print(
+            f"\ninductor: dninv on tinycnn compiled in {step.first_call_s:.1f} s "
+            f"(test {time.perf_counter() - start:.1f} s)"
+        )
 
 
 def spec(**protocol) -> RunSpec:
-    return RunSpec(method="dninv", dataset="digits", labels=50, steps=20, protocol={"eval_every": 10, **protocol}, device="cpu")
+    return RunSpec(
+        method="dninv", dataset="digits", labels=50, steps=20, protocol={"eval_every": 10, **protocol}, device="cpu"
+    )
 
 
 def test_a_compiled_run_records_its_step_and_keeps_state_dict_keys(tmp_path, monkeypatch):
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
     eager = train(resolve(spec()), tmp_path / "eager", show_progress=False)
     result = train(resolve(spec(compile=True)), tmp_path / "compiled", show_progress=False)
-    assert result["compiled_step"]["compiled"] and result["compiled_step"]["fallback"] is None and result["compiled_step"]["optimizer_fallback"] is None
+    assert (
+        result["compiled_step"]["compiled"]
+        and result["compiled_step"]["fallback"] is None
+        and result["compiled_step"]["optimizer_fallback"] is None
+    )
     assert result["peak_memory_mb"] is None and eager["peak_memory_mb"] is None  # CPU: no GPU memory to count
     assert "compiled_step" not in eager
     assert abs(result["test_acc"] - eager["test_acc"]) <= 0.02  # same training up to float rounding
     assert result["protocol_fingerprint"] != eager["protocol_fingerprint"]
-    keys = lambda run: set(torch.load(tmp_path / run / result_dir(tmp_path / run) / "last.pt", weights_only=True)["model"])
-    assert keys("compiled") == keys("eager")  # no `_orig_mod.` prefix: checkpoints and resumable state are interchangeable
+    keys = lambda run: set(
+        torch.load(tmp_path / run / result_dir(tmp_path / run) / "last.pt", weights_only=True)["model"]
+    )
+    assert keys("compiled") == keys(
+        "eager"
+    )  # no `_orig_mod.` prefix: checkpoints and resumable state are interchangeable
 
 
 def result_dir(root):
@@ -401,7 +452,10 @@ def test_defaults_keep_earlier_run_ids_and_fingerprints():
     ids = {resolve(spec(**p)).run_id() for p in ({}, {"compile": True}, {"precision": "bf16"})}
     assert len(ids) == 3
     assert protocol_fields(ProtocolConfig(steps=1, lr=1.0, precision="bf16", compile=True), CPU) | {} == {
-        **protocol_fields(ProtocolConfig(steps=1, lr=1.0), CPU), "precision": "bf16", "compile": True}
+        **protocol_fields(ProtocolConfig(steps=1, lr=1.0), CPU),
+        "precision": "bf16",
+        "compile": True,
+    }
 
 
 def test_protocol_refuses_bad_values():
@@ -414,11 +468,33 @@ def test_protocol_refuses_bad_values():
 def test_cli_speed_options(tmp_path):
     runner = CliRunner()
     out = tmp_path / "runs"
-    res = runner.invoke(cli, ["run", "--method", "supervised", "--dataset", "digits", "--labels", "50", "--steps", "3", "--eval-every", "3", "--precision", "bf16", "--out", str(out), "--quiet"])
+    res = runner.invoke(
+        cli,
+        [
+            "run",
+            "--method",
+            "supervised",
+            "--dataset",
+            "digits",
+            "--labels",
+            "50",
+            "--steps",
+            "3",
+            "--eval-every",
+            "3",
+            "--precision",
+            "bf16",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
     assert res.exit_code == 0, res.output
     (folder,) = out.iterdir()
     assert json.loads((folder / "config.json").read_text())["protocol"]["precision"] == "bf16"
-    res = runner.invoke(cli, ["run", "--method", "supervised", "--dataset", "digits", "--labels", "50", "--precision", "fp16"])
+    res = runner.invoke(
+        cli, ["run", "--method", "supervised", "--dataset", "digits", "--labels", "50", "--precision", "fp16"]
+    )
     assert res.exit_code == 2 and "fp16" in res.output
 
 
@@ -427,7 +503,9 @@ def test_runs_per_gpu_needs_cuda_and_excludes_workers(tmp_path):
     runner = CliRunner()
     base = ["sweep", "--dataset", "digits", "--labels", "50", "--out", str(tmp_path / "runs"), "--runs-per-gpu", "2"]
     res = runner.invoke(cli, base)
-    assert res.exit_code == 2 and res.output.strip().endswith("--runs-per-gpu needs CUDA GPUs and torch sees none; use --workers N on CPU")
+    assert res.exit_code == 2 and res.output.strip().endswith(
+        "--runs-per-gpu needs CUDA GPUs and torch sees none; use --workers N on CPU"
+    )
     res = runner.invoke(cli, base + ["--workers", "2"])
     assert res.exit_code == 2 and "give --workers or --runs-per-gpu, not both" in res.output
 
@@ -439,7 +517,23 @@ def test_a_compiled_run_that_crashed_resumes_as_the_uninterrupted_one(method, tm
     metrics row of step 20 resumes from its state of step 10 and ends as the run that never died: the same
     metrics rows and `last.pt` bit for bit (aot_eager; ≈ 40 s, so `make test-heavy`)."""
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
-    args = ["run", "--method", method, "--dataset", "digits", "--labels", "50", "--steps", "40", "--eval-every", "10", "--state-every", "10", "--compile", "--quiet"]
+    args = [
+        "run",
+        "--method",
+        method,
+        "--dataset",
+        "digits",
+        "--labels",
+        "50",
+        "--steps",
+        "40",
+        "--eval-every",
+        "10",
+        "--state-every",
+        "10",
+        "--compile",
+        "--quiet",
+    ]
     ok = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "a")])
     assert ok.exit_code == 0, ok.output
     append = records.append_jsonl
@@ -456,7 +550,9 @@ def test_a_compiled_run_that_crashed_resumes_as_the_uninterrupted_one(method, tm
     again = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "b")])
     assert again.exit_code == 0 and "resumed from step 10" in again.stderr, again.output
     (a,), (b,) = (list((tmp_path / d).iterdir()) for d in "ab")
-    rows = [[{k: v for k, v in r.items() if k != "time_s"} for r in records.read_jsonl(d / records.METRICS)] for d in (a, b)]
+    rows = [
+        [{k: v for k, v in r.items() if k != "time_s"} for r in records.read_jsonl(d / records.METRICS)] for d in (a, b)
+    ]
     assert [r["step"] for r in rows[1]] == [10, 20, 30, 40] and rows[0] == rows[1]
     got, want = (torch.load(d / records.LAST_CKPT, weights_only=True)["model"] for d in (b, a))
     assert all(torch.equal(got[k], want[k]) for k in want)

@@ -21,7 +21,20 @@ from ssl_bench.run import runstate
 from ssl_bench.runlock import run_lock
 from tests.conftest import ROOT
 
-RUN = ["run", "--method", "supervised", "--dataset", "digits", "--labels", "50", "--steps", "20", "--eval-every", "10", "--quiet"]
+RUN = [
+    "run",
+    "--method",
+    "supervised",
+    "--dataset",
+    "digits",
+    "--labels",
+    "50",
+    "--steps",
+    "20",
+    "--eval-every",
+    "10",
+    "--quiet",
+]
 SPEC = RunSpec(method="supervised", dataset="digits", labels=50, steps=20, protocol={"eval_every": 10})
 
 
@@ -29,7 +42,9 @@ def start(*args: str) -> subprocess.Popen:
     """`ssl-bench ARGS` in a new session (its pid is the session id)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "ssl_bench.cli", *args]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
 
 
 def session_processes(sid: int) -> list[int]:
@@ -71,8 +86,10 @@ def test_a_run_held_by_another_process_is_refused_naming_it(tmp_path):
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     run_dir = tmp_path / resolve(SPEC).run_id()
-    code = (f"import sys, time\nfrom ssl_bench.runlock import run_lock\nwith run_lock({str(run_dir)!r}):\n"
-            "    print('held', flush=True)\n    time.sleep(600)")
+    code = (
+        f"import sys, time\nfrom ssl_bench.runlock import run_lock\nwith run_lock({str(run_dir)!r}):\n"
+        "    print('held', flush=True)\n    time.sleep(600)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     holder.kill()
@@ -82,7 +99,24 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     assert records.is_complete(run_dir)
 
 
-SWEEP = ["sweep", "--methods", "supervised,entmin", "--dataset", "digits", "--labels", "50", "--seeds", "0,1", "--steps", "100", "--eval-every", "50", "--state-every", "10", "--quiet"]
+SWEEP = [
+    "sweep",
+    "--methods",
+    "supervised,entmin",
+    "--dataset",
+    "digits",
+    "--labels",
+    "50",
+    "--seeds",
+    "0,1",
+    "--steps",
+    "100",
+    "--eval-every",
+    "50",
+    "--state-every",
+    "10",
+    "--quiet",
+]
 
 
 def done_here(stderr: str) -> int:
@@ -116,7 +150,24 @@ def test_a_second_sweep_started_mid_run_waits_instead_of_clobbering(tmp_path):
     assert_each_run_once(tmp_path, 4)
 
 
-LONG = ["sweep", "--methods", "supervised,entmin,pimodel", "--dataset", "digits", "--labels", "50", "--seeds", "0,1", "--steps", "5000", "--state-every", "10", "--workers", "2", "--quiet"]
+LONG = [
+    "sweep",
+    "--methods",
+    "supervised,entmin,pimodel",
+    "--dataset",
+    "digits",
+    "--labels",
+    "50",
+    "--seeds",
+    "0,1",
+    "--steps",
+    "5000",
+    "--state-every",
+    "10",
+    "--workers",
+    "2",
+    "--quiet",
+]
 
 
 def started_sweep(out: Path) -> subprocess.Popen:
@@ -131,10 +182,16 @@ def test_ctrl_c_stops_a_sweep_and_its_workers_within_seconds(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group gets SIGINT
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("Interrupted: "), err  # the whole stderr on failure: which process printed what
-    wait_for(lambda: session_processes(proc.pid) == [], timeout=10)  # multiprocessing's resource tracker exits a moment after its parent
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("Interrupted: "), (
+        err
+    )  # the whole stderr on failure: which process printed what
+    wait_for(
+        lambda: session_processes(proc.pid) == [], timeout=10
+    )  # multiprocessing's resource tracker exits a moment after its parent
     runs = [p for p in tmp_path.iterdir() if p.is_dir()]
-    assert len(runs) == 2 and all(runstate.exists(p) and not records.is_complete(p) for p in runs)  # no queued run started
+    assert len(runs) == 2 and all(
+        runstate.exists(p) and not records.is_complete(p) for p in runs
+    )  # no queued run started
 
 
 def test_sigterm_to_the_sweep_stops_its_workers(tmp_path):
@@ -143,7 +200,9 @@ def test_sigterm_to_the_sweep_stops_its_workers(tmp_path):
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 143, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("Interrupted: "), err
-    wait_for(lambda: session_processes(proc.pid) == [], timeout=10)  # multiprocessing's resource tracker exits a moment after its parent
+    wait_for(
+        lambda: session_processes(proc.pid) == [], timeout=10
+    )  # multiprocessing's resource tracker exits a moment after its parent
     assert len(runs_with_state(tmp_path)) == 2
 
 

@@ -18,8 +18,7 @@ import torch
 from click.testing import CliRunner
 
 from ssl_bench.cli import cli
-from ssl_bench.data import dataset_names, get_dataset, make_split
-from ssl_bench.data import audio, vision
+from ssl_bench.data import audio, dataset_names, get_dataset, make_split, vision
 from ssl_bench.errors import UserError
 
 RNG = np.random.default_rng(1234)
@@ -76,7 +75,16 @@ def write_cifar(root: Path, n_per_batch: int = 10) -> dict[str, tuple[np.ndarray
         data = RNG.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
         labels = [(b * n_per_batch + i) % 10 for i in range(n_per_batch)]  # every class in the training batches
         with open(folder / name, "wb") as f:
-            pickle.dump({"batch_label": name, "labels": labels, "data": data, "filenames": [f"{i}.png" for i in range(n_per_batch)]}, f, protocol=2)
+            pickle.dump(
+                {
+                    "batch_label": name,
+                    "labels": labels,
+                    "data": data,
+                    "filenames": [f"{i}.png" for i in range(n_per_batch)],
+                },
+                f,
+                protocol=2,
+            )
         out[name] = (data, labels)
     return out
 
@@ -87,11 +95,17 @@ def write_wav(path: Path, signal: np.ndarray, rate: int) -> Path:
     return path
 
 
-def write_bird_folder(root: Path, per_class: int = 4, rate: int = 8000, seconds: float = 0.5, classes: int = 10) -> Path:
+def write_bird_folder(
+    root: Path, per_class: int = 4, rate: int = 8000, seconds: float = 0.5, classes: int = 10
+) -> Path:
     for c in range(classes):
         for r in range(per_class):
             t = np.arange(int(rate * seconds)) / rate
-            write_wav(root / f"species{c}" / f"rec{r}.wav", 0.5 * np.sin(2 * np.pi * (300 + 150 * c) * t) + 0.05 * RNG.standard_normal(len(t)), rate)
+            write_wav(
+                root / f"species{c}" / f"rec{r}.wav",
+                0.5 * np.sin(2 * np.pi * (300 + 150 * c) * t) + 0.05 * RNG.standard_normal(len(t)),
+                rate,
+            )
     return root
 
 
@@ -199,7 +213,12 @@ def test_download_uses_torchvision_and_then_loads(tmp_path, monkeypatch):
     monkeypatch.setattr(tvu, "download_url", fake_download_url)
     data_dir = tmp_path / "data"
     data = load("mnist", data_dir, download=True)
-    assert [u.rsplit("/", 1)[1] for u in requested] == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    assert [u.rsplit("/", 1)[1] for u in requested] == [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]
     assert all(u.startswith("https://ossci-datasets.s3.amazonaws.com/mnist/") for u in requested)
     assert np.array_equal(data.x_test[:, 0].numpy(), arrays["t10k-images-idx3-ubyte"])
     assert (data_dir / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()  # extracted by torchvision
@@ -367,7 +386,9 @@ def test_short_recordings_are_padded_or_skipped_never_fatal(tmp_path):
     write_wav(tmp_path / "a" / "short.wav", np.full(300, 0.5), rate)  # shorter than one 800-sample window
     write_wav(tmp_path / "b" / "long.wav", -np.ones(2000), rate)
     write_wav(tmp_path / "b" / "t.wav", -np.ones(900), rate)
-    (tmp_path / "manifest.csv").write_text("file,label,split\na/long.wav,a,train\na/short.wav,a,train\nb/long.wav,b,train\nb/t.wav,b,test\n")
+    (tmp_path / "manifest.csv").write_text(
+        "file,label,split\na/long.wav,a,train\na/short.wav,a,train\nb/long.wav,b,train\nb/t.wav,b,test\n"
+    )
     info = audio.audio_folder_dataset("two", 2, "test", val_size=1, default_steps=1)
     padded = info.load(data_dir=tmp_path, download=False, **FAST)
     short_windows = padded.x_train[padded.groups_train == 1]
@@ -391,14 +412,18 @@ def test_manifest_errors_are_clear(tmp_path):
         with pytest.raises(UserError, match=message):
             audio.find_recordings(tmp_path, "")
     # extra columns and surplus fields are ignored; a blank split cell is not allowed when the column exists
-    (tmp_path / "manifest.csv").write_text("file,label,notes\nspecies0/rec0.wav,species0,a,b\nspecies1/rec0.wav, species1 ,\n")
+    (tmp_path / "manifest.csv").write_text(
+        "file,label,notes\nspecies0/rec0.wav,species0,a,b\nspecies1/rec0.wav, species1 ,\n"
+    )
     assert [r.label for r in audio.find_recordings(tmp_path, "")] == ["species0", "species1"]
     (tmp_path / "manifest.csv").write_text("file,label,split\nspecies0/rec0.wav,species0,\n")
     with pytest.raises(UserError, match="split must be train or test"):
         audio.find_recordings(tmp_path, "")
 
 
-@pytest.mark.parametrize("damage", [lambda p: p.write_bytes(p.read_bytes()[:30]), lambda p: p.write_bytes(b"RIFF....garbage")])
+@pytest.mark.parametrize(
+    "damage", [lambda p: p.write_bytes(p.read_bytes()[:30]), lambda p: p.write_bytes(b"RIFF....garbage")]
+)
 def test_truncated_or_corrupt_recording_names_the_file(tmp_path, damage):
     write_bird_folder(tmp_path, per_class=2)
     bad = tmp_path / "species3" / "rec1.wav"
@@ -408,7 +433,9 @@ def test_truncated_or_corrupt_recording_names_the_file(tmp_path, damage):
 
 
 def test_bird10_class_count_and_missing_folder_are_user_errors(tmp_path):
-    with pytest.raises(UserError, match="no recordings found in .*manifest.csv with columns file,label\\[,split\\].*authors"):
+    with pytest.raises(
+        UserError, match="no recordings found in .*manifest.csv with columns file,label\\[,split\\].*authors"
+    ):
         load("bird10", tmp_path / "nowhere")
     write_bird_folder(tmp_path, per_class=1, classes=3)
     with pytest.raises(UserError, match="bird10 has 10 classes, but .* has 3: species0, species1, species2"):
@@ -437,7 +464,10 @@ def test_held_out_recordings_per_class_fixed_and_never_in_two_splits(tmp_path):
 
 def test_unknown_or_bad_audio_options_are_refused(tmp_path):
     write_bird_folder(tmp_path, per_class=1)
-    with pytest.raises(UserError, match="unknown key 'window'; valid keys: sample_rate, window_ms, overlap, short, manifest, test_fraction"):
+    with pytest.raises(
+        UserError,
+        match="unknown key 'window'; valid keys: sample_rate, window_ms, overlap, short, manifest, test_fraction",
+    ):
         load("bird10", tmp_path, window=3)
     with pytest.raises(UserError, match="overlap must be in"):
         load("bird10", tmp_path, overlap=1.0)
@@ -486,7 +516,9 @@ def test_chirps_windows_groups_and_class_spectra():
     per_rec = 1 + (4000 - 2000) // 200  # 1 s at 4 kHz, bird10's windows: 500 ms, 90 % overlap (50 ms hop)
     assert data.x_train.shape == (60 * per_rec, 1, 2000) and data.x_test.shape == (20 * per_rec, 1, 2000)
     assert get_dataset("chirps").shape == (1, 2000)
-    assert torch.bincount(data.groups_train).max() == per_rec and not set(data.groups_train.tolist()) & set(data.groups_test.tolist())
+    assert torch.bincount(data.groups_train).max() == per_rec and not set(data.groups_train.tolist()) & set(
+        data.groups_test.tolist()
+    )
     # where each class has its energy: the spectral peak of its windows lies in its band (plus jitter)
     freqs = np.fft.rfftfreq(2000, 1 / 4000)
     for c in range(10):
@@ -514,7 +546,9 @@ def test_chirps_rising_and_falling_classes_differ_in_time_course():
 
     up, down = chirp(200, 800, 400, 4000), chirp(800, 200, 400, 4000)
     zero_crossings = lambda s: np.count_nonzero(np.diff(np.sign(s)) != 0)
-    assert zero_crossings(up[:200]) < zero_crossings(up[200:]) and zero_crossings(down[:200]) > zero_crossings(down[200:])
+    assert zero_crossings(up[:200]) < zero_crossings(up[200:]) and zero_crossings(down[:200]) > zero_crossings(
+        down[200:]
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -545,18 +579,43 @@ def test_list_datasets_shows_local_availability(tmp_path):
     assert " offline " in rows["mnist1d"] and " offline " in rows["chirps"]
 
 
-TINY_RUN = ["run", "--method", "supervised", "--steps", "4", "--eval-every", "2", "--batch-lb", "8", "--batch-ulb", "8", "--quiet", "--no-download"]
+TINY_RUN = [
+    "run",
+    "--method",
+    "supervised",
+    "--steps",
+    "4",
+    "--eval-every",
+    "2",
+    "--batch-lb",
+    "8",
+    "--batch-ulb",
+    "8",
+    "--quiet",
+    "--no-download",
+]
 
 
 @pytest.mark.parametrize("name", ["mnist", "svhn", "cifar10", "bird10"])
 def test_cli_runs_end_to_end_on_written_files(tmp_path, name):
     data_dir = tmp_path / "data"
-    writers = {"mnist": write_mnist, "svhn": write_svhn, "cifar10": write_cifar, "bird10": lambda d: write_bird_folder(d, per_class=4)}
+    writers = {
+        "mnist": write_mnist,
+        "svhn": write_svhn,
+        "cifar10": write_cifar,
+        "bird10": lambda d: write_bird_folder(d, per_class=4),
+    }
     writers[name](data_dir)
     # small windows for speed: bird10net (the default) is scaled to them (kernel 1024 → 32 samples)
-    options = ["-d", "sample_rate=8000", "-d", "window_ms=100", "-d", "overlap=0.5", "-m", "kernel=32", "-m", "stride=16"] if name == "bird10" else []
+    options = (
+        ["-d", "sample_rate=8000", "-d", "window_ms=100", "-d", "overlap=0.5", "-m", "kernel=32", "-m", "stride=16"]
+        if name == "bird10"
+        else []
+    )
     out = tmp_path / "runs"
-    result = invoke(*TINY_RUN, "--dataset", name, "--labels", 10, "--val-size", 5, "--data-dir", data_dir, "--out", out, *options)
+    result = invoke(
+        *TINY_RUN, "--dataset", name, "--labels", 10, "--val-size", 5, "--data-dir", data_dir, "--out", out, *options
+    )
     assert result.exit_code == 0, result.output
     (run_dir,) = out.iterdir()
     res = json.loads((run_dir / "result.json").read_text())
@@ -570,7 +629,21 @@ def test_cli_runs_end_to_end_on_written_files(tmp_path, name):
 def test_cli_svhn_extra_joins_the_unlabeled_set(tmp_path):
     write_svhn(tmp_path / "data", parts=("train", "test", "extra"), n=30)
     out = tmp_path / "runs"
-    result = invoke(*TINY_RUN, "--dataset", "svhn", "--labels", 10, "--val-size", 5, "--data-dir", tmp_path / "data", "--out", out, "-d", "extra=true")
+    result = invoke(
+        *TINY_RUN,
+        "--dataset",
+        "svhn",
+        "--labels",
+        10,
+        "--val-size",
+        5,
+        "--data-dir",
+        tmp_path / "data",
+        "--out",
+        out,
+        "-d",
+        "extra=true",
+    )
     assert result.exit_code == 0, result.output
     (run_dir,) = out.iterdir()
     res = json.loads((run_dir / "result.json").read_text())
@@ -580,8 +653,28 @@ def test_cli_svhn_extra_joins_the_unlabeled_set(tmp_path):
 
 def test_cli_refuses_more_labels_than_recordings_before_training(tmp_path):
     write_bird_folder(tmp_path / "data", per_class=4)
-    result = invoke(*TINY_RUN, "--dataset", "bird10", "--labels", 40, "--val-size", 5, "--data-dir", tmp_path / "data", "--out", tmp_path / "runs", "-d", "sample_rate=8000", "-d", "window_ms=100")
-    assert result.exit_code == 2 and "asks for 4 labeled recordings per class" in result.stderr and "use at most" in result.stderr
+    result = invoke(
+        *TINY_RUN,
+        "--dataset",
+        "bird10",
+        "--labels",
+        40,
+        "--val-size",
+        5,
+        "--data-dir",
+        tmp_path / "data",
+        "--out",
+        tmp_path / "runs",
+        "-d",
+        "sample_rate=8000",
+        "-d",
+        "window_ms=100",
+    )
+    assert (
+        result.exit_code == 2
+        and "asks for 4 labeled recordings per class" in result.stderr
+        and "use at most" in result.stderr
+    )
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
@@ -591,7 +684,9 @@ def test_cli_offline_with_missing_files_is_one_line(tmp_path):
     assert "train_32x32.mat, test_32x32.mat" in result.stderr and str(tmp_path) in result.stderr
 
 
-@pytest.mark.parametrize("name, options", [("mnist1d", []), ("chirps", ["-d", "train_recordings=8", "-d", "test_recordings=2"])])
+@pytest.mark.parametrize(
+    "name, options", [("mnist1d", []), ("chirps", ["-d", "train_recordings=8", "-d", "test_recordings=2"])]
+)
 def test_cli_runs_generated_datasets(tmp_path, name, options):
     result = invoke(*TINY_RUN, "--dataset", name, "--labels", 20, "--val-size", 20, "--out", tmp_path, *options)
     assert result.exit_code == 0, result.output

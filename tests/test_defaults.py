@@ -70,11 +70,23 @@ def matrix():
 def test_default_learns_on_data_of_its_shape(case, method, tmp_path):
     what, (dataset, options, model, model_options, labels), budget = case
     spec = RunSpec(
-        method=method, dataset=dataset, labels=labels, model=model, steps=budget["steps"], val_size=200,
-        dataset_options=options, model_options=model_options,
+        method=method,
+        dataset=dataset,
+        labels=labels,
+        model=model,
+        steps=budget["steps"],
+        val_size=200,
+        dataset_options=options,
+        model_options=model_options,
         # constant after the warm-up: these runs check that the model survives its full learning rate (the default
         # cosine would have decayed it to an eighth by step 100 of a 130-step budget)
-        protocol={"batch_lb": budget["batch"], "batch_ulb": budget["batch"], "eval_every": budget["steps"], "cpu_threads": 2, "lr_schedule": "constant"},
+        protocol={
+            "batch_lb": budget["batch"],
+            "batch_ulb": budget["batch"],
+            "eval_every": budget["steps"],
+            "cpu_threads": 2,
+            "lr_schedule": "constant",
+        },
     )
     result = train(resolve(spec), tmp_path, show_progress=False)  # no lr, no warm-up given: the defaults
     acc = result.get("test_acc_recording", result["test_acc"])

@@ -43,8 +43,30 @@ def test_bad_options_are_refused_naming_the_valid_ones(tmp_path):
 
 
 def test_largecnn_runs_on_enlarged_digits(tmp_path):
-    args = ["run", "--method", "dninv", "--dataset", "digits", "--labels", "50", "--model", "largecnn", "-d", "size=16",
-            "--steps", "2", "--eval-every", "1", "--batch-lb", "4", "--batch-ulb", "4", "--out", str(tmp_path), "--quiet"]
+    args = [
+        "run",
+        "--method",
+        "dninv",
+        "--dataset",
+        "digits",
+        "--labels",
+        "50",
+        "--model",
+        "largecnn",
+        "-d",
+        "size=16",
+        "--steps",
+        "2",
+        "--eval-every",
+        "1",
+        "--batch-lb",
+        "4",
+        "--batch-ulb",
+        "4",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "dninv on digits (50 labels, largecnn" in result.output

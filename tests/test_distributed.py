@@ -33,7 +33,11 @@ def method_and_model(name: str, config: dict):
 
 def global_batch() -> Batch:
     gen = torch.Generator().manual_seed(1)
-    return Batch(torch.randn(B_LB, *SHAPE, generator=gen), torch.randint(0, 10, (B_LB,), generator=gen), torch.randn(B_ULB, *SHAPE, generator=gen))
+    return Batch(
+        torch.randn(B_LB, *SHAPE, generator=gen),
+        torch.randint(0, 10, (B_LB,), generator=gen),
+        torch.randn(B_ULB, *SHAPE, generator=gen),
+    )
 
 
 def pinned_views(method, batch: Batch, idx_lb=slice(None), idx_ulb=slice(None)) -> Batch:
@@ -41,12 +45,18 @@ def pinned_views(method, batch: Batch, idx_lb=slice(None), idx_ulb=slice(None)) 
     draws come from each rank's own stream, so only the identity makes both sides comparable. VAT's
     start direction `d` is drawn once over the global unlabeled batch and sliced like it."""
     views = {}
-    sources = {"x_lb": batch.x_lb[idx_lb], "x_ulb": batch.x_ulb[idx_ulb], "x": torch.cat([batch.x_lb[idx_lb], batch.x_ulb[idx_ulb]])}
+    sources = {
+        "x_lb": batch.x_lb[idx_lb],
+        "x_ulb": batch.x_ulb[idx_ulb],
+        "x": torch.cat([batch.x_lb[idx_lb], batch.x_ulb[idx_ulb]]),
+    }
     for name, view in method.views().items():
         x = sources[view.source]
         views[name] = x if view.draws == 1 else x.expand(view.draws, *x.shape)
     random = {name: t[idx_ulb] for name, t in method.random_tensors(batch).items()}
-    assert set(random) <= {"d"}, random  # per unlabeled sample; MixMatch's permutation (which mixes across ranks) is off here
+    assert set(random) <= {"d"}, (
+        random
+    )  # per unlabeled sample; MixMatch's permutation (which mixes across ranks) is off here
     return Batch(batch.x_lb[idx_lb], batch.y_lb[idx_lb], batch.x_ulb[idx_ulb], views, random)
 
 
@@ -62,7 +72,9 @@ def rank_main(rank: int, size: int, init_file: str, cases: list[tuple[str, dict]
         for name, config in cases:
             method, model = method_and_model(name, config)
             method.setup(model)
-            loss, _ = method.loss(model, pinned_views(method, full), Progress(3, 10))  # one process, the whole global batch
+            loss, _ = method.loss(
+                model, pinned_views(method, full), Progress(3, 10)
+            )  # one process, the whole global batch
             loss.backward()
             expected = grads(model)
 
@@ -95,14 +107,33 @@ RUN = ["run", "--method", "dninv", "--dataset", "digits", "--labels", "50", "--s
        "--batch-lb", "8", "--batch-ulb", "16", "--warmup-steps", "6", "--device", "cpu", "--quiet"]  # fmt: skip
 
 
-@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="torchrun not installed")
+@pytest.mark.skipif(
+    shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="torchrun not installed"
+)
 def test_torchrun_run_ends_with_the_one_process_weights(tmp_path):
     torchrun = str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "ssl_bench.cli", *RUN, "--out", str(tmp_path / "two")]
+    cmd = [
+        torchrun,
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "ssl_bench.cli",
+        *RUN,
+        "--out",
+        str(tmp_path / "two"),
+    ]
     two = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr
-    one = subprocess.run([sys.executable, "-m", "ssl_bench.cli", *RUN, "--out", str(tmp_path / "one")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    one = subprocess.run(
+        [sys.executable, "-m", "ssl_bench.cli", *RUN, "--out", str(tmp_path / "one")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr
 
     (run2,) = (tmp_path / "two").iterdir()
@@ -110,7 +141,9 @@ def test_torchrun_run_ends_with_the_one_process_weights(tmp_path):
     assert run1.name != run2.name  # the world size is part of the run (and of its protocol fingerprint)
     r1, r2 = records.read_json(run1 / records.RESULT), records.read_json(run2 / records.RESULT)
     assert (r1["world_size"], r2["world_size"]) == (1, 2)
-    assert r1["protocol_fingerprint"] != r2["protocol_fingerprint"] and r1["split_fingerprint"] == r2["split_fingerprint"]
+    assert (
+        r1["protocol_fingerprint"] != r2["protocol_fingerprint"] and r1["split_fingerprint"] == r2["split_fingerprint"]
+    )
     assert [row["step"] for row in records.read_jsonl(run2 / records.METRICS)] == [3, 6]  # written once, by rank 0
     w1, w2 = (torch.load(d / records.LAST_CKPT, weights_only=True)["model"] for d in (run1, run2))
     for k in w1:
@@ -120,7 +153,14 @@ def test_torchrun_run_ends_with_the_one_process_weights(tmp_path):
 
 def test_batches_that_do_not_divide_are_refused(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WORLD_SIZE": "3", "RANK": "0", "LOCAL_RANK": "0"}
-    out = subprocess.run([sys.executable, "-m", "ssl_bench.cli", *RUN, "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "ssl_bench.cli", *RUN, "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and "3 processes need batch sizes that divide by 3" in out.stderr
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 

@@ -7,7 +7,6 @@ or the `supervised` plugin.
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from click.testing import CliRunner
@@ -48,7 +47,12 @@ class TinyNet(nn.Module):
     def __init__(self, pool: str = "max", dims: int = 2, classes: int = 3, length: int = 6):
         super().__init__()
         Conv = nn.Conv2d if dims == 2 else nn.Conv1d
-        Pool = {("max", 2): nn.MaxPool2d, ("mean", 2): nn.AvgPool2d, ("max", 1): nn.MaxPool1d, ("mean", 1): nn.AvgPool1d}[(pool, dims)]
+        Pool = {
+            ("max", 2): nn.MaxPool2d,
+            ("mean", 2): nn.AvgPool2d,
+            ("max", 1): nn.MaxPool1d,
+            ("mean", 1): nn.AvgPool1d,
+        }[(pool, dims)]
         self.l1 = nn.Sequential(Conv(1, 2, 3, padding=1), nn.ReLU(), Pool(2))
         self.l2 = nn.Sequential(Conv(2, 3, 3, padding=1), nn.ReLU())
         self.head = nn.Linear(3 * (length // 2) ** dims, classes)
@@ -79,7 +83,15 @@ def explicit_inverse(fn, x: torch.Tensor, *, create_graph: bool = False, detach:
     return torch.stack(out)
 
 
-def reference_loss(model, batch: Batch, alpha: float, beta: float, reduction: str = "mean", detach: bool = False, gamma: dict | None = None):
+def reference_loss(
+    model,
+    batch: Batch,
+    alpha: float,
+    beta: float,
+    reduction: str = "mean",
+    detach: bool = False,
+    gamma: dict | None = None,
+):
     """Eq. 10 (+ eq. 11's Σγ R⁽ˡ⁾), written out with explicit Jacobians, term by term."""
     x = torch.cat([batch.x_lb, batch.x_ulb])
     logits_lb, logits_ulb = model(batch.x_lb), model(batch.x_ulb)
@@ -210,10 +222,14 @@ def test_loss_terms_and_gradients_equal_the_explicit_formula(params, form):
     else:
         loss_of, names = LossOf(method, model, batch, logged=True), [f"net.{n}" for n, _ in model.named_parameters()]
         with functional_transforms():
-            by_name, (loss, terms) = torch.func.grad_and_value(lambda ps: torch.func.functional_call(loss_of, ps, ()), has_aux=True)(dict(zip(names, model.parameters())))
+            by_name, (loss, terms) = torch.func.grad_and_value(
+                lambda ps: torch.func.functional_call(loss_of, ps, ()), has_aux=True
+            )(dict(zip(names, model.parameters())))
         grads = [by_name[n] for n in names]
     gamma = {"l1": 0.3, "l2": 0.1} if "gamma" in params else None
-    ref, ref_terms = reference_loss(model, batch, params["alpha"], params["beta"], params.get("reduction", "mean"), gamma=gamma)
+    ref, ref_terms = reference_loss(
+        model, batch, params["alpha"], params["beta"], params.get("reduction", "mean"), gamma=gamma
+    )
     assert tuple(terms) == method.term_names() == ("ce", "rec", "ent") + tuple(f"rec_{n}" for n in (gamma or {}))
     for key, value in ref_terms.items():
         assert torch.allclose(terms[key], value.detach(), rtol=1e-10), key
@@ -253,7 +269,11 @@ def gradcheck_loss(**params) -> bool:
 
 @pytest.mark.parametrize(
     "params",
-    [dict(alpha=0.6, beta=0.3), dict(alpha=0.3, beta=0.7, reduction="sum"), dict(alpha=0.5, beta=0.5, gamma="l1:0.2,l2:0.5")],
+    [
+        dict(alpha=0.6, beta=0.3),
+        dict(alpha=0.3, beta=0.7, reduction="sum"),
+        dict(alpha=0.5, beta=0.5, gamma="l1:0.2,l2:0.5"),
+    ],
 )
 def test_parameter_gradients_pass_gradcheck(params):
     """Finite differences of the full loss (float64) against its double-backprop gradient."""
@@ -345,7 +365,15 @@ def test_alpha_zero_run_completes(tmp_path):
     from ssl_bench.protocol import RunSpec, resolve
     from ssl_bench.run.training import train
 
-    spec = RunSpec(method="dninv", dataset="digits", labels=50, steps=4, params={"alpha": "0"}, protocol={"eval_every": 2}, device="cpu")
+    spec = RunSpec(
+        method="dninv",
+        dataset="digits",
+        labels=50,
+        steps=4,
+        params={"alpha": "0"},
+        protocol={"eval_every": 2},
+        device="cpu",
+    )
     result = train(resolve(spec), tmp_path, show_progress=False)
     assert result["params"]["alpha"] == 0.0 and result["steps"] == 4
     # the logged loss is the unsupervised part alone: 0.2·rec + 0.8·ent, with no ce in it
@@ -436,7 +464,22 @@ def test_schedules_are_stored_resolved_and_round_trip():
     ],
 )
 def test_bad_params_are_refused_in_one_line_before_training(tmp_path, param, message):
-    result = CliRunner().invoke(cli, ["run", "--method", "dninv", "--dataset", "digits", "--labels", "50", "--out", str(tmp_path / "runs"), "-p", param])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--method",
+            "dninv",
+            "--dataset",
+            "digits",
+            "--labels",
+            "50",
+            "--out",
+            str(tmp_path / "runs"),
+            "-p",
+            param,
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: method 'dninv': ")
@@ -451,7 +494,19 @@ def test_unknown_layer_is_refused_listing_the_models_layers():
 
 
 def test_unknown_layer_is_refused_before_a_run_folder_exists(tmp_path):
-    args = ["run", "--method", "dninv", "--dataset", "digits", "--labels", "50", "--out", str(tmp_path / "runs"), "-p", "gamma=conv9:0.1"]
+    args = [
+        "run",
+        "--method",
+        "dninv",
+        "--dataset",
+        "digits",
+        "--labels",
+        "50",
+        "--out",
+        str(tmp_path / "runs"),
+        "-p",
+        "gamma=conv9:0.1",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and "its layers: conv1, conv2, conv3" in result.stderr
     assert not (tmp_path / "runs").exists()

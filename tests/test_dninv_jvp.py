@@ -37,7 +37,11 @@ JVP = {"formulation": "jvp"}
 
 def batch_of(shape, n_lb=2, n_ulb=3, dtype=torch.float64, seed=0) -> Batch:
     g = torch.Generator().manual_seed(seed)
-    return Batch(torch.randn(n_lb, *shape, generator=g, dtype=dtype), torch.arange(n_lb) % 3, torch.randn(n_ulb, *shape, generator=g, dtype=dtype))
+    return Batch(
+        torch.randn(n_lb, *shape, generator=g, dtype=dtype),
+        torch.arange(n_lb) % 3,
+        torch.randn(n_ulb, *shape, generator=g, dtype=dtype),
+    )
 
 
 def step(model, batch: Batch, **params):
@@ -70,14 +74,23 @@ MODELS = [
 ]
 
 
-@pytest.mark.parametrize("name,shape,options", MODELS, ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'defaults'}" for n, _, o in MODELS])
+@pytest.mark.parametrize(
+    "name,shape,options",
+    MODELS,
+    ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'defaults'}" for n, _, o in MODELS],
+)
 def test_jvp_equals_double_backward_on_paper_models(name, shape, options):
     torch.manual_seed(0)
     model = create_model(name, num_classes=3, input_shape=shape, **options).double()
     batch = batch_of(shape)
     for reduction in ("mean", "sum"):
         for detach in (False, True):
-            params = {"alpha": 0.4, "beta": 0.6, "reduction": reduction, "detach_cotangent": detach}  # all three terms active
+            params = {
+                "alpha": 0.4,
+                "beta": 0.6,
+                "reduction": reduction,
+                "detach_cotangent": detach,
+            }  # all three terms active
             loss, terms, grads, rng = step(model, batch, **params)
             loss_jvp, terms_jvp, grads_jvp, rng_jvp = step(model, batch, **params, **JVP)
             torch.testing.assert_close(loss_jvp, loss, rtol=1e-10, atol=0)
@@ -87,17 +100,33 @@ def test_jvp_equals_double_backward_on_paper_models(name, shape, options):
             assert torch.equal(rng_jvp, rng)  # the step consumed the random stream as one forward does
 
 
-@pytest.mark.parametrize("params", [{"alpha": 0.7, "beta": 0.2}, {"alpha": 0.3, "beta": 0.8, "reduction": "sum"}, {"alpha": 0.5, "beta": 0.5, "detach_cotangent": True}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"alpha": 0.7, "beta": 0.2},
+        {"alpha": 0.3, "beta": 0.8, "reduction": "sum"},
+        {"alpha": 0.5, "beta": 0.5, "detach_cotangent": True},
+    ],
+)
 def test_jvp_loss_equals_the_explicit_jacobian_formula(params):
     """Against eq. 10 written with per-sample Jacobians (`torch.autograd.functional.jacobian`,
     create_graph) and differentiated by a double backward — not the code's other path."""
     model, batch = tiny_net(), batch_of((1, 6, 6), n_lb=3, n_ulb=4)
     loss, terms = make_method("dninv", **params, **JVP).loss(model, batch, Progress(0, 1))
-    ref, ref_terms = reference_loss(model, batch, params["alpha"], params["beta"], params.get("reduction", "mean"), detach=params.get("detach_cotangent", False))
+    ref, ref_terms = reference_loss(
+        model,
+        batch,
+        params["alpha"],
+        params["beta"],
+        params.get("reduction", "mean"),
+        detach=params.get("detach_cotangent", False),
+    )
     for key, value in ref_terms.items():
         torch.testing.assert_close(terms[key], value.detach(), rtol=1e-10, atol=0)
     torch.testing.assert_close(loss, ref, rtol=1e-10, atol=0)
-    assert_same_gradients(torch.autograd.grad(loss, list(model.parameters())), torch.autograd.grad(ref, list(model.parameters())))
+    assert_same_gradients(
+        torch.autograd.grad(loss, list(model.parameters())), torch.autograd.grad(ref, list(model.parameters()))
+    )
 
 
 def test_reconstruction_by_jvp_gives_x_hat_and_the_value_of_R():
@@ -146,9 +175,13 @@ def test_a_batchnorm_model_is_refused_in_one_line():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(32, 3))
     with pytest.raises(UserError) as err:
         make_method("dninv", **JVP).check_model(model)
-    assert str(err.value) == ("dninv formulation=jvp: its gradient is not exact through 1 (BatchNorm2d) of Sequential; "
-                              "use formulation=double_backward")
-    make_method("dninv").check_model(model)  # the double backward takes it (with its BatchNorm warning at the first step)
+    assert str(err.value) == (
+        "dninv formulation=jvp: its gradient is not exact through 1 (BatchNorm2d) of Sequential; "
+        "use formulation=double_backward"
+    )
+    make_method("dninv").check_model(
+        model
+    )  # the double backward takes it (with its BatchNorm warning at the first step)
     make_method("dninv", beta=0.0, **JVP).check_model(model)  # no reconstruction, nothing to refuse
     with pytest.raises(ValueError, match="x̂ by JVP is not exact for Sequential: 1 \\(BatchNorm2d\\)"):
         make_method("dninv", **JVP).loss(model, batch_of((1, 6, 6), dtype=torch.float32), Progress(0, 1))
@@ -162,7 +195,10 @@ def test_a_batchnorm_model_is_refused_in_one_line():
     "params,message",
     [
         (["formulation=forward"], "formulation must be one of double_backward, jvp, got 'forward'"),
-        (["formulation=jvp", "gamma=conv2:0.1"], "formulation=jvp has no per-layer terms; drop gamma (conv2:0.1) or use formulation=double_backward"),
+        (
+            ["formulation=jvp", "gamma=conv2:0.1"],
+            "formulation=jvp has no per-layer terms; drop gamma (conv2:0.1) or use formulation=double_backward",
+        ),
     ],
 )
 def test_bad_formulations_are_refused_in_one_line(tmp_path, params, message):
@@ -190,7 +226,9 @@ def tinycnn_step(params, precision="fp32", compile=False, dropout=0.0, warnings=
     torch.manual_seed(0)
     model = create_model("tinycnn", num_classes=10, input_shape=(1, 8, 8), dropout=dropout)
     method = make_method("dninv", **params)
-    fn = compiled.gradients(model, method, precision, compile, CPU, "tinycnn/dninv", (warnings if warnings is not None else []).append)
+    fn = compiled.gradients(
+        model, method, precision, compile, CPU, "tinycnn/dninv", (warnings if warnings is not None else []).append
+    )
     g = torch.Generator().manual_seed(0)
     batch = Batch(torch.randn(6, 1, 8, 8, generator=g), torch.arange(6) % 10, torch.randn(10, 1, 8, 8, generator=g))
     for s in (3, 4):  # a compiled step's first call and a cached one
@@ -220,8 +258,14 @@ def test_compiled_jvp_with_dropout_runs_eager(monkeypatch):
     _, _, grads, _ = tinycnn_step(JVP, dropout=0.3)
     warnings: list[str] = []
     _, _, grads_c, fn = tinycnn_step(JVP, compile=True, dropout=0.3, warnings=warnings)
-    assert fn.fallback is not None and len(warnings) == 1 and warnings[0].startswith("--compile: tinycnn/dninv runs eager (")
-    assert warnings[0].endswith("(NotImplementedError raised in the traced code))")  # Dynamo's own line says only "Observed exception"
+    assert (
+        fn.fallback is not None
+        and len(warnings) == 1
+        and warnings[0].startswith("--compile: tinycnn/dninv runs eager (")
+    )
+    assert warnings[0].endswith(
+        "(NotImplementedError raised in the traced code))"
+    )  # Dynamo's own line says only "Observed exception"
     assert all(torch.equal(a, b) for a, b in zip(grads_c, grads))
 
 
@@ -239,17 +283,29 @@ def test_method_contract_with_jvp():
     parameter, exactly the declared terms, determinism, a live unlabeled term, α = 1 → `supervised`."""
     torch.manual_seed(0)
     model = create_model("tinycnn", num_classes=10, input_shape=(1, 8, 8))
-    batch = lambda ulb_seed: Batch(torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 10, torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(ulb_seed)))
+    batch = lambda ulb_seed: Batch(
+        torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+        torch.arange(8) % 10,
+        torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(ulb_seed)),
+    )
     method = make_method("dninv", **JVP)
     loss, terms = method.loss(model, batch(1), Progress(3, 10))
     grads = torch.autograd.grad(loss, list(model.parameters()))
-    assert torch.isfinite(loss) and loss.dim() == 0 and all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+    assert (
+        torch.isfinite(loss) and loss.dim() == 0 and all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+    )
     assert tuple(terms) == method.term_names() == ("ce", "rec", "ent")
     assert all(v.dim() == 0 and not v.requires_grad and torch.isfinite(v) for v in terms.values())
-    again = torch.autograd.grad(make_method("dninv", **JVP).loss(model, batch(1), Progress(3, 10))[0], list(model.parameters()))
+    again = torch.autograd.grad(
+        make_method("dninv", **JVP).loss(model, batch(1), Progress(3, 10))[0], list(model.parameters())
+    )
     assert all(torch.equal(a, b) for a, b in zip(grads, again))
     other = torch.autograd.grad(method.loss(model, batch(2), Progress(3, 10))[0], list(model.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(grads, other))
-    sup = torch.autograd.grad(make_method("supervised").loss(model, batch(1), Progress(3, 10))[0], list(model.parameters()))
-    own = torch.autograd.grad(make_method("dninv", alpha=1.0, **JVP).loss(model, batch(1), Progress(3, 10))[0], list(model.parameters()))
+    sup = torch.autograd.grad(
+        make_method("supervised").loss(model, batch(1), Progress(3, 10))[0], list(model.parameters())
+    )
+    own = torch.autograd.grad(
+        make_method("dninv", alpha=1.0, **JVP).loss(model, batch(1), Progress(3, 10))[0], list(model.parameters())
+    )
     assert all(torch.equal(a, b) for a, b in zip(sup, own))

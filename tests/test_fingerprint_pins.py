@@ -11,12 +11,31 @@ from ssl_bench.run.identity import protocol_components
 
 SPECS = {
     "digits-defaults": RunSpec(method="dninv", dataset="digits", labels=50, device="cpu"),
-    "smallcnn-28": RunSpec(method="supervised", dataset="digits", labels=50, model="smallcnn", seed=3,
-                           dataset_options={"size": 28}, device="cpu"),
-    "protocol-overrides": RunSpec(method="fixmatch", dataset="digits", labels=100, steps=300, lr=0.003,
-                                  params={"threshold": 0.9},
-                                  protocol={"batch_lb": 16, "lr_schedule": "constant", "augment": "weak",
-                                            "precision": "bf16", "weight_decay": 0.0005}, device="cpu"),
+    "smallcnn-28": RunSpec(
+        method="supervised",
+        dataset="digits",
+        labels=50,
+        model="smallcnn",
+        seed=3,
+        dataset_options={"size": 28},
+        device="cpu",
+    ),
+    "protocol-overrides": RunSpec(
+        method="fixmatch",
+        dataset="digits",
+        labels=100,
+        steps=300,
+        lr=0.003,
+        params={"threshold": 0.9},
+        protocol={
+            "batch_lb": 16,
+            "lr_schedule": "constant",
+            "augment": "weak",
+            "precision": "bf16",
+            "weight_decay": 0.0005,
+        },
+        device="cpu",
+    ),
 }
 
 
@@ -34,8 +53,11 @@ def test_existing_fingerprints_do_not_move(name):
 def test_the_pins_cover_the_cuda_variant_of_the_protocol():
     # cpu_threads leaves the fingerprint on a GPU: the device type is part of what is pinned
     resolved = resolve(SPECS["digits-defaults"])
-    cuda = records.fingerprint(protocol_components(
-        type(resolved)(**{**resolved.__dict__, "device": torch.device("cuda")}), (1, 8, 8), "split-fp", "init-fp"))
+    cuda = records.fingerprint(
+        protocol_components(
+            type(resolved)(**{**resolved.__dict__, "device": torch.device("cuda")}), (1, 8, 8), "split-fp", "init-fp"
+        )
+    )
     assert cuda == PINNED_CUDA
 
 

@@ -29,13 +29,11 @@ def make_method(num_classes: int = 10, **params):
     return method_checks.make_method("fixmatch", num_classes, **params)
 
 
-
 def logits_batch(lb, y, weak, strong) -> Batch:
     """A batch for `identity_model`: every row is the logits the model will give."""
     t = lambda rows: torch.tensor(rows, dtype=torch.float64)
     x_ulb = torch.full_like(t(weak), float("nan"))  # FixMatch reads only the views: NaN here would show
     return Batch(t(lb), torch.tensor(y), x_ulb, views={"ulb_weak": t(weak), "ulb_strong": t(strong)})
-
 
 
 def tiny_batch() -> tuple[torch.nn.Module, Batch]:
@@ -46,7 +44,6 @@ def tiny_batch() -> tuple[torch.nn.Module, Batch]:
     weak = x_ulb + 0.1 * torch.randn(x_ulb.shape, generator=g)
     strong = 2.0 * x_ulb.flip(-1) + 0.5 * torch.randn(x_ulb.shape, generator=g)
     return model, Batch(x_lb, torch.arange(6) % 10, x_ulb, views={"ulb_weak": weak, "ulb_strong": strong})
-
 
 
 def test_declares_the_weak_and_strong_unlabeled_views():
@@ -63,7 +60,9 @@ def test_loss_and_gradient_match_a_by_hand_computation_on_tinycnn():
     ref = copy.deepcopy(model).double()
     n_lb, n_ulb = len(batch.x_lb), len(batch.x_ulb)
     with torch.no_grad():  # τ between two confidences of the weak view: half of the batch passes, by a margin
-        z = ref(torch.cat([x64(batch.x_lb), x64(batch.views["ulb_weak"]), x64(batch.views["ulb_strong"])]))[n_lb : n_lb + n_ulb]
+        z = ref(torch.cat([x64(batch.x_lb), x64(batch.views["ulb_weak"]), x64(batch.views["ulb_strong"])]))[
+            n_lb : n_lb + n_ulb
+        ]
         conf = (z.exp() / z.exp().sum(1, keepdim=True)).max(1).values.sort().values
     tau = float(conf[n_ulb // 2 - 1] + conf[n_ulb // 2]) / 2
     method = make_method(threshold=tau, lambda_u=2.0)
@@ -94,7 +93,10 @@ def test_gradient_of_a_linear_model_is_the_analytic_one():
     /B_ulb for the strong rows and 0 for the weak rows (detached), and dL/dW = Σ_rows (dL/dz) xᵀ."""
     g = torch.Generator().manual_seed(3)
     k, n_lb, n_ulb, lam = 5, 4, 6, 1.5
-    z_lb, z_strong = torch.randn(n_lb, k, generator=g, dtype=torch.float64), torch.randn(n_ulb, k, generator=g, dtype=torch.float64)
+    z_lb, z_strong = (
+        torch.randn(n_lb, k, generator=g, dtype=torch.float64),
+        torch.randn(n_ulb, k, generator=g, dtype=torch.float64),
+    )
     z_weak = 4 * torch.randn(n_ulb, k, generator=g, dtype=torch.float64)  # some confident, some not
     y = torch.tensor([0, 3, 1, 4])
     batch = logits_batch(z_lb.tolist(), y.tolist(), z_weak.tolist(), z_strong.tolist())
@@ -144,7 +146,9 @@ def test_pseudo_labels_are_the_weak_views_argmax_not_the_strong_ones():
 
 def test_confidence_exactly_at_tau_passes():
     """`max q ≥ τ`, as in the paper's code: logits (0, 0) give q = (0.5, 0.5) exactly, which passes τ = 0.5."""
-    _, terms = make_method(2, threshold=0.5).loss(identity_model(2), logits_batch([[0, 0]], [0], [[0.0, 0.0]], [[1.0, 0]]), PROGRESS)
+    _, terms = make_method(2, threshold=0.5).loss(
+        identity_model(2), logits_batch([[0, 0]], [0], [[0.0, 0.0]], [[1.0, 0]]), PROGRESS
+    )
     assert terms["mask"].item() == 1.0
     assert terms["unsup"].item() == pytest.approx(ce([1.0, 0], 0), rel=1e-12)  # argmax of a tie: the first class
 
@@ -198,7 +202,9 @@ def test_the_unlabeled_batch_changes_the_gradient_once_predictions_pass_tau():
     model, batch = tiny_batch()
     a = grads_of(model, make_method(threshold=0.0).loss(model, batch, PROGRESS)[0])
     views = {name: v.flip(0) for name, v in batch.views.items()}
-    b = grads_of(model, make_method(threshold=0.0).loss(model, Batch(batch.x_lb, batch.y_lb, batch.x_ulb, views), PROGRESS)[0])
+    b = grads_of(
+        model, make_method(threshold=0.0).loss(model, Batch(batch.x_lb, batch.y_lb, batch.x_ulb, views), PROGRESS)[0]
+    )
     assert any(not torch.allclose(x, y) for x, y in zip(a, b))
 
 

@@ -62,7 +62,22 @@ def test_monitor_divergence_is_relative_to_the_first_loss():
 
 def test_a_run_killed_by_its_learning_rate_is_caught_and_flagged(tmp_path):
     """tinycnn at lr 0.3 without warm-up dies within 20 steps: flagged, stopped early, exit 2 with the hint."""
-    args = ["run", "--method", "supervised", *DIGITS, "--lr", "0.3", "--warmup-steps", "0", "--steps", "400", "--eval-every", "20", "--out", str(tmp_path)]
+    args = [
+        "run",
+        "--method",
+        "supervised",
+        *DIGITS,
+        "--lr",
+        "0.3",
+        "--warmup-steps",
+        "0",
+        "--steps",
+        "400",
+        "--eval-every",
+        "20",
+        "--out",
+        str(tmp_path),
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
     assert "collapsed at step 20" in result.stderr and "--lr" in result.stderr
@@ -96,7 +111,19 @@ def slow_start(monkeypatch):
     monkeypatch.setattr(training, "init_model", biased)
 
 
-SLOW = ["--method", "supervised", *DIGITS, "--lr", "3e-4", "--warmup-steps", "0", "--steps", "400", "--eval-every", "10"]
+SLOW = [
+    "--method",
+    "supervised",
+    *DIGITS,
+    "--lr",
+    "3e-4",
+    "--warmup-steps",
+    "0",
+    "--steps",
+    "400",
+    "--eval-every",
+    "10",
+]
 
 
 def test_a_slow_learner_that_starts_at_chance_is_not_stopped(tmp_path, slow_start):
@@ -113,7 +140,14 @@ def test_a_slow_learner_that_starts_at_chance_is_not_stopped(tmp_path, slow_star
 def test_a_short_patience_stops_the_same_slow_learner(tmp_path, slow_start):
     """The same run with a patience shorter than its slow start (4 % of 400 = 16 steps) is stopped: the
     patience is what protects slow learners."""
-    spec = protocol.RunSpec(method="supervised", dataset="digits", labels=50, lr=3e-4, steps=400, protocol={"eval_every": 10, "warmup_steps": 0, "collapse_patience": 0.04})
+    spec = protocol.RunSpec(
+        method="supervised",
+        dataset="digits",
+        labels=50,
+        lr=3e-4,
+        steps=400,
+        protocol={"eval_every": 10, "warmup_steps": 0, "collapse_patience": 0.04},
+    )
     saved = training.train(protocol.resolve(spec), tmp_path, show_progress=False)
     assert saved["health"]["status"] == "collapsed" and saved["steps_done"] < 100
 
@@ -121,11 +155,28 @@ def test_a_short_patience_stops_the_same_slow_learner(tmp_path, slow_start):
 def test_sweep_lists_flagged_runs_and_report_counts_them(tmp_path):
     from ssl_bench.reporting.report import build_report
 
-    base = ["sweep", "--methods", "supervised", "--dataset", "digits", "--labels", "50", "--steps", "200", "--quiet", "--out", str(tmp_path)]
+    base = [
+        "sweep",
+        "--methods",
+        "supervised",
+        "--dataset",
+        "digits",
+        "--labels",
+        "50",
+        "--steps",
+        "200",
+        "--quiet",
+        "--out",
+        str(tmp_path),
+    ]
     healthy = CliRunner().invoke(cli, [*base, "--seeds", "0,1"])
     assert healthy.exit_code == 0, healthy.output
     dead = CliRunner().invoke(cli, [*base, "--seeds", "0", "--lr", "0.3", "--warmup-steps", "0", "--eval-every", "20"])
-    assert dead.exit_code == 2 and "flagged: digits-50-tinycnn-supervised-s0" in dead.stderr and "1 collapsed or diverged" in dead.stderr
+    assert (
+        dead.exit_code == 2
+        and "flagged: digits-50-tinycnn-supervised-s0" in dead.stderr
+        and "1 collapsed or diverged" in dead.stderr
+    )
     report = build_report([tmp_path], tmp_path / "report", reconstructions=False)
     assert report.warnings[0].startswith("1 run(s) collapsed or diverged; they count in the tables' means")
     assert sum(len(g.runs) for g in report.groups) == 3  # the collapsed run counts against its method

@@ -144,8 +144,12 @@ def layer(module: str) -> int:
 
 def test_layers_point_down():
     graph = import_graph()
-    up = sorted(f"{m} -> {t}" for m, ts in graph.items() for t in ts
-                if t in graph and layer(t) < layer(m) and (m, t) not in UPWARD)
+    up = sorted(
+        f"{m} -> {t}"
+        for m, ts in graph.items()
+        for t in ts
+        if t in graph and layer(t) < layer(m) and (m, t) not in UPWARD
+    )
     assert not up, f"imports that point up the layers {' > '.join(LAYERS)} > the rest: {up}"
 
 

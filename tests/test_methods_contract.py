@@ -49,7 +49,9 @@ def grads(name: str, batch: Batch, step: int = 3, **params) -> tuple[list[torch.
     model = make_model()
     loss, terms = loop_loss(make_method(name, **params), model, batch, Progress(step, 10))
     loss.backward()
-    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()], terms | {"_loss": loss}
+    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()], terms | {
+        "_loss": loss
+    }
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -106,7 +108,11 @@ def test_state_survives_save_and_load_and_after_step_leaves_the_weights(name, tm
     saved, loaded = method.state_dict(), fresh.state_dict()
     assert flatten(saved).keys() == flatten(loaded).keys()
     for key, value in flatten(saved).items():
-        assert torch.equal(value, flatten(loaded)[key]) if isinstance(value, torch.Tensor) else value == flatten(loaded)[key]
+        assert (
+            torch.equal(value, flatten(loaded)[key])
+            if isinstance(value, torch.Tensor)
+            else value == flatten(loaded)[key]
+        )
 
 
 def flatten(tree, prefix: str = "") -> dict:

@@ -9,13 +9,13 @@ import dataclasses
 import pytest
 import torch
 from scipy import stats
-from ssl_bench_plugins.mixmatch import mixup, mixup_draws, sample_beta
 from torch import nn
 
 from ssl_bench.losses import sharpen
 from ssl_bench.method import Batch, Progress, View, load_method
 from ssl_bench.models import create_model
 from ssl_bench.views import make_views
+from ssl_bench_plugins.mixmatch import mixup, mixup_draws, sample_beta
 from tests import method_checks
 
 
@@ -174,7 +174,9 @@ def test_gradient_flows_through_the_mixed_batch_only():
     state = gen.get_state()
     for detach, same in ((True, True), (False, False)):
         model.zero_grad()
-        by_hand(model, batch, torch.Generator().set_state(state), lambda_u=10.0, ramp=1.0, detach_guess=detach)[0].backward()
+        by_hand(model, batch, torch.Generator().set_state(state), lambda_u=10.0, ramp=1.0, detach_guess=detach)[
+            0
+        ].backward()
         assert all(torch.allclose(g, p.grad, atol=1e-5) for g, p in zip(got, model.parameters())) == same
 
 

@@ -52,8 +52,22 @@ def unit(c_in: int, c_out: int) -> int:
         ("resnet2_32", (1, 28, 28), 330_186),  # MNIST
         ("resnet3_16", (1, 28, 28), 137_162),  # MNIST
         # U variants (our interpretation): every layer after a U sees twice the channels
-        ("smallucnn", (1, 28, 28), conv(1, 32, 5) + conv(64, 64, 3) + conv(128, 64, 3) + conv(128, 128, 3) + conv(256, 10, 1)),
-        ("uresnet3_16", (1, 28, 28), conv(1, 16, 3) + 3 * unit(32, 16) + unit(32, 32) + 2 * unit(64, 32) + unit(64, 64) + 2 * unit(128, 64) + conv(128, 10, 1)),
+        (
+            "smallucnn",
+            (1, 28, 28),
+            conv(1, 32, 5) + conv(64, 64, 3) + conv(128, 64, 3) + conv(128, 128, 3) + conv(256, 10, 1),
+        ),
+        (
+            "uresnet3_16",
+            (1, 28, 28),
+            conv(1, 16, 3)
+            + 3 * unit(32, 16)
+            + unit(32, 32)
+            + 2 * unit(64, 32)
+            + unit(64, 64)
+            + 2 * unit(128, 64)
+            + conv(128, 10, 1),
+        ),
         # 44.1 kHz × 500 ms = 22,050 samples: 42 × 9 values reach the first dense layer
         ("bird10net", (1, 22050), conv1d(1, 42, 1024) + conv1d(42, 42, 3) + conv(42 * 9, 32, 1) + conv(32, 10, 1)),
     ],
@@ -194,7 +208,9 @@ def test_forward_backward_and_dninv_double_backward(name, kind):
     assert xhat.shape == x.shape
     ((xhat - x) ** 2).mean().backward()
     grads = {n: p.grad for n, p in model.named_parameters()}
-    assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), [n for n, g in grads.items() if g is None]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), [
+        n for n, g in grads.items() if g is None
+    ]
     assert sum(g.abs().sum() for g in grads.values()) > 0
 
 
@@ -207,7 +223,10 @@ def test_named_layers_are_captured_in_the_graph_and_not_modified_in_place(name, 
     assert len(names) >= 3
     modules = dict(model.named_modules())
     clones = {}  # what each named layer output at the time it was produced
-    hooks = [modules[n].register_forward_hook(lambda _m, _i, out, n=n: clones.__setitem__(n, out.detach().clone())) for n in names]
+    hooks = [
+        modules[n].register_forward_hook(lambda _m, _i, out, n=n: clones.__setitem__(n, out.detach().clone()))
+        for n in names
+    ]
     x = torch.randn(2, *shape)
     logits, feats = forward_intermediates(model, x, names)
     for h in hooks:
@@ -224,7 +243,12 @@ def test_named_layer_shapes_of_smallcnn_on_mnist():
     model = create_model("smallcnn", num_classes=10, input_shape=(1, 28, 28))
     _, feats = forward_intermediates(model, torch.randn(2, 1, 28, 28), layer_names(model))
     # 28 +8-4 = 32, pool 16, valid 14, full 16, pool 8, valid 6
-    assert {n: tuple(z.shape[1:]) for n, z in feats.items()} == {"conv1": (32, 32, 32), "conv2": (64, 14, 14), "conv3": (64, 16, 16), "conv4": (128, 6, 6)}
+    assert {n: tuple(z.shape[1:]) for n, z in feats.items()} == {
+        "conv1": (32, 32, 32),
+        "conv2": (64, 14, 14),
+        "conv3": (64, 16, 16),
+        "conv4": (128, 6, 6),
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -247,7 +271,12 @@ def test_bird10net_shapes(rate, kernel, stride, conv1, pool1, conv2):
     options = {} if kernel is None else {"kernel": kernel, "stride": stride}
     model = create_model("bird10net", num_classes=10, input_shape=(1, length), **options)
     logits, feats = forward_intermediates(model, torch.randn(2, 1, length), ("conv1", "pool1", "conv2", "fc1"))
-    assert [tuple(feats[n].shape) for n in ("conv1", "pool1", "conv2", "fc1")] == [(2, 42, conv1), (2, 42, pool1), (2, 42, conv2), (2, 32)]
+    assert [tuple(feats[n].shape) for n in ("conv1", "pool1", "conv2", "fc1")] == [
+        (2, 42, conv1),
+        (2, 42, pool1),
+        (2, 42, conv2),
+        (2, 32),
+    ]
     assert model.fc1[0].in_features == 42 * conv2 and logits.shape == (2, 10)
 
 
@@ -286,7 +315,10 @@ def test_timm_small_input_on_resnet():
 def test_timm_small_input_on_mobilenet_and_refused_elsewhere():
     model = create_model("timm:mobilenetv3_small_050", num_classes=10, input_shape=(1, 32, 32), small_input=True)
     assert model.conv_stem.stride == (1, 1) and model.conv_stem.in_channels == 1
-    with pytest.raises(UserError, match="small_input supports timm ResNet, EfficientNet and MobileNetV3 models, not vit_tiny_patch16_224"):
+    with pytest.raises(
+        UserError,
+        match="small_input supports timm ResNet, EfficientNet and MobileNetV3 models, not vit_tiny_patch16_224",
+    ):
         create_model("timm:vit_tiny_patch16_224", num_classes=10, input_shape=(3, 32, 32), small_input=True)
 
 
@@ -296,7 +328,9 @@ def test_timm_models_get_the_dataset_image_size():
 
 
 def test_unknown_timm_model():
-    with pytest.raises(UserError, match=r"unknown timm model 'resnet1888'; close matches: .*resnet18.*timm.list_models"):
+    with pytest.raises(
+        UserError, match=r"unknown timm model 'resnet1888'; close matches: .*resnet18.*timm.list_models"
+    ):
         create_model("timm:resnet1888", num_classes=10, input_shape=IMAGE)
 
 
@@ -347,7 +381,24 @@ RUN = ["run", "--method", "supervised", "--steps", "2", "--eval-every", "1", "--
 
 
 def test_cli_runs_a_paper_model_with_options(tmp_path):
-    result = CliRunner().invoke(cli, RUN + ["--labels", "50", "--dataset", "digits", "--model", "smallcnn", "-m", "pool=max", "-m", "act=leaky_relu", "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        cli,
+        RUN
+        + [
+            "--labels",
+            "50",
+            "--dataset",
+            "digits",
+            "--model",
+            "smallcnn",
+            "-m",
+            "pool=max",
+            "-m",
+            "act=leaky_relu",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     (run_dir,) = tmp_path.iterdir()
     record = json.loads((run_dir / "result.json").read_text())
@@ -357,11 +408,25 @@ def test_cli_runs_a_paper_model_with_options(tmp_path):
 def test_cli_runs_bird10net_on_synthetic_audio(tmp_path):
     # chirps at 16 kHz, 500 ms windows: 8,000 samples
     data = ["-d", "sample_rate=16000", "-d", "train_recordings=6", "-d", "test_recordings=2"]
-    args = ["--labels", "all", "--dataset", "chirps", "--model", "bird10net", "--val-size", "10", *data, "--out", str(tmp_path)]
+    args = [
+        "--labels",
+        "all",
+        "--dataset",
+        "chirps",
+        "--model",
+        "bird10net",
+        "--val-size",
+        "10",
+        *data,
+        "--out",
+        str(tmp_path),
+    ]
     result = CliRunner().invoke(cli, RUN + args)
     assert result.exit_code == 0, result.output
 
 
 def test_cli_refuses_a_model_that_cannot_take_the_input(tmp_path):
-    result = CliRunner().invoke(cli, RUN + ["--labels", "50", "--dataset", "digits", "--model", "largecnn", "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        cli, RUN + ["--labels", "50", "--dataset", "digits", "--model", "largecnn", "--out", str(tmp_path)]
+    )
     assert result.exit_code == 2 and "needs inputs of at least 14×14 pixels, got 8×8" in result.stderr

@@ -37,7 +37,9 @@ def test_view_is_two_weak_draws_of_the_whole_batch_labeled_first():
     replay = torch.Generator().manual_seed(5)  # the method's generator, as make_method seeds it
     x = torch.cat([batch.x_lb, batch.x_ulb])
     first, second = AUGMENTATIONS["image"](x, replay), AUGMENTATIONS["image"](x, replay)
-    assert torch.equal(views[0], first) and torch.equal(views[1], second)  # one draw over the whole batch, then the other
+    assert torch.equal(views[0], first) and torch.equal(
+        views[1], second
+    )  # one draw over the whole batch, then the other
     assert not torch.equal(views[0], views[1])
     assert make_method(w_max=0.0).views() == {}  # no consistency term: nothing to draw
 

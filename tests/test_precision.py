@@ -32,7 +32,9 @@ def step_grads(name: str, precision: str) -> list[torch.Tensor]:
     model = create_model("tinycnn", num_classes=10, input_shape=(1, 8, 8))
     method = method_checks.make_method(name)
     method.setup(model)
-    loss, _ = compiled.eager_gradients(model, method, precision, CPU)(make_views(method, batch(), "image"), Progress(3, 10))
+    loss, _ = compiled.eager_gradients(model, method, precision, CPU)(
+        make_views(method, batch(), "image"), Progress(3, 10)
+    )
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     return [p.grad for p in model.parameters()]
 

@@ -12,8 +12,8 @@ import torch
 
 from ssl_bench import records
 from ssl_bench.errors import UserError
-from ssl_bench.run.streams import IndexStream
 from ssl_bench.protocol import RunSpec, resolve
+from ssl_bench.run.streams import IndexStream
 from ssl_bench.run.training import NonFiniteLoss, train
 
 
@@ -36,10 +36,22 @@ def test_a_short_digits_run_learns(tmp_path):
 def test_same_seed_twice_gives_identical_results_on_cpu(tmp_path):
     a = run(tmp_path / "a", method="pimodel", seed=3)
     b = run(tmp_path / "b", method="pimodel", seed=3)
-    for key in ("test_acc", "test_acc_last", "val_acc_best", "val_acc_last", "best_step", "split_fingerprint", "protocol_fingerprint", "init_fingerprint", "run_id"):
+    for key in (
+        "test_acc",
+        "test_acc_last",
+        "val_acc_best",
+        "val_acc_last",
+        "best_step",
+        "split_fingerprint",
+        "protocol_fingerprint",
+        "init_fingerprint",
+        "run_id",
+    ):
         assert a[key] == b[key], key
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
-    assert strip(records.read_jsonl(tmp_path / "a" / a["run_id"] / "metrics.jsonl")) == strip(records.read_jsonl(tmp_path / "b" / b["run_id"] / "metrics.jsonl"))
+    assert strip(records.read_jsonl(tmp_path / "a" / a["run_id"] / "metrics.jsonl")) == strip(
+        records.read_jsonl(tmp_path / "b" / b["run_id"] / "metrics.jsonl")
+    )
     c = run(tmp_path / "c", method="pimodel", seed=4)
     assert c["split_fingerprint"] != a["split_fingerprint"] and c["init_fingerprint"] != a["init_fingerprint"]
 
@@ -151,7 +163,9 @@ def test_non_finite_loss_stops_with_step_and_terms(tmp_path):
         train(resolved, tmp_path, show_progress=False)
     assert isinstance(NonFiniteLoss("x"), UserError)
     run_dir = tmp_path / resolved.run_id()
-    assert records.failure(run_dir).startswith("non-finite loss at step 7 of entmin") and not records.is_complete(run_dir)
+    assert records.failure(run_dir).startswith("non-finite loss at step 7 of entmin") and not records.is_complete(
+        run_dir
+    )
 
 
 def test_interrupted_run_keeps_what_was_written(tmp_path):
@@ -214,7 +228,16 @@ def test_normalization_uses_training_split_only():
 def test_a_run_is_rebuilt_from_its_config_json(tmp_path):
     from ssl_bench.protocol import spec_from_config
 
-    original = resolve(spec(method="entmin", params={"lambda_": "0.9"}, model_options={"width": 8}, protocol={"eval_every": 5, "batch_ulb": 64}, seed=2, steps=10))
+    original = resolve(
+        spec(
+            method="entmin",
+            params={"lambda_": "0.9"},
+            model_options={"width": 8},
+            protocol={"eval_every": 5, "batch_ulb": 64},
+            seed=2,
+            steps=10,
+        )
+    )
     result = train(original, tmp_path, show_progress=False)
     config = json.loads((tmp_path / result["run_id"] / "config.json").read_text())
     rebuilt = resolve(spec_from_config(config))

@@ -20,7 +20,13 @@ from ssl_bench.protocol import LATER_FIELDS, ProtocolConfig, later_fields, proto
 
 CPU = torch.device("cpu")
 NOT_OPTIONS = {  # set through a grid file's protocol table or config.json; steps, lr, seed: RunSpec's own options
-    "steps", "lr", "seed", "weight_decay", "clip_grad_norm", "eval_batch", "collapse_patience",
+    "steps",
+    "lr",
+    "seed",
+    "weight_decay",
+    "clip_grad_norm",
+    "eval_batch",
+    "collapse_patience",
 }
 
 
@@ -56,8 +62,14 @@ def test_a_new_field_is_one_declaration():
     ok = CliRunner().invoke(command, ["--mixing", "cutmix", "--batch-lb", "16"])
     assert ok.exit_code == 0 and "mixing='cutmix'" in ok.output and "batch_lb=16" in ok.output, ok.output
     bad = CliRunner().invoke(command, ["--mixing", "mixdown"])
-    assert bad.exit_code == 2 and "Invalid value for '--mixing': 'mixdown' is not one of 'off', 'mixup', 'cutmix'" in bad.output
-    assert "Invalid value for '--ema': 1.5 is not in the range 0.0<=x<=1.0" in CliRunner().invoke(command, ["--ema", "1.5"]).output
+    assert (
+        bad.exit_code == 2
+        and "Invalid value for '--mixing': 'mixdown' is not one of 'off', 'mixup', 'cutmix'" in bad.output
+    )
+    assert (
+        "Invalid value for '--ema': 1.5 is not in the range 0.0<=x<=1.0"
+        in CliRunner().invoke(command, ["--ema", "1.5"]).output
+    )
 
 
 def test_a_new_fields_bad_value_is_one_line_naming_it():
@@ -75,7 +87,9 @@ def test_a_new_field_is_fingerprinted_and_a_later_one_only_off_its_default():
     assert later_fields(EXTENDED) == {**LATER_FIELDS, "ema": 0.0}
     assert extended == {**base, "mixing": "off"}  # a field added later would need `later=True` to keep old ones
     assert protocol_fields(EXTENDED(steps=10, lr=0.1, ema=0.5), CPU) == {**extended, "ema": 0.5}
-    assert records.fingerprint(recorded_fields(EXTENDED(steps=10, lr=0.1, mixing="mixup"))) != records.fingerprint(extended)
+    assert records.fingerprint(recorded_fields(EXTENDED(steps=10, lr=0.1, mixing="mixup"))) != records.fingerprint(
+        extended
+    )
 
 
 def test_every_field_has_a_doc_and_an_option_unless_declared_otherwise():

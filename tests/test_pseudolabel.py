@@ -93,7 +93,9 @@ def test_pseudo_labels_follow_the_current_prediction_not_a_fixed_label():
     method = make_method(t1=0.0, t2=0.0, threshold=0.0)
     _, before = method.loss(model, batch, Progress(0, 10))
     with torch.no_grad():
-        model.head.bias.copy_(torch.tensor([50.0] + [0.0] * 9, dtype=torch.float64))  # everything → class 0, confidently
+        model.head.bias.copy_(
+            torch.tensor([50.0] + [0.0] * 9, dtype=torch.float64)
+        )  # everything → class 0, confidently
     _, after = method.loss(model, batch, Progress(0, 10))
     assert before["pl"] > 0.1 and after["pl"] < 1e-10  # CE against its own (now certain) argmax
 
@@ -112,7 +114,9 @@ def test_weight_follows_the_papers_ramp(step):
     batch = make_batch()
     model = make_model()
     progress = Progress(step, 11)  # fraction = step / 10
-    loss, terms = make_method(threshold=0.0).loss(model, batch, progress)  # defaults α_f = 3, t1 = 0.1, t2 = 0.6; the paper's τ = 0
+    loss, terms = make_method(threshold=0.0).loss(
+        model, batch, progress
+    )  # defaults α_f = 3, t1 = 0.1, t2 = 0.6; the paper's τ = 0
     w = paper_alpha(step / 10, 0.1, 0.6, 3.0)
     assert torch.allclose(loss, terms["ce"] + w * terms["pl"], atol=1e-12)
     assert math.isfinite(float(terms["pl"])) and terms["pl"] > 0  # logged before T1 too

@@ -20,17 +20,19 @@ from ssl_bench.data import get_dataset
 from ssl_bench.errors import UserError
 from ssl_bench.models import create_model
 from ssl_bench.protocol import RunSpec, resolve
-from ssl_bench.run.training import train
 from ssl_bench.reporting.reconstruct import (
     Reconstruction,
     reconstruction_figure,
     run_reconstruction,
     save_reconstruction_figure,
 )
+from ssl_bench.run.training import train
 
 
 def short_run(root, method="dninv", dataset="digits", labels=50, **kw):
-    spec = RunSpec(method=method, dataset=dataset, labels=labels, steps=8, protocol={"eval_every": 4}, device="cpu", **kw)
+    spec = RunSpec(
+        method=method, dataset=dataset, labels=labels, steps=8, protocol={"eval_every": 4}, device="cpu", **kw
+    )
     result = train(resolve(spec), root, show_progress=False)
     return root / result["run_id"]
 
@@ -79,7 +81,9 @@ def test_image_pairs_share_one_colour_scale(dninv_run):
     assert len(images) == 6
     for i in range(3):
         original, recon = images[2 * i], images[2 * i + 1]
-        assert np.allclose(original.get_array(), rec.x[i, 0].numpy()) and np.allclose(recon.get_array(), rec.x_hat[i, 0].numpy())
+        assert np.allclose(original.get_array(), rec.x[i, 0].numpy()) and np.allclose(
+            recon.get_array(), rec.x_hat[i, 0].numpy()
+        )
         lo, hi = min(rec.x[i].min(), rec.x_hat[i].min()).item(), max(rec.x[i].max(), rec.x_hat[i].max()).item()
         assert original.get_clim() == recon.get_clim() == pytest.approx((lo, hi))
 
@@ -92,7 +96,9 @@ def test_signals_are_drawn_as_overlaid_waveforms(tmp_path):
     panels = [ax for ax in fig.axes if ax.lines]
     assert len(panels) == 3
     for i, ax in enumerate(panels):
-        assert np.allclose(ax.lines[0].get_ydata(), x[i, 0].numpy()) and np.allclose(ax.lines[1].get_ydata(), x_hat[i, 0].numpy())
+        assert np.allclose(ax.lines[0].get_ydata(), x[i, 0].numpy()) and np.allclose(
+            ax.lines[1].get_ydata(), x_hat[i, 0].numpy()
+        )
 
 
 def test_reconstruct_a_signal_run_end_to_end(tmp_path):

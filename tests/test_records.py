@@ -35,7 +35,15 @@ def test_non_finite_numbers_are_written_as_null(tmp_path):
 
 def test_a_run_whose_method_skips_terms_writes_strict_json(tmp_path):
     """dninv at α = 1 (exactly `supervised`) skips its reconstruction and entropy terms: null, not NaN."""
-    spec = RunSpec(method="dninv", dataset="digits", labels=50, steps=10, params={"alpha": 1.0}, protocol={"eval_every": 5}, device="cpu")
+    spec = RunSpec(
+        method="dninv",
+        dataset="digits",
+        labels=50,
+        steps=10,
+        params={"alpha": 1.0},
+        protocol={"eval_every": 5},
+        device="cpu",
+    )
     train(resolve(spec), tmp_path, show_progress=False)
     (run,) = tmp_path.iterdir()
     rows = [strict_loads(line) for line in (run / records.METRICS).read_text().splitlines()]

@@ -24,7 +24,7 @@ from ssl_bench.models.registry import (
 )
 from tests.conftest import fake_distribution
 
-GOOD_MODULE = '''
+GOOD_MODULE = """
 import torch.nn.functional as F
 from ssl_bench import SSLMethod
 
@@ -33,7 +33,7 @@ class Other(SSLMethod):
     def loss(self, model, batch, progress):
         ce = F.cross_entropy(model(batch.x_lb), batch.y_lb)
         return ce, {"ce": ce.detach()}
-'''
+"""
 
 
 def test_builtin_methods_come_from_entry_points():
@@ -60,13 +60,20 @@ def test_duplicate_name_is_an_error(tmp_path, fresh_registry):
 
 
 def test_broken_plugin_names_its_distribution_and_spares_the_others(tmp_path, fresh_registry):
-    fake_distribution(tmp_path, "broken-dist", {"broken": "mod_broken:Method"}, {"mod_broken": "raise ImportError('missing dependency xyz')\n"})
+    fake_distribution(
+        tmp_path,
+        "broken-dist",
+        {"broken": "mod_broken:Method"},
+        {"mod_broken": "raise ImportError('missing dependency xyz')\n"},
+    )
     fresh_registry.syspath_prepend(str(tmp_path))
     from ssl_bench.method import refresh_methods
 
     refresh_methods()
     assert "broken" in method_names()
-    with pytest.raises(UserError, match=r"method 'broken' from distribution broken-dist failed to import.*missing dependency xyz"):
+    with pytest.raises(
+        UserError, match=r"method 'broken' from distribution broken-dist failed to import.*missing dependency xyz"
+    ):
         load_method("broken")
     assert load_method("supervised").__name__ == "Supervised"
     listing = CliRunner().invoke(cli, ["list", "methods"])
@@ -81,7 +88,25 @@ def test_external_plugin_is_found_and_runs(example_plugin, tmp_path):
     (ep,) = [e for e in entry_points(group="ssl_bench.methods") if e.name == "softpl"]
     assert ep.dist.name == "ssl-bench-example-plugin"
     result = CliRunner().invoke(
-        cli, ["run", "--method", "softpl", "--dataset", "digits", "--labels", "50", "--steps", "30", "--eval-every", "10", "--out", str(tmp_path), "--quiet", "-p", "T=0.4"]
+        cli,
+        [
+            "run",
+            "--method",
+            "softpl",
+            "--dataset",
+            "digits",
+            "--labels",
+            "50",
+            "--steps",
+            "30",
+            "--eval-every",
+            "10",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            "-p",
+            "T=0.4",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "softpl on digits" in result.output
@@ -90,7 +115,7 @@ def test_external_plugin_is_found_and_runs(example_plugin, tmp_path):
 # --------------------------------------------------------------------------------------------------
 # Datasets and models from another distribution (entry-point groups ssl_bench.datasets, ssl_bench.models)
 
-DATASET_MODULE = '''
+DATASET_MODULE = """
 import torch
 from ssl_bench.data import DataArrays, DatasetInfo
 
@@ -107,7 +132,7 @@ TWOBLOBS = DatasetInfo(
     default_model="tinycnn", default_steps=20, description="two blobs, a third-party dataset", load=load,
 )
 NOT_A_DATASET = {"name": "notone"}
-'''
+"""
 
 MODEL_MODULE = '''
 from torch import nn

@@ -45,7 +45,9 @@ def reference(tmp_path_factory) -> Path:
 
 def ssl_bench(*args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw
+    )
 
 
 def killed_at(point: str, step: int, out: Path, args: list[str] | None = None) -> Path:
@@ -63,7 +65,9 @@ def resume(out: Path):
 def assert_same_run(run_dir: Path, reference: Path) -> None:
     """Same result (but the wall time), same checkpoints bit for bit, same metrics rows, each step once."""
     result, expected = (records.read_json(d / records.RESULT) for d in (run_dir, reference))
-    assert {k: v for k, v in result.items() if k not in TIMING} == {k: v for k, v in expected.items() if k not in TIMING}
+    assert {k: v for k, v in result.items() if k not in TIMING} == {
+        k: v for k, v in expected.items() if k not in TIMING
+    }
     for name in (records.LAST_CKPT, records.BEST_CKPT):
         got, want = (torch.load(d / name, weights_only=True) for d in (run_dir, reference))
         assert got["step"] == want["step"] and got["val_acc"] == want["val_acc"]
@@ -71,7 +75,9 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
         assert all(torch.equal(got["model"][k], want["model"][k]) for k in want["model"]), name
     rows, want_rows = (records.read_jsonl(d / records.METRICS) for d in (run_dir, reference))
     assert [r["step"] for r in rows] == [15, 30, 45, 60]
-    assert [{k: v for k, v in r.items() if k != "time_s"} for r in rows] == [{k: v for k, v in r.items() if k != "time_s"} for r in want_rows]
+    assert [{k: v for k, v in r.items() if k != "time_s"} for r in rows] == [
+        {k: v for k, v in r.items() if k != "time_s"} for r in want_rows
+    ]
     assert not runstate.exists(run_dir) and not list(run_dir.glob(".*.tmp"))
 
 
@@ -137,7 +143,9 @@ def test_restart_starts_over_and_a_damaged_state_is_refused(tmp_path, reference)
     state.write_bytes(state.read_bytes()[:100])  # damaged by something else than a kill (atomic writes prevent that)
     refused = resume(tmp_path)
     assert refused.exit_code == 2 and "cannot resume from" in refused.stderr and "--restart" in refused.stderr
-    assert len(refused.stderr.strip().splitlines()) == 1  # the one-line error: refused before the run starts (no config line, nothing written)
+    assert (
+        len(refused.stderr.strip().splitlines()) == 1
+    )  # the one-line error: refused before the run starts (no config line, nothing written)
     restarted = CliRunner().invoke(cli, [*ARGS, "--out", str(tmp_path), "--restart"])
     assert restarted.exit_code == 0, restarted.output
     assert "resumed" not in restarted.stderr
@@ -166,7 +174,14 @@ def test_a_killed_sweep_resumes_its_run_in_a_worker_process(tmp_path, reference)
 def test_method_state_and_the_protocol_augmentation_resume_exactly(tmp_path):
     """Mean Teacher's EMA teacher (method state), its views (the method's generator) and `--augment weak`
     (the protocol's augmentation stream) all come back: killed and resumed = uninterrupted."""
-    args = [*ARGS[:2], "meanteacher", *ARGS[3:7], "--augment", "weak", *ARGS[9:]]  # no dropout option: the method's own views
+    args = [
+        *ARGS[:2],
+        "meanteacher",
+        *ARGS[3:7],
+        "--augment",
+        "weak",
+        *ARGS[9:],
+    ]  # no dropout option: the method's own views
     ref_out, out = tmp_path / "ref", tmp_path / "killed"
     result = CliRunner().invoke(cli, [*args, "--out", str(ref_out)])
     assert result.exit_code == 0, result.output

@@ -61,7 +61,11 @@ def stopped(tmp_path_factory) -> Path:
 
 def snapshot(run_dir: Path) -> dict[str, tuple[bytes | None, int]]:
     """Every entry of the folder (but its lock): a file's bytes (None for a folder) and its mtime (not rewritten)."""
-    return {str(p.relative_to(run_dir)): (None if p.is_dir() else p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(run_dir.rglob("*")) if p.name != ".lock"}
+    return {
+        str(p.relative_to(run_dir)): (None if p.is_dir() else p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(run_dir.rglob("*"))
+        if p.name != ".lock"
+    }
 
 
 def refused(args: list[str], out: Path, run_dir: Path, expected: str) -> str:
@@ -93,8 +97,16 @@ def restarts(args: list[str], out: Path, run_dir: Path) -> None:
 # (case, the command now run, what the error line names): the stopped folder copied under that command's run folder
 OTHER_RUNS = [
     ("other lr", [*BASE, "--lr", "0.01"], "it was saved with lr=0.003, this run has lr=0.01 (protocol fingerprint "),
-    ("other method", [*BASE[:2], "meanteacher", *BASE[3:]], "it was saved with method=pimodel, this run has method=meanteacher; "),
-    ("other method config", [*BASE, "-p", "w_max=30"], "it was saved with pimodel.w_max=10.0, this run has pimodel.w_max=30.0; "),
+    (
+        "other method",
+        [*BASE[:2], "meanteacher", *BASE[3:]],
+        "it was saved with method=pimodel, this run has method=meanteacher; ",
+    ),
+    (
+        "other method config",
+        [*BASE, "-p", "w_max=30"],
+        "it was saved with pimodel.w_max=10.0, this run has pimodel.w_max=30.0; ",
+    ),
     ("other seed", [*BASE, "--seed", "1"], "it was saved with seed=0, this run has seed=1 (split fingerprint "),
 ]
 
@@ -235,7 +247,9 @@ def test_a_state_saved_on_a_gpu_is_refused_on_the_cpu(tmp_path, stopped):
     del protocol["protocol"]["cpu_threads"]
     state["identity"]["protocol_fingerprint"] = records.fingerprint(protocol)
     torch.save(state, run_dir / runstate.STATE)
-    expected = ("it was saved with device_type=cuda, cpu_threads=(not set), "
-                "this run has device_type=cpu, cpu_threads=1 (protocol fingerprint ")
+    expected = (
+        "it was saved with device_type=cuda, cpu_threads=(not set), "
+        "this run has device_type=cpu, cpu_threads=1 (protocol fingerprint "
+    )
     refused(BASE, tmp_path, run_dir, expected)
     restarts(BASE, tmp_path, run_dir)

@@ -30,7 +30,22 @@ from ssl_bench.run import runstate  # noqa: E402
 from ssl_bench.sweeps import slurm  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
-GRID = ["--methods", "supervised,entmin", "--seeds", "0", "--dataset", "digits", "--labels", "50", "--steps", "60", "--eval-every", "20", "--state-every", "10"]
+GRID = [
+    "--methods",
+    "supervised,entmin",
+    "--seeds",
+    "0",
+    "--dataset",
+    "digits",
+    "--labels",
+    "50",
+    "--steps",
+    "60",
+    "--eval-every",
+    "20",
+    "--state-every",
+    "10",
+]
 LOCAL = ["--executor", "submitit-local", "--gpus-per-job", "0"]
 
 
@@ -73,13 +88,37 @@ def wait_for(predicate, timeout: float = 120.0) -> None:
 def test_a_preempted_job_is_requeued_and_its_run_resumes(tmp_path):
     """SIGUSR2 (SLURM's warning before preemption or the time limit) to the job's process mid-run."""
     out = tmp_path / "runs"
-    args = ["--methods", "entmin", "--seeds", "0", "--dataset", "digits", "--labels", "50", "--steps", "400", "--eval-every", "100", "--state-every", "10"]
+    args = [
+        "--methods",
+        "entmin",
+        "--seeds",
+        "0",
+        "--dataset",
+        "digits",
+        "--labels",
+        "50",
+        "--steps",
+        "400",
+        "--eval-every",
+        "100",
+        "--state-every",
+        "10",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "ssl_bench.cli", "sweep", *args, *LOCAL, "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ssl_bench.cli", "sweep", *args, *LOCAL, "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         run_dir = lambda: next((p for p in out.iterdir() if not p.name.startswith(".")), None) if out.is_dir() else None
         wait_for(lambda: run_dir() is not None and runstate.exists(run_dir()))
-        pid = int(re.match(r"pid (\d+) ", (run_dir() / ".lock").read_text()).group(1))  # the job's process holds the run
+        pid = int(
+            re.match(r"pid (\d+) ", (run_dir() / ".lock").read_text()).group(1)
+        )  # the job's process holds the run
         os.kill(pid, signal.SIGUSR2)
         stdout, stderr = proc.communicate(timeout=240)
     finally:
@@ -147,13 +186,41 @@ def test_slurm_submits_one_array_with_the_options(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("SUBMITTED", str(tmp_path / "job.sh"))
     out = tmp_path / "runs"
-    options = ["--executor", "slurm", "--partition", "gpu", "--time-min", "120", "--gpus-per-job", "1", "--cpus-per-job", "8", "--array-parallelism", "4", "--sbatch", "account=proj", "--sbatch", "mem=16G", "--no-wait"]
+    options = [
+        "--executor",
+        "slurm",
+        "--partition",
+        "gpu",
+        "--time-min",
+        "120",
+        "--gpus-per-job",
+        "1",
+        "--cpus-per-job",
+        "8",
+        "--array-parallelism",
+        "4",
+        "--sbatch",
+        "account=proj",
+        "--sbatch",
+        "mem=16G",
+        "--no-wait",
+    ]
     result = sweep(*GRID, *options, "--out", str(out))
     assert result.exit_code == 0, result.output
     assert "submitted 2 runs as job array 4242 (slurm)" in result.stderr
     assert f"ssl-bench status {out}" in result.stderr
     script = (tmp_path / "job.sh").read_text()
-    for line in ["--partition=gpu", "--time=120", "--gpus-per-node=1", "--cpus-per-task=8", "--array=0-1%2", "--signal=USR2@90", "--account=proj", "--mem=16G", f"--output={out / '.submitit'}/%A_%a_0_log.out"]:
+    for line in [
+        "--partition=gpu",
+        "--time=120",
+        "--gpus-per-node=1",
+        "--cpus-per-task=8",
+        "--array=0-1%2",
+        "--signal=USR2@90",
+        "--account=proj",
+        "--mem=16G",
+        f"--output={out / '.submitit'}/%A_%a_0_log.out",
+    ]:
         assert f"#SBATCH {line}" in script, script
     assert len(list((out / ".submitit").glob("4242_*_submitted.pkl"))) == 2  # one pickled SweepJob per run
 
@@ -217,7 +284,19 @@ def test_follow_waits_for_a_run_its_job_found_held_and_reports_a_job_that_left_i
 
     threading.Timer(0.3, owner_finishes).start()
     seen = []
-    slurm.follow({0: EndedJob()}, [], [held], lambda i, s, m: seen.append((i, s)), poll_s=0.05, follow_hint="follow them")
+    slurm.follow(
+        {0: EndedJob()}, [], [held], lambda i, s, m: seen.append((i, s)), poll_s=0.05, follow_hint="follow them"
+    )
     assert seen == [(0, "complete")]
-    with pytest.raises(UserError, match=r"1 runs did not end complete or failed; the first: job 4242_0 \(left\): MemoryError: CUDA out of memory"):
-        slurm.follow({0: EndedJob("MemoryError: CUDA out of memory")}, [], [left], lambda *a: None, poll_s=0.05, follow_hint="follow them")
+    with pytest.raises(
+        UserError,
+        match=r"1 runs did not end complete or failed; the first: job 4242_0 \(left\): MemoryError: CUDA out of memory",
+    ):
+        slurm.follow(
+            {0: EndedJob("MemoryError: CUDA out of memory")},
+            [],
+            [left],
+            lambda *a: None,
+            poll_s=0.05,
+            follow_hint="follow them",
+        )

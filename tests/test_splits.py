@@ -63,7 +63,7 @@ def test_groups_are_never_cut():
     for part in (s.val, s.labeled, s.unlabeled):  # whole recordings only
         for g in set(groups[part]):
             assert set(np.flatnonzero(groups == g)) <= set(part)
-    assert len(lab_g) == 20 and np.bincount(Y[s.labeled] , minlength=10).tolist() == [20] * 10
+    assert len(lab_g) == 20 and np.bincount(Y[s.labeled], minlength=10).tolist() == [20] * 10
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,27 @@ from ssl_bench.protocol import RunSpec, resolve
 from ssl_bench.run import runstate
 from ssl_bench.runlock import is_locked, run_lock
 
-FLAGS = ["--methods", "supervised,entmin", "--seeds", "0,1,2,3", "--dataset", "digits", "--labels", "50", "--steps", "30"]
+FLAGS = [
+    "--methods",
+    "supervised,entmin",
+    "--seeds",
+    "0,1,2,3",
+    "--dataset",
+    "digits",
+    "--labels",
+    "50",
+    "--steps",
+    "30",
+]
 
 
 def make_runs(out):
     """Folders as runs leave them: seeds 0-3 of supervised and entmin, in every state but one not started."""
-    resolved = {(m, s): resolve(RunSpec(method=m, dataset="digits", labels=50, seed=s, steps=30, device="cpu")) for m in ("supervised", "entmin") for s in range(4)}
+    resolved = {
+        (m, s): resolve(RunSpec(method=m, dataset="digits", labels=50, seed=s, steps=30, device="cpu"))
+        for m in ("supervised", "entmin")
+        for s in range(4)
+    }
     states = {("supervised", 0): "complete", ("supervised", 1): "complete",
               ("supervised", 2): "failed", ("supervised", 3): "running",
               ("entmin", 0): "flagged", ("entmin", 1): "interrupted", ("entmin", 2): "interrupted"}  # fmt: skip
@@ -23,7 +38,9 @@ def make_runs(out):
         run_dir = out / resolved[key].run_id()
         records.write_json(run_dir / records.CONFIG, {**resolved[key].as_json(), "run_id": run_dir.name})
         if state in ("complete", "flagged"):
-            health = {"status": "ok"} if state == "complete" else {"status": "collapsed", "step": 20, "detail": "one class"}
+            health = (
+                {"status": "ok"} if state == "complete" else {"status": "collapsed", "step": 20, "detail": "one class"}
+            )
             records.write_json(run_dir / records.RESULT, {"run_id": run_dir.name, "health": health})
         elif state == "failed":
             records.write_json(run_dir / records.FAILED, {"error": "non-finite loss at step 7"})
@@ -47,7 +64,18 @@ def test_status_counts_each_state_per_group(tmp_path):
     assert not is_locked(running) and not is_locked(tmp_path / "nowhere")
     assert from_folders.exit_code == 0, from_folders.output
     header = from_folders.stdout.splitlines()[0].split()
-    assert header == ["dataset", "model", "method", "complete", "flagged", "damaged", "running", "interrupted", "failed", "total"]
+    assert header == [
+        "dataset",
+        "model",
+        "method",
+        "complete",
+        "flagged",
+        "damaged",
+        "running",
+        "interrupted",
+        "failed",
+        "total",
+    ]
     assert row_of(from_folders.stdout, "supervised")[3:] == ["2", "0", "0", "1", "0", "1", "4"]
     assert row_of(from_folders.stdout, "entmin")[3:] == ["0", "1", "0", "0", "2", "0", "3"]
     assert from_folders.stdout.splitlines()[-1] == "2 complete, 1 flagged, 1 running, 2 interrupted, 1 failed of 7 runs"
@@ -60,9 +88,34 @@ def test_status_counts_each_state_per_group(tmp_path):
 
 def test_status_of_another_sweep_counts_only_its_runs(tmp_path):
     make_runs(tmp_path)
-    result = CliRunner().invoke(cli, ["status", str(tmp_path), "--methods", "entmin", "--seeds", "0", "--dataset", "digits", "--labels", "50", "--steps", "31"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "status",
+            str(tmp_path),
+            "--methods",
+            "entmin",
+            "--seeds",
+            "0",
+            "--dataset",
+            "digits",
+            "--labels",
+            "50",
+            "--steps",
+            "31",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert row_of(result.stdout, "entmin")[3:] == ["0", "0", "0", "0", "0", "0", "1", "1"]  # another protocol: other folders
+    assert row_of(result.stdout, "entmin")[3:] == [
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+        "1",
+        "1",
+    ]  # another protocol: other folders
 
 
 def test_status_of_an_empty_folder_and_bad_input(tmp_path):
@@ -70,7 +123,9 @@ def test_status_of_an_empty_folder_and_bad_input(tmp_path):
     assert empty.exit_code == 0 and f"no runs in {tmp_path}" in empty.stdout
     missing = CliRunner().invoke(cli, ["status", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "does not exist" in missing.stderr
-    bad = CliRunner().invoke(cli, ["status", str(tmp_path), "--methods", "nope", "--dataset", "digits", "--labels", "50"])
+    bad = CliRunner().invoke(
+        cli, ["status", str(tmp_path), "--methods", "nope", "--dataset", "digits", "--labels", "50"]
+    )
     assert bad.exit_code == 2 and bad.stderr.count("Error:") == 1 and "unknown method 'nope'" in bad.stderr
 
 
@@ -84,8 +139,13 @@ def test_a_damaged_result_is_not_counted_complete(tmp_path):
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 0, result.output
         assert row_of(result.stdout, "supervised")[3:6] == ["0", "0", "2"]  # complete, flagged, damaged
-        assert result.stdout.splitlines()[-1].startswith("1 flagged, 2 damaged, 3 interrupted, 1 failed")  # none complete
+        assert result.stdout.splitlines()[-1].startswith(
+            "1 flagged, 2 damaged, 3 interrupted, 1 failed"
+        )  # none complete
         warnings = sorted(line for line in result.stderr.splitlines() if line.startswith("Warning: "))
         assert len(warnings) == 2 and all("counted as damaged, not complete" in w for w in warnings), result.stderr
         assert f"Warning: {complete[0].name}: damaged record, result.json: not valid JSON" in result.stderr
-        assert f"Warning: {complete[1].name}: damaged record, result.json: test_acc expects float (a number), got 'high'" in result.stderr
+        assert (
+            f"Warning: {complete[1].name}: damaged record, result.json: test_acc expects float (a number), got 'high'"
+            in result.stderr
+        )

@@ -22,7 +22,12 @@ def test_sweep_runs_every_method_and_seed_then_resumes(tmp_path):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     results = [records.read_json(p / "result.json") for p in sorted(tmp_path.iterdir())]
-    assert sorted((r["method"], r["seed"]) for r in results) == [("entmin", 0), ("entmin", 1), ("supervised", 0), ("supervised", 1)]
+    assert sorted((r["method"], r["seed"]) for r in results) == [
+        ("entmin", 0),
+        ("entmin", 1),
+        ("supervised", 0),
+        ("supervised", 1),
+    ]
     for seed in (0, 1):  # one protocol per seed, whatever the method
         assert len({r["protocol_fingerprint"] for r in results if r["seed"] == seed}) == 1
     # the table: mean ± std over the two seeds, as computed here from the records
@@ -42,7 +47,17 @@ def test_sweep_runs_every_method_and_seed_then_resumes(tmp_path):
 
 
 def test_method_params_are_addressed_per_method(tmp_path):
-    args = [*SWEEP, "--methods", "supervised,entmin", "--seeds", "0", "--out", str(tmp_path), "-p", "entmin.lambda_=0.9"]
+    args = [
+        *SWEEP,
+        "--methods",
+        "supervised,entmin",
+        "--seeds",
+        "0",
+        "--out",
+        str(tmp_path),
+        "-p",
+        "entmin.lambda_=0.9",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     (entmin,) = [records.read_json(p / "result.json") for p in tmp_path.iterdir() if "entmin" in p.name]
@@ -147,7 +162,11 @@ def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch
     runs, skipped = collect([tmp_path])
     (diverged,) = [r for r in runs if r.failed]
     assert len(runs) == 4 and not skipped and diverged.flag.startswith("diverged at step 3: non-finite loss at step 3")
-    assert (diverged.result["method"], diverged.seed, diverged.unmeasured) == ("entmin", 0, ["test_acc", "test_acc_last"])
+    assert (diverged.result["method"], diverged.seed, diverged.unmeasured) == (
+        "entmin",
+        0,
+        ["test_acc", "test_acc_last"],
+    )
 
 
 def run_records(out) -> dict[str, tuple]:
@@ -163,7 +182,13 @@ def run_records(out) -> dict[str, tuple]:
 def test_a_run_does_not_depend_on_the_worker_that_ran_it(tmp_path):
     """Workers are long-lived (each trains runs one after another): 4 runs on 2 workers, so a worker
     trains runs of different methods, give the same records as each run alone in this process."""
-    specs = Grid(methods=("entmin", "supervised"), datasets=("digits",), labels=(50,), seeds=(0, 1), common={"steps": 12, "protocol": {"eval_every": 4}}).specs()
+    specs = Grid(
+        methods=("entmin", "supervised"),
+        datasets=("digits",),
+        labels=(50,),
+        seeds=(0, 1),
+        common={"steps": 12, "protocol": {"eval_every": 4}},
+    ).specs()
     alone = tmp_path / "alone"
     for spec in reversed(specs):  # one by one, in the opposite order
         run_sweep([spec], alone, workers=1, show_progress=False, echo=lambda m: None)

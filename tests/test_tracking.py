@@ -40,7 +40,9 @@ def assert_scalars_are_the_metrics(run_dir: Path) -> None:
 def test_a_resumed_run_keeps_one_event_per_step(tmp_path):
     """The scalars are the metrics rows, one event per evaluation, also after a kill and a resume."""
     args = [*ARGS, "--out", str(tmp_path), "--log", "tensorboard"]
-    run_dir = killed_at("state-write", 30, tmp_path, args=args)  # row 30 shown, killed saving its state: resumed from step 25
+    run_dir = killed_at(
+        "state-write", 30, tmp_path, args=args
+    )  # row 30 shown, killed saving its state: resumed from step 25
     assert [s for s, _ in scalars(run_dir)["val_acc"]] == [15, 30]
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0 and "resumed from step 25" in again.stderr
@@ -60,7 +62,9 @@ def test_a_session_resumed_in_the_same_second_shows_each_step_once(tmp_path, mon
 
     def session(pid: int, purge_step: int | None, steps: list[int], number: int) -> None:
         monkeypatch.setattr(os, "getpid", lambda: pid)
-        tracker = TensorBoardTracker(tmp_path, purge_step=purge_step, last_row=None if purge_step is None else row(purge_step - 10, 0))
+        tracker = TensorBoardTracker(
+            tmp_path, purge_step=purge_step, last_row=None if purge_step is None else row(purge_step - 10, 0)
+        )
         for step in steps:
             tracker.log(row(step, number))  # flushed: what a kill leaves on disk
         tracker.close()

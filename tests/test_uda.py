@@ -21,16 +21,15 @@ from ssl_bench.config import build_config
 from ssl_bench.errors import UserError
 from ssl_bench.method import Batch, Progress, View, load_method
 from ssl_bench.models import create_model
+from ssl_bench_plugins.uda import tsa_threshold
 from tests import method_checks
 from tests.method_checks import ce, grads_of, identity_model
-from ssl_bench_plugins.uda import tsa_threshold
 
 PROGRESS = Progress(3, 10)
 
 
 def make_method(num_classes: int = 10, **params):
     return method_checks.make_method("uda", num_classes, **params)
-
 
 
 def logits_batch(lb, y, original, strong) -> Batch:
@@ -51,7 +50,6 @@ def kl_sharpened(original: list[float], strong: list[float], temperature: float)
     return sum(qi * (math.log(qi) - math.log(si)) for qi, si in zip(q, softmax(strong)))
 
 
-
 def tiny_batch() -> tuple[torch.nn.Module, Batch]:
     torch.manual_seed(0)
     model = create_model("tinycnn", num_classes=10, input_shape=(1, 8, 8))
@@ -59,7 +57,6 @@ def tiny_batch() -> tuple[torch.nn.Module, Batch]:
     x_lb, x_ulb = torch.randn(6, 1, 8, 8, generator=g), torch.randn(10, 1, 8, 8, generator=g)
     strong = 2.0 * x_ulb.flip(-1) + 0.5 * torch.randn(x_ulb.shape, generator=g)
     return model, Batch(x_lb, torch.arange(6) % 10, x_ulb, views={"ulb_strong": strong})
-
 
 
 def test_declares_only_the_strong_view_the_original_is_the_batch():
@@ -109,11 +106,16 @@ def test_gradient_of_a_linear_model_is_the_analytic_one():
     the strong rows (q the sharpened target) and 0 for the original rows (the target is detached)."""
     g = torch.Generator().manual_seed(3)
     k, n_lb, n_ulb, lam, t = 5, 4, 6, 1.5, 0.4
-    z_lb, z_strong = torch.randn(n_lb, k, generator=g, dtype=torch.float64), torch.randn(n_ulb, k, generator=g, dtype=torch.float64)
+    z_lb, z_strong = (
+        torch.randn(n_lb, k, generator=g, dtype=torch.float64),
+        torch.randn(n_ulb, k, generator=g, dtype=torch.float64),
+    )
     z_ori = 3 * torch.randn(n_ulb, k, generator=g, dtype=torch.float64)  # some confident, some not
     y = torch.tensor([0, 3, 1, 4])
     model = identity_model(k)
-    loss, terms = make_method(k, threshold=0.7, temperature=t, lambda_=lam).loss(model, logits_batch(z_lb.tolist(), y.tolist(), z_ori.tolist(), z_strong.tolist()), PROGRESS)
+    loss, terms = make_method(k, threshold=0.7, temperature=t, lambda_=lam).loss(
+        model, logits_batch(z_lb.tolist(), y.tolist(), z_ori.tolist(), z_strong.tolist()), PROGRESS
+    )
     loss.backward()
 
     p = z_ori.softmax(1)
@@ -133,15 +135,21 @@ def test_sharpening_and_kl_by_hand():
     original = [[math.log(0.5), math.log(0.3), math.log(0.2)]]  # p = (0.5, 0.3, 0.2)
     strong = [[0.3, -0.2, 0.1]]
     for t in (1.0, 0.5, 0.4, 0.1):
-        _, terms = make_method(3, threshold=0.0, temperature=t).loss(identity_model(3), logits_batch([[0, 0, 0]], [0], original, strong), PROGRESS)
+        _, terms = make_method(3, threshold=0.0, temperature=t).loss(
+            identity_model(3), logits_batch([[0, 0, 0]], [0], original, strong), PROGRESS
+        )
         assert terms["unsup"].item() == pytest.approx(kl_sharpened(original[0], strong[0], t), rel=1e-10)
     # T = 0.5: q = p² / Σp² = (0.25, 0.09, 0.04) / 0.38
     q = [0.25 / 0.38, 0.09 / 0.38, 0.04 / 0.38]
     by_hand = sum(qi * (math.log(qi) - math.log(si)) for qi, si in zip(q, softmax(strong[0])))
     assert kl_sharpened(original[0], strong[0], 0.5) == pytest.approx(by_hand, rel=1e-12)
     # a strong view that predicts what the original does: KL 0 without sharpening, > 0 with it
-    _, plain = make_method(3, threshold=0.0, temperature=1.0).loss(identity_model(3), logits_batch([[0, 0, 0]], [0], original, original), PROGRESS)
-    _, sharp = make_method(3, threshold=0.0, temperature=0.4).loss(identity_model(3), logits_batch([[0, 0, 0]], [0], original, original), PROGRESS)
+    _, plain = make_method(3, threshold=0.0, temperature=1.0).loss(
+        identity_model(3), logits_batch([[0, 0, 0]], [0], original, original), PROGRESS
+    )
+    _, sharp = make_method(3, threshold=0.0, temperature=0.4).loss(
+        identity_model(3), logits_batch([[0, 0, 0]], [0], original, original), PROGRESS
+    )
     assert abs(plain["unsup"].item()) < 1e-12 and sharp["unsup"].item() > 0.1
 
 
@@ -149,13 +157,19 @@ def test_the_mask_passes_exactly_the_confident_original_predictions():
     # max-probabilities of the original: e^3/(e^3+2) = 0.909, e/(e+2) = 0.576, e^4/(e^4+2) = 0.965, 1/3
     original = [[3.0, 0, 0], [1.0, 0, 0], [0, 0, 4.0], [0, 0, 0]]
     strong = [[0, 2.0, 0], [1.0, 1.0, 1.0], [3.0, 0, 0], [0, 0, 5.0]]
-    loss, terms = make_method(3).loss(identity_model(3), logits_batch([[1.0, 0, 0]], [0], original, strong), PROGRESS)  # β = 0.8, T = 0.4
+    loss, terms = make_method(3).loss(
+        identity_model(3), logits_batch([[1.0, 0, 0]], [0], original, strong), PROGRESS
+    )  # β = 0.8, T = 0.4
     assert terms["mask"].item() == 0.5
-    expected = (kl_sharpened(original[0], strong[0], 0.4) + kl_sharpened(original[2], strong[2], 0.4)) / 4  # mean over all 4
+    expected = (
+        kl_sharpened(original[0], strong[0], 0.4) + kl_sharpened(original[2], strong[2], 0.4)
+    ) / 4  # mean over all 4
     assert terms["unsup"].item() == pytest.approx(expected, rel=1e-10)
     assert loss.item() == pytest.approx(ce([1.0, 0, 0], 0) + expected, rel=1e-10)
     # confident strong views do not make a sample pass: the confidence is the original's
-    _, confident = make_method(3).loss(identity_model(3), logits_batch([[1.0, 0, 0]], [0], original, [[9.0, 0, 0]] * 4), PROGRESS)
+    _, confident = make_method(3).loss(
+        identity_model(3), logits_batch([[1.0, 0, 0]], [0], original, [[9.0, 0, 0]] * 4), PROGRESS
+    )
     assert confident["mask"].item() == 0.5
 
 
@@ -199,7 +213,9 @@ def test_tsa_leaves_out_the_labeled_samples_above_the_threshold():
     loss.backward()
     z, onehot = torch.tensor(lb, dtype=torch.float64), torch.eye(4, dtype=torch.float64)[y]
     d = (z.softmax(1) - onehot) * torch.tensor([0.0, 1.0, 1.0, 0.0], dtype=torch.float64)[:, None] / 2
-    assert torch.allclose(model.weight.grad, d.T @ z, atol=1e-12) and torch.allclose(model.bias.grad, d.sum(0), atol=1e-12)
+    assert torch.allclose(model.weight.grad, d.T @ z, atol=1e-12) and torch.allclose(
+        model.bias.grad, d.sum(0), atol=1e-12
+    )
     # at the start η = 1/K = 0.25: only sample 1 (exactly 0.25, not above η) is kept
     _, start = make_method(4, lambda_=0.0, tsa="linear").loss(identity_model(4), batch, Progress(0, 5))
     assert start["ce"].item() == pytest.approx(ce(lb[1], 1), rel=1e-12)

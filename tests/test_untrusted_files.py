@@ -30,7 +30,17 @@ ALLOWED_UNPICKLERS = {("ssl_bench/data/vision.py", "_ArrayUnpickler")}
 
 PICKLE_MODULES = {"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "joblib", "marshal", "shelve"}
 YAML_MODULES = {"yaml", "ruamel.yaml", "ruamel_yaml"}
-YAML_UNSAFE = {"load", "load_all", "unsafe_load", "unsafe_load_all", "full_load", "full_load_all", "Loader", "UnsafeLoader", "FullLoader"}
+YAML_UNSAFE = {
+    "load",
+    "load_all",
+    "unsafe_load",
+    "unsafe_load_all",
+    "full_load",
+    "full_load_all",
+    "Loader",
+    "UnsafeLoader",
+    "FullLoader",
+}
 UNSAFE_FUNCTIONS = {"over_write_args_from_file": "semilearn's config reader, ruamel.yaml.load with the unsafe Loader"}
 SAFE_LOADERS = {"SafeLoader", "CSafeLoader", "BaseLoader", "CBaseLoader"}
 
@@ -72,7 +82,13 @@ def unsafe_calls(source: str, filename: str) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             for a in node.names:
                 aliases[a.asname or a.name] = f"{node.module}.{a.name}"
-                if node.module in PICKLE_MODULES and a.name not in ("dumps", "dump", "PicklingError", "UnpicklingError", "HIGHEST_PROTOCOL"):
+                if node.module in PICKLE_MODULES and a.name not in (
+                    "dumps",
+                    "dump",
+                    "PicklingError",
+                    "UnpicklingError",
+                    "HIGHEST_PROTOCOL",
+                ):
                     flag(node, f"from {node.module} import {a.name}")
                 if node.module in YAML_MODULES and a.name in YAML_UNSAFE:
                     flag(node, f"from {node.module} import {a.name}")
@@ -81,11 +97,19 @@ def unsafe_calls(source: str, filename: str) -> list[str]:
                 if node.module == "torch" and a.name == "load":
                     flag(node, "from torch import load (call torch.load(..., weights_only=True))")
     allowed_here = {name for file, name in ALLOWED_UNPICKLERS if file == filename}
-    allowed_bases = {id(b) for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and node.name in allowed_here for b in node.bases}
+    allowed_bases = {
+        id(b)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef) and node.name in allowed_here
+        for b in node.bases
+    }
     for node in ast.walk(tree):
         if isinstance(node, (ast.Attribute, ast.Name)) and id(node) not in allowed_bases:
             name = dotted(node, aliases) or ""
-            if name.split(".")[-1] in ("Unpickler", "_Unpickler") and name.split(".")[0] in PICKLE_MODULES | {"Unpickler", "_Unpickler"}:
+            if name.split(".")[-1] in ("Unpickler", "_Unpickler") and name.split(".")[0] in PICKLE_MODULES | {
+                "Unpickler",
+                "_Unpickler",
+            }:
                 flag(node, f"{name} (only {sorted(ALLOWED_UNPICKLERS)} may unpickle)")
         if isinstance(node, ast.Attribute) and node.attr in UNSAFE_FUNCTIONS:
             flag(node, f"{node.attr}: {UNSAFE_FUNCTIONS[node.attr]}")
@@ -124,7 +148,11 @@ def sources() -> list[Path]:
 
 
 def test_no_unsafe_loader_in_ssl_bench_or_plugins():
-    found = [hit for path in sources() for hit in unsafe_calls(path.read_text(encoding="utf-8"), path.relative_to(ROOT).as_posix())]
+    found = [
+        hit
+        for path in sources()
+        for hit in unsafe_calls(path.read_text(encoding="utf-8"), path.relative_to(ROOT).as_posix())
+    ]
     assert found == [], "unsafe loaders (docs/errors.md, Untrusted files):\n" + "\n".join(found)
 
 
@@ -133,7 +161,9 @@ def test_the_allowed_unpickler_is_still_where_it_is_said_to_be():
     for file, name in ALLOWED_UNPICKLERS:
         tree = ast.parse((ROOT / file).read_text(encoding="utf-8"))
         classes = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == name]
-        assert len(classes) == 1 and any(isinstance(f, ast.FunctionDef) and f.name == "find_class" for f in classes[0].body)
+        assert len(classes) == 1 and any(
+            isinstance(f, ast.FunctionDef) and f.name == "find_class" for f in classes[0].body
+        )
 
 
 def test_the_allowed_unpickler_builds_numpy_arrays_only(tmp_path):
@@ -185,7 +215,7 @@ UNSAFE = {
     "from torch import load": "from torch import load\n",
     "semilearn's reader": "from semilearn.core.utils import over_write_args_from_file\n",
     "semilearn's reader by attribute": "import semilearn\n"
-                                       "semilearn.core.utils.misc.over_write_args_from_file(ns, path)\n",
+    "semilearn.core.utils.misc.over_write_args_from_file(ns, path)\n",
     "eval": "eval(text)\n",
     "exec": "exec(code)\n",
 }

@@ -66,10 +66,27 @@ def tiny_builder(num_classes, pretrained=False, pretrained_path=None, **kwargs):
 def usb_args(tmp_path, **overrides):
     """USB's argument namespace for dninv on an in-memory dataset (USB builds no data for an unknown name)."""
     config = {
-        "algorithm": "dninv", "dataset": "in_memory", "num_classes": K, "num_labels": 40, "net": "tiny",
-        "epoch": 1, "num_train_iter": 10, "num_eval_iter": 5, "num_log_iter": 5, "batch_size": 4, "uratio": 2,
-        "eval_batch_size": 64, "ema_m": 0.9, "optim": "SGD", "lr": 0.03, "save_dir": str(tmp_path), "save_name": "run",
-        "gpu": None, "distributed": False, "num_workers": 0, "seed": 0,
+        "algorithm": "dninv",
+        "dataset": "in_memory",
+        "num_classes": K,
+        "num_labels": 40,
+        "net": "tiny",
+        "epoch": 1,
+        "num_train_iter": 10,
+        "num_eval_iter": 5,
+        "num_log_iter": 5,
+        "batch_size": 4,
+        "uratio": 2,
+        "eval_batch_size": 64,
+        "ema_m": 0.9,
+        "optim": "SGD",
+        "lr": 0.03,
+        "save_dir": str(tmp_path),
+        "save_name": "run",
+        "gpu": None,
+        "distributed": False,
+        "num_workers": 0,
+        "seed": 0,
     }
     return get_config(config | overrides)
 
@@ -82,9 +99,17 @@ def build_algorithm(tmp_path, **overrides):
 def fixed_batch(seed=0, n_lb=4, n_ulb=8):
     """A batch as USB's loaders give it: labeled dict and unlabeled dict (weak and strong views)."""
     g = torch.Generator().manual_seed(seed)
-    data_lb = {"idx_lb": torch.arange(n_lb), "x_lb": torch.randn(n_lb, 1, 8, 8, generator=g), "y_lb": torch.randint(0, K, (n_lb,), generator=g)}
+    data_lb = {
+        "idx_lb": torch.arange(n_lb),
+        "x_lb": torch.randn(n_lb, 1, 8, 8, generator=g),
+        "y_lb": torch.randint(0, K, (n_lb,), generator=g),
+    }
     x_ulb_w = torch.randn(n_ulb, 1, 8, 8, generator=g)
-    data_ulb = {"idx_ulb": torch.arange(n_ulb), "x_ulb_w": x_ulb_w, "x_ulb_s": torch.full_like(x_ulb_w, math.nan)}  # dninv never reads it
+    data_ulb = {
+        "idx_ulb": torch.arange(n_ulb),
+        "x_ulb_w": x_ulb_w,
+        "x_ulb_s": torch.full_like(x_ulb_w, math.nan),
+    }  # dninv never reads it
     return data_lb, data_ulb
 
 
@@ -95,15 +120,33 @@ def grads(model):
 def test_registered_in_usb_with_ssl_bench_defaults(tmp_path):
     assert ALGORITHMS["dninv"] is usb.DNInvUSB
     args = usb_args(tmp_path)
-    assert (args.alpha, args.beta, args.reduction, args.detach_cotangent, args.gamma) == ("0.7", "0.2", "mean", "False", "none")
+    assert (args.alpha, args.beta, args.reduction, args.detach_cotangent, args.gamma) == (
+        "0.7",
+        "0.2",
+        "mean",
+        "False",
+        "none",
+    )
     assert usb.dninv_config(args) == load_method("dninv").Config()
 
 
 def test_usb_arguments_parse_as_the_ssl_bench_cli(tmp_path):
-    text = {"alpha": "linear:1:0.2", "beta": "0.3", "reduction": "sum", "detach_cotangent": "true", "gamma": "conv:cosine:0.5:0"}
+    text = {
+        "alpha": "linear:1:0.2",
+        "beta": "0.3",
+        "reduction": "sum",
+        "detach_cotangent": "true",
+        "gamma": "conv:cosine:0.5:0",
+    }
     expected = build_config(load_method("dninv").Config, text, "dninv")  # what `ssl-bench run -p key=value` builds
     assert usb.dninv_config(usb_args(tmp_path, **text)) == expected
-    from_yaml = {"alpha": "linear:1:0.2", "beta": 0.3, "reduction": "sum", "detach_cotangent": True, "gamma": {"conv": "cosine:0.5:0"}}
+    from_yaml = {
+        "alpha": "linear:1:0.2",
+        "beta": 0.3,
+        "reduction": "sum",
+        "detach_cotangent": True,
+        "gamma": {"conv": "cosine:0.5:0"},
+    }
     assert usb.dninv_config(usb_args(tmp_path, **from_yaml)) == expected
 
 
@@ -127,7 +170,15 @@ def test_bad_arguments_are_refused_before_training(tmp_path, overrides, message)
     "params, it",
     [
         ({}, 0),
-        ({"alpha": "linear:0.9:0.3", "beta": "cosine:1:0.2", "reduction": "sum", "gamma": "conv:0.1,pool:linear:0:0.5"}, 4),
+        (
+            {
+                "alpha": "linear:0.9:0.3",
+                "beta": "cosine:1:0.2",
+                "reduction": "sum",
+                "gamma": "conv:0.1,pool:linear:0:0.5",
+            },
+            4,
+        ),
         ({"detach_cotangent": "true", "alpha": "0"}, 9),
         ({"alpha": "1"}, 3),  # exactly `supervised`: only the labeled batch is forwarded
     ],
@@ -168,10 +219,12 @@ def test_loss_equals_explicit_jacobian_computation(tmp_path):
     n_lb = len(data_lb["x_lb"])
     with torch.no_grad():
         logits = net(x)["logits"]
-    x_hat = torch.stack([
-        torch.einsum("k,k...->...", logits[i], jacobian(lambda xi: net(xi[None])["logits"][0], x[i]))
-        for i in range(len(x))
-    ])
+    x_hat = torch.stack(
+        [
+            torch.einsum("k,k...->...", logits[i], jacobian(lambda xi: net(xi[None])["logits"][0], x[i]))
+            for i in range(len(x))
+        ]
+    )
     logp = F.log_softmax(logits, 1)
     ce = -logp[:n_lb].gather(1, data_lb["y_lb"][:, None]).mean()
     ent = -(logp[n_lb:].exp() * logp[n_lb:]).sum(1).mean()
@@ -195,7 +248,9 @@ def digits_loaders(args):
     return {
         "train_lb": get_data_loader(args, lb_set, args.batch_size, num_workers=0),
         "train_ulb": get_data_loader(args, ulb_set, args.batch_size * args.uratio, num_workers=0),
-        "eval": get_data_loader(args, eval_set, args.eval_batch_size, data_sampler=None, num_workers=0, drop_last=False),
+        "eval": get_data_loader(
+            args, eval_set, args.eval_batch_size, data_sampler=None, num_workers=0, drop_last=False
+        ),
     }
 
 
@@ -209,7 +264,14 @@ def test_usb_training_loop_runs_dninv_on_cpu(tmp_path):
     assert alg.it == 10
     assert all(not torch.equal(before[k], v) for k, v in alg.model.state_dict().items())
     log = alg.log_dict  # the last step's
-    assert {"train/sup_loss", "train/rec_loss", "train/ent_loss", "train/rec_conv_loss", "train/total_loss", "lr"} <= set(log)
+    assert {
+        "train/sup_loss",
+        "train/rec_loss",
+        "train/ent_loss",
+        "train/rec_conv_loss",
+        "train/total_loss",
+        "lr",
+    } <= set(log)
     assert all(math.isfinite(v) for v in log.values())
     assert log["train/beta"] == 0.2  # the schedule's end value at the last step
     assert 0 <= log["eval/top-1-acc"] <= 1 and set(alg.results_dict) == {"eval/best_acc", "eval/best_it"}
@@ -247,10 +309,23 @@ def test_shipped_usb_config_trains_through_the_runner(tmp_path, monkeypatch, one
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", InMemoryCIFAR10)
     monkeypatch.setattr(semilearn.datasets.utils, "base_dir", str(tmp_path))  # USB saves its split indices there
-    overrides = {"num_train_iter": 2, "num_eval_iter": 2, "epoch": 1, "batch_size": 4, "eval_batch_size": 20, "num_workers": 0,
-                 "resume": False, "use_tensorboard": False, "save_dir": str(tmp_path), "data_dir": str(tmp_path), "beta": "linear:1:0.2"}
+    overrides = {
+        "num_train_iter": 2,
+        "num_eval_iter": 2,
+        "epoch": 1,
+        "batch_size": 4,
+        "eval_batch_size": 20,
+        "num_workers": 0,
+        "resume": False,
+        "use_tensorboard": False,
+        "save_dir": str(tmp_path),
+        "data_dir": str(tmp_path),
+        "beta": "linear:1:0.2",
+    }
     argv = ["--c", str(EXAMPLE)] + [s for k, v in overrides.items() for s in (f"--{k}", str(v))]
-    with pytest.warns(UserWarning, match="BatchNorm in training mode"):  # wrn_28_2 has BatchNorm: ssl-bench's dninv says so
+    with pytest.warns(
+        UserWarning, match="BatchNorm in training mode"
+    ):  # wrn_28_2 has BatchNorm: ssl-bench's dninv says so
         results = usb.main(argv)
     assert set(results) == {"eval/best_acc", "eval/best_it"}
     assert (tmp_path / "dninv_cifar10_40_0" / "model_best.pth").exists()

@@ -95,8 +95,10 @@ def test_tag_in_a_copy_of_the_shipped_config_runs_nothing(name, evil, capsys):
 
 def test_tag_in_an_override_runs_nothing(evil, capsys):
     line = fails(["--c", str(EXAMPLE), "--seed", f"!!python/object/apply:os.system ['touch {evil}']"], capsys)
-    assert line == ("Error: --seed: the YAML tag !!python/object/apply:os.system is refused: a config is read as plain "
-                    "data (text, numbers, booleans, lists, mappings), tags construct no objects")
+    assert line == (
+        "Error: --seed: the YAML tag !!python/object/apply:os.system is refused: a config is read as plain "
+        "data (text, numbers, booleans, lists, mappings), tags construct no objects"
+    )
     assert not evil.exists()
 
 
@@ -105,10 +107,18 @@ def test_end_to_end_tagged_copy_of_the_shipped_config(evil):
     path = evil.parent / "dninv_cifar10_40_0.yaml"
     path.write_text(EXAMPLE.read_text() + payload("apply os.system in a value", evil).replace("seed", "num_workers"))
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), str(evil.parent), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-m", "ssl_bench.usb", "--c", str(path)], capture_output=True, text=True, env=env, cwd=evil.parent)
+    done = subprocess.run(
+        [sys.executable, "-m", "ssl_bench.usb", "--c", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=evil.parent,
+    )
     assert done.returncode == 2, done.stderr
-    assert done.stderr.splitlines() == [f"Error: {path}, line 55: the YAML tag !!python/object/apply:os.system is refused: a config "
-                                        "is read as plain data (text, numbers, booleans, lists, mappings), tags construct no objects"]
+    assert done.stderr.splitlines() == [
+        f"Error: {path}, line 55: the YAML tag !!python/object/apply:os.system is refused: a config "
+        "is read as plain data (text, numbers, booleans, lists, mappings), tags construct no objects"
+    ]
     assert done.stdout == "" and not evil.exists()
 
 
@@ -143,17 +153,29 @@ BAD_FILES = [
     ("comments.yaml", b"# only a comment\n", "{path} is empty"),
     ("bad.yaml", b"algorithm: dninv\nalpha: [0.7\n", "{path}, line 3: not valid YAML: expected ',' or ']'"),
     ("nested.yaml", b"alpha: beta: 1\n", "{path}, line 1: not valid YAML: mapping values are not allowed here"),
-    ("list.yaml", b"- algorithm: dninv\n- alpha: 0.7\n", "{path}: a USB config is a mapping of arguments (key: value lines), got a list"),
+    (
+        "list.yaml",
+        b"- algorithm: dninv\n- alpha: 0.7\n",
+        "{path}: a USB config is a mapping of arguments (key: value lines), got a list",
+    ),
     ("text.yaml", b"dninv\n", "{path}: a USB config is a mapping of arguments (key: value lines), got a text"),
     ("dup.yaml", b"alpha: 0.7\nalpha: 0.5\n", '{path}, line 2: not valid YAML: found duplicate key "alpha"'),
     ("latin1.yaml", "save_name: caf\xe9\n".encode("latin-1"), "{path}: not UTF-8 text"),
     ("intkey.yaml", b"1: 2\n", "{path}: argument names are text, got 1"),
     ("local.yaml", b"alpha: !local 1\n", "{path}, line 1: the YAML tag !local is refused"),
-    ("clip.yaml", b"algorithm: dninv\nclip: 0.0\n", "{path}: unknown argument 'clip', which USB never reads; did you mean clip_grad?"),
+    (
+        "clip.yaml",
+        b"algorithm: dninv\nclip: 0.0\n",
+        "{path}: unknown argument 'clip', which USB never reads; did you mean clip_grad?",
+    ),
     ("algo.yaml", b"algorithm: dninvv\n", "{path}: unknown algorithm 'dninvv'; USB knows "),
     ("dataset.yaml", b"algorithm: dninv\ndataset: cifar11\n", "{path}: unknown dataset 'cifar11'; USB knows "),
     ("epoch.yaml", b"algorithm: dninv\nepoch: 0\n", "{path}: epoch must be at least 1, got 0"),
-    ("iters.yaml", b"algorithm: dninv\nnum_train_iter: 1e5\n", "{path}: num_train_iter expects a whole number, got 100000.0"),
+    (
+        "iters.yaml",
+        b"algorithm: dninv\nnum_train_iter: 1e5\n",
+        "{path}: num_train_iter expects a whole number, got 100000.0",
+    ),
 ]
 
 
@@ -193,7 +215,9 @@ def test_bad_override_is_one_line(capsys, argv, message):
 
 def test_dninv_argument_errors_are_one_line(tmp_path, capsys):
     """dninv's own arguments are checked by ssl-bench's config (before USB builds its data)."""
-    line = fails(["--c", str(EXAMPLE), "--alpha", "1.5", "--save_dir", str(tmp_path), "--data_dir", str(tmp_path)], capsys)
+    line = fails(
+        ["--c", str(EXAMPLE), "--alpha", "1.5", "--save_dir", str(tmp_path), "--data_dir", str(tmp_path)], capsys
+    )
     assert "alpha must stay in [0, 1]" in line
 
 
@@ -204,13 +228,24 @@ def test_missing_data_names_the_files(tmp_path, monkeypatch, capsys):
         raise urllib.error.URLError("no network (test)")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    argv = ["--c", str(EXAMPLE), "--save_dir", str(tmp_path / "saved"), "--data_dir", str(tmp_path / "data"), "--use_tensorboard", "false"]
+    argv = [
+        "--c",
+        str(EXAMPLE),
+        "--save_dir",
+        str(tmp_path / "saved"),
+        "--data_dir",
+        str(tmp_path / "data"),
+        "--use_tensorboard",
+        "false",
+    ]
     line = fails(argv, capsys)
     folder = tmp_path / "data" / "cifar10" / "cifar-10-batches-py"
-    assert line == ("Error: USB could not download cifar10 (no network (test)): "
-                    "expected data_batch_1, data_batch_2, data_batch_3, "
-                    f"data_batch_4, data_batch_5, test_batch, batches.meta in {folder}; download cifar-10-python.tar.gz from "
-                    "https://www.cs.toronto.edu/~kriz/cifar.html and extract it there, or set data_dir")
+    assert line == (
+        "Error: USB could not download cifar10 (no network (test)): "
+        "expected data_batch_1, data_batch_2, data_batch_3, "
+        f"data_batch_4, data_batch_5, test_batch, batches.meta in {folder}; download cifar-10-python.tar.gz from "
+        "https://www.cs.toronto.edu/~kriz/cifar.html and extract it there, or set data_dir"
+    )
 
 
 def test_unwritable_save_dir_is_one_line(tmp_path, capsys):
@@ -238,10 +273,21 @@ def test_malicious_resume_checkpoint_is_refused(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(usb, "get_algorithm", lambda *args: Built())
     monkeypatch.setattr(usb.torch.cuda, "is_available", lambda: False)
-    argv = ["--c", str(EXAMPLE), "--save_dir", str(tmp_path), "--load_path", str(checkpoint), "--use_tensorboard", "false"]
+    argv = [
+        "--c",
+        str(EXAMPLE),
+        "--save_dir",
+        str(tmp_path),
+        "--load_path",
+        str(checkpoint),
+        "--use_tensorboard",
+        "false",
+    ]
     line = fails(argv, capsys)
-    assert line == (f"Error: cannot resume from load_path {checkpoint} (it holds objects other than tensors and plain values, "
-                    "which torch.load(weights_only=True) refuses); delete it or set resume: False")
+    assert line == (
+        f"Error: cannot resume from load_path {checkpoint} (it holds objects other than tensors and plain values, "
+        "which torch.load(weights_only=True) refuses); delete it or set resume: False"
+    )
     assert not marker.exists()
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     assert fails(argv, capsys).startswith("Error: unset TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")

@@ -141,7 +141,9 @@ def test_loss_and_gradient_match_the_hand_computation():
         assert torch.allclose(a, b, atol=1e-12)
     with torch.no_grad():  # the KL direction matters: the reversed one is a different number here
         r_adv = seen[-1] - batch.x_ulb
-        reverse = F.kl_div(F.log_softmax(model(batch.x_ulb), 1), model(batch.x_ulb + r_adv).softmax(1), reduction="batchmean")
+        reverse = F.kl_div(
+            F.log_softmax(model(batch.x_ulb), 1), model(batch.x_ulb + r_adv).softmax(1), reduction="batchmean"
+        )
     assert not torch.allclose(reverse, lds, rtol=1e-3)
 
 
@@ -223,7 +225,9 @@ def test_bf16_autocast_keeps_the_direction():
 class BNNet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
         self.head = nn.Linear(4, 10)
 
     def forward(self, x):

@@ -32,13 +32,17 @@ def test_workers_are_pinned_and_train_runs_one_after_another(tmp_path, monkeypat
     torch.cuda.set_device (nothing to do on CPU)."""
     done = []
     jobs = [(i, (str(tmp_path / f"run{i}"),)) for i in range(5)]
-    workers.run_in_processes(record_device, jobs, 2, ["gpu-a", "gpu-b"], lambda i, status, message: done.append((i, status)))
+    workers.run_in_processes(
+        record_device, jobs, 2, ["gpu-a", "gpu-b"], lambda i, status, message: done.append((i, status))
+    )
     assert sorted(done) == [(i, "ok") for i in range(5)]
     device_of = {}
     for i in range(5):
         device, pid = (tmp_path / f"run{i}").read_text().split()
         assert device_of.setdefault(pid, device) == device  # a worker keeps its GPU
-    assert len(device_of) == 2 and sorted(device_of.values()) == ["gpu-a", "gpu-b"] and str(os.getpid()) not in device_of
+    assert (
+        len(device_of) == 2 and sorted(device_of.values()) == ["gpu-a", "gpu-b"] and str(os.getpid()) not in device_of
+    )
     pinned = []
     monkeypatch.setattr(torch.cuda, "set_device", pinned.append)
     workers.pin_device("cpu")
@@ -51,6 +55,8 @@ def test_a_worker_that_dies_is_reported_and_stops_nothing_else(tmp_path):
     worker's runs still finish and report (the sweep's on_done then decides to stop)."""
     done = {}
     jobs = [(i, (str(tmp_path / f"run{i}"),)) for i in range(2)]
-    workers.run_in_processes(die_on_second, jobs, 2, ["cpu"], lambda i, status, message: done.update({i: (status, message)}))
+    workers.run_in_processes(
+        die_on_second, jobs, 2, ["cpu"], lambda i, status, message: done.update({i: (status, message)})
+    )
     assert done[0] == ("ok", "")
     assert done[1] == ("error", "its worker process died (exit code 3)")

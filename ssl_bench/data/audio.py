@@ -46,7 +46,9 @@ class AudioOptions:
     window_ms: float = 500.0  # window length in milliseconds
     overlap: float = 0.9  # share of a window that the next one overlaps, in [0, 1) (0.9 -> 50 ms hop)
     short: str = "pad"  # recordings shorter than one window: pad (with zeros, to one window) | skip
-    manifest: str = ""  # CSV with columns file,label[,split]; "" = <data_dir>/manifest.csv if present, else class folders
+    manifest: str = (
+        ""  # CSV with columns file,label[,split]; "" = <data_dir>/manifest.csv if present, else class folders
+    )
     test_fraction: float = 0.2  # share of each class's recordings held out as test when nothing marks a split
 
     def __post_init__(self) -> None:
@@ -114,7 +116,9 @@ def windowed_arrays(
     def stack(ids: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         frames = [frame(signals[i], window, hop, short) for i in ids]  # each (W_i, window)
         x = torch.cat([torch.zeros(0, window), *frames]).unsqueeze(1)  # (N, 1, window)
-        y = torch.cat([torch.zeros(0, dtype=torch.long)] + [torch.full((len(f),), labels[i]) for i, f in zip(ids, frames)])
+        y = torch.cat(
+            [torch.zeros(0, dtype=torch.long)] + [torch.full((len(f),), labels[i]) for i, f in zip(ids, frames)]
+        )
         g = torch.cat([torch.zeros(0, dtype=torch.long)] + [torch.full((len(f),), i) for i, f in zip(ids, frames)])
         return x.float().contiguous(), y, g
 
@@ -122,7 +126,9 @@ def windowed_arrays(
     x_te, y_te, g_te = stack([i for i, test in enumerate(is_test) if test])
     for side, y in (("training", y_tr), ("test", y_te)):
         if len(y) == 0:
-            raise UserError(f"{what}: no {side} windows (no {side} recording, or all are shorter than one window and short=skip)")
+            raise UserError(
+                f"{what}: no {side} windows (no {side} recording, or all are shorter than one window and short=skip)"
+            )
     return DataArrays(x_tr, y_tr, x_te, y_te, groups_train=g_tr, groups_test=g_te, class_names=class_names)
 
 
@@ -142,7 +148,9 @@ def read_recording(path: Path, sample_rate: int) -> torch.Tensor:
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (L, channels)
     except Exception as exc:  # soundfile raises LibsndfileError (a RuntimeError), TypeError, …
-        raise UserError(f"cannot read recording {path}: {' '.join(str(exc).split())} (truncated or not an audio file?)") from None
+        raise UserError(
+            f"cannot read recording {path}: {' '.join(str(exc).split())} (truncated or not an audio file?)"
+        ) from None
     if len(data) == 0:
         raise UserError(f"recording {path} has no samples (empty or truncated file)")
     signal = torch.from_numpy(data).mean(1)  # (L,) mono
@@ -169,12 +177,16 @@ def recordings_from_manifest(manifest: Path) -> list[Recording]:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"cannot read {where}: {exc}") from None
     if not rows or not {"file", "label"} <= set(header):
-        raise UserError(f"{where}: expected a header row with columns file,label[,split] and at least one row; "
-                        f"got columns {','.join(header) or '(none)'}")
+        raise UserError(
+            f"{where}: expected a header row with columns file,label[,split] and at least one row; "
+            f"got columns {','.join(header) or '(none)'}"
+        )
     has_split = "split" in header
     recordings, seen = [], {}
     for line, row in enumerate(rows, start=2):
-        row = {k.strip(): (v or "").strip() for k, v in row.items() if isinstance(k, str)}  # fields past the header: key None
+        row = {
+            k.strip(): (v or "").strip() for k, v in row.items() if isinstance(k, str)
+        }  # fields past the header: key None
         if not row["file"] or not row["label"]:
             raise UserError(f"{where}, line {line}: file and label must not be empty")
         split = row.get("split", "").lower() if has_split else None
@@ -183,8 +195,10 @@ def recordings_from_manifest(manifest: Path) -> list[Recording]:
         path = Path(row["file"]).expanduser()
         path = (path if path.is_absolute() else manifest.parent / path).resolve()
         if path in seen:
-            raise UserError(f"{where}: {row['file']} is listed twice (lines {seen[path]} and {line}); "
-                            "a recording must be in one split only")
+            raise UserError(
+                f"{where}: {row['file']} is listed twice (lines {seen[path]} and {line}); "
+                "a recording must be in one split only"
+            )
         seen[path] = line
         recordings.append(Recording(path, row["label"], split))
     missing = [r.path for r in recordings if not r.path.is_file()]
@@ -232,7 +246,9 @@ def load_audio_folder(name: str, num_classes: int, data_dir: Path, opts: AudioOp
         )
     class_names = tuple(sorted({r.label for r in recordings}))
     if len(class_names) != num_classes:
-        raise UserError(f"{name} has {num_classes} classes, but {data_dir} has {len(class_names)}: {', '.join(class_names)}")
+        raise UserError(
+            f"{name} has {num_classes} classes, but {data_dir} has {len(class_names)}: {', '.join(class_names)}"
+        )
     is_test = held_out(recordings, class_names, opts.test_fraction)
     signals = [read_recording(r.path, opts.sample_rate) for r in recordings]
     labels = [class_names.index(r.label) for r in recordings]

@@ -40,7 +40,9 @@ def load_digits(data_dir=None, download: bool = True, **options) -> DataArrays:
     opts = build_config(DigitsOptions, options, "dataset 'digits'")
     bunch = sk_load_digits()
     x = (bunch.images * (255.0 / 16.0)).round().astype("uint8")  # (1797, 8, 8), 0..16 -> 0..255
-    x_tr, x_te, y_tr, y_te = train_test_split(x, bunch.target, test_size=TEST_SIZE, random_state=0, stratify=bunch.target)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, bunch.target, test_size=TEST_SIZE, random_state=0, stratify=bunch.target
+    )
 
     def as_x(a):  # (N, channels, size, size) uint8
         x = torch.from_numpy(a).unsqueeze(1)

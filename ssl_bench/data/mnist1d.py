@@ -119,7 +119,9 @@ def load_mnist1d(data_dir: Path | None = None, download: bool = True, **options)
     split = int(len(y) * opts.train_split)
     as_x = lambda a: torch.from_numpy(a).float().unsqueeze(1).contiguous()  # (N, 1, 40) float32
     as_y = lambda a: torch.from_numpy(a).long()
-    return DataArrays(as_x(x[:split]), as_y(y[:split]), as_x(x[split:]), as_y(y[split:]), class_names=tuple(map(str, range(10))))
+    return DataArrays(
+        as_x(x[:split]), as_y(y[:split]), as_x(x[split:]), as_y(y[split:]), class_names=tuple(map(str, range(10)))
+    )
 
 
 MNIST1D = DatasetInfo(

@@ -37,7 +37,9 @@ class ChirpOptions:
     sample_rate: int = 4000  # Hz
     duration_s: float = 1.0  # length of each recording
     window_ms: float = AudioOptions.window_ms  # window length: bird10's 500 ms
-    overlap: float = AudioOptions.overlap  # share of a window that the next one overlaps, in [0, 1): bird10's 0.9 (50 ms hop)
+    overlap: float = (
+        AudioOptions.overlap
+    )  # share of a window that the next one overlaps, in [0, 1): bird10's 0.9 (50 ms hop)
     train_recordings: int = 40  # per class
     test_recordings: int = 10  # per class
     snr_db: float = 0.0  # call power over noise power during a call, in dB
@@ -51,8 +53,10 @@ class ChirpOptions:
         if not 0 <= self.overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap!r}")
         if self.window < 1 or self.window > self.length:
-            raise ValueError(f"window_ms must be positive and at most the recording ({1000 * self.duration_s:g} ms), "
-                             f"got {self.window_ms!r}")
+            raise ValueError(
+                f"window_ms must be positive and at most the recording ({1000 * self.duration_s:g} ms), "
+                f"got {self.window_ms!r}"
+            )
         if round(self.sample_rate * CALL_MS[0] / 1000) < 8:
             raise ValueError(f"sample_rate {self.sample_rate} is too low for {CALL_MS[0]:g} ms calls")
 
@@ -109,11 +113,17 @@ def call_shares(opts: ChirpOptions, test: bool = True) -> np.ndarray:
     """For each window of the test (or training) split, in `windowed_arrays`' order, the largest share of
     one call it holds (0 = no call: such a window carries its recording's label but no evidence of it)."""
     labels, is_test, _, calls = generate(opts)
-    starts = [s for s in range(0, opts.length - opts.window + 1, opts.hop)] or [0]  # `frame`: one padded window if short
-    return np.array([
-        max(max(0, min(e, s + opts.window) - max(b, s)) / (e - b) for b, e in calls[i])
-        for i in range(len(labels)) if is_test[i] == test for s in starts
-    ])
+    starts = [s for s in range(0, opts.length - opts.window + 1, opts.hop)] or [
+        0
+    ]  # `frame`: one padded window if short
+    return np.array(
+        [
+            max(max(0, min(e, s + opts.window) - max(b, s)) / (e - b) for b, e in calls[i])
+            for i in range(len(labels))
+            if is_test[i] == test
+            for s in starts
+        ]
+    )
 
 
 def load_chirps(data_dir: Path | None = None, download: bool = True, **options) -> DataArrays:

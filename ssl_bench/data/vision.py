@@ -56,16 +56,26 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a cut .gz ends in EOFError, a damaged one in zlib.error
-        raise CorruptFile(f"{path} is not a readable {'gzip ' if path.suffix == '.gz' else ''}file ({exc}); "
-                          "delete it and download again") from None
+    except (
+        OSError,
+        EOFError,
+        zlib.error,
+    ) as exc:  # BadGzipFile is an OSError; a cut .gz ends in EOFError, a damaged one in zlib.error
+        raise CorruptFile(
+            f"{path} is not a readable {'gzip ' if path.suffix == '.gz' else ''}file ({exc}); "
+            "delete it and download again"
+        ) from None
     header = 4 + 4 * ndim
     if len(raw) < header or raw[0:2] != b"\x00\x00" or raw[2] != 0x08 or raw[3] != ndim:
-        raise CorruptFile(f"{path} is not an IDX file of {ndim}-D unsigned bytes (bad header); delete it and download again")
+        raise CorruptFile(
+            f"{path} is not an IDX file of {ndim}-D unsigned bytes (bad header); delete it and download again"
+        )
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
     expected = header + int(np.prod(dims))
     if len(raw) != expected:
-        raise CorruptFile(f"{path} has {len(raw)} bytes, its header {dims} says {expected} (truncated?); delete it and download again")
+        raise CorruptFile(
+            f"{path} has {len(raw)} bytes, its header {dims} says {expected} (truncated?); delete it and download again"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()  # writable
 
 
@@ -77,10 +87,14 @@ def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
         mat = loadmat(path)
         x, y = mat["X"], mat["y"]
     except Exception as exc:  # scipy raises ValueError, OSError, KeyError, zlib errors… for damaged files
-        raise CorruptFile(f"{path} is not a readable SVHN .mat file ({type(exc).__name__}: {exc}); delete it and download again") from None
+        raise CorruptFile(
+            f"{path} is not a readable SVHN .mat file ({type(exc).__name__}: {exc}); delete it and download again"
+        ) from None
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3) or y.size != x.shape[3]:
-        raise CorruptFile(f"{path}: expected X of shape (32, 32, 3, N) uint8 and N labels, "
-                          f"got X {x.shape} {x.dtype} and {y.size} labels")
+        raise CorruptFile(
+            f"{path}: expected X of shape (32, 32, 3, N) uint8 and N labels, "
+            f"got X {x.shape} {x.dtype} and {y.size} labels"
+        )
     y = y.reshape(-1).astype(np.int64)
     if y.min() < 1 or y.max() > 10:
         raise CorruptFile(f"{path}: SVHN labels must be 1..10, found {y.min()}..{y.max()}")
@@ -112,11 +126,15 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             batch = _ArrayUnpickler(f, encoding="latin1").load()
         data, labels = np.asarray(batch["data"]), np.asarray(batch["labels"], dtype=np.int64)
     except Exception as exc:  # truncation gives EOFError / UnpicklingError; other damage anything
-        raise CorruptFile(f"{path} is not a readable CIFAR-10 python batch ({type(exc).__name__}: {exc}); "
-                          "delete it and download again") from None
+        raise CorruptFile(
+            f"{path} is not a readable CIFAR-10 python batch ({type(exc).__name__}: {exc}); "
+            "delete it and download again"
+        ) from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-        raise CorruptFile(f"{path}: expected data (N, 3072) uint8 and N labels, "
-                          f"got {data.shape} {data.dtype} and {len(labels)} labels")
+        raise CorruptFile(
+            f"{path}: expected data (N, 3072) uint8 and N labels, "
+            f"got {data.shape} {data.dtype} and {len(labels)} labels"
+        )
     if len(labels) and (labels.min() < 0 or labels.max() > 9):
         raise CorruptFile(f"{path}: CIFAR-10 labels must be 0..9, found {labels.min()}..{labels.max()}")
     return data.reshape(-1, 3, 32, 32), labels
@@ -150,14 +168,18 @@ class Source:
 
     def missing_message(self, data_dir: Path, parts: tuple[str, ...], why: str, offline: bool = False) -> str:
         where = data_dir / self.subdir
-        remedy = ("run without --no-download to fetch them with torchvision, or " if offline else "") + self.by_hand.format(data_dir=data_dir)
+        remedy = (
+            "run without --no-download to fetch them with torchvision, or " if offline else ""
+        ) + self.by_hand.format(data_dir=data_dir)
         return f"{self.name}: {why}: expected {', '.join(self.missing(data_dir, parts))} in {where}; {remedy}"
 
 
 def _read_mnist(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     images, labels = read_idx(files[0], 3), read_idx(files[1], 1)
     if len(images) != len(labels) or images.shape[1:] != (28, 28):
-        raise CorruptFile(f"{files[0]} holds {images.shape} images, {files[1]} {len(labels)} labels; expected (N, 28, 28) and N")
+        raise CorruptFile(
+            f"{files[0]} holds {images.shape} images, {files[1]} {len(labels)} labels; expected (N, 28, 28) and N"
+        )
     if labels.max(initial=0) > 9:
         raise CorruptFile(f"{files[1]}: MNIST labels must be 0..9, found {labels.max()}")
     return images[:, None], labels.astype(np.int64)  # (N, 1, 28, 28)
@@ -184,7 +206,9 @@ def _download_mnist(data_dir: Path, parts: tuple[str, ...]) -> None:
         errors = []
         for mirror in MNIST.mirrors:
             try:
-                tvu.download_and_extract_archive(f"{mirror}{filename}", download_root=str(raw), filename=filename, md5=md5)
+                tvu.download_and_extract_archive(
+                    f"{mirror}{filename}", download_root=str(raw), filename=filename, md5=md5
+                )
                 break
             except OSError as exc:  # URLError is an OSError
                 errors.append(f"{mirror}: {exc}")
@@ -287,14 +311,20 @@ def load_part(source: Source, data_dir: Path, part: str) -> tuple[torch.Tensor, 
     return x, y
 
 
-def load_vision(source: Source, data_dir: Path, download: bool, parts: tuple[str, ...]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def load_vision(
+    source: Source, data_dir: Path, download: bool, parts: tuple[str, ...]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     if source.missing(data_dir, parts):
         if not download:
-            raise UserError(source.missing_message(data_dir, parts, "files not found and --no-download given", offline=True))
+            raise UserError(
+                source.missing_message(data_dir, parts, "files not found and --no-download given", offline=True)
+            )
         try:
             source.download(data_dir, parts)
         except (OSError, RuntimeError) as exc:  # no network, checksum mismatch, …
-            raise UserError(source.missing_message(data_dir, parts, f"download failed ({' '.join(str(exc).split())})")) from None
+            raise UserError(
+                source.missing_message(data_dir, parts, f"download failed ({' '.join(str(exc).split())})")
+            ) from None
         if source.missing(data_dir, parts):
             raise UserError(source.missing_message(data_dir, parts, "the download did not produce the files"))
     return {part: load_part(source, data_dir, part) for part in parts}

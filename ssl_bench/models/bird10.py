@@ -19,7 +19,6 @@ from torch import nn
 from ssl_bench.models.init import he_init
 from ssl_bench.models.registry import Channels, Dropout, Length, register_model
 
-
 PAPER_WINDOW, PAPER_KERNEL, PAPER_STRIDE = 22050, 1024, 512  # samples: 500 ms at 44.1 kHz, 23.2 ms, 11.6 ms
 
 
@@ -38,7 +37,17 @@ class Bird10Net(nn.Module):
 
     feature_layers = ("conv1", "pool1", "conv2", "fc1")
 
-    def __init__(self, num_classes: int, input_shape: tuple[int, ...], *, width: int, kernel: int | None, stride: int | None, hidden: int, dropout: float):
+    def __init__(
+        self,
+        num_classes: int,
+        input_shape: tuple[int, ...],
+        *,
+        width: int,
+        kernel: int | None,
+        stride: int | None,
+        hidden: int,
+        dropout: float,
+    ):
         super().__init__()
         if len(input_shape) != 2:
             raise ValueError(f"takes (C, L) signals, got input shape {tuple(input_shape)}")
@@ -53,8 +62,10 @@ class Bird10Net(nn.Module):
         channels, length = input_shape
         out_length = conv_out(conv_out(conv_out(length, kernel, stride), 4, 2), 3, 2)
         if out_length < 1:  # conv2 needs 3 pooled steps, the pool 8 conv1 steps
-            raise ValueError(f"with kernel {kernel} and stride {stride} "
-                             f"it needs signals of at least {kernel + 7 * stride} samples, got {length}")
+            raise ValueError(
+                f"with kernel {kernel} and stride {stride} "
+                f"it needs signals of at least {kernel + 7 * stride} samples, got {length}"
+            )
         self.conv1 = nn.Sequential(nn.Conv1d(channels, width, kernel, stride), nn.ReLU())
         self.pool1 = nn.MaxPool1d(4, 2)
         self.conv2 = nn.Sequential(nn.Conv1d(width, width, 3, 2), nn.ReLU())
@@ -69,7 +80,18 @@ class Bird10Net(nn.Module):
 
 
 @register_model(modalities=("signal",), lr=0.01 / 3)
-def bird10net(*, num_classes: int, input_shape: tuple[int, ...], width: Channels = 42, kernel: Length | None = None, stride: Length | None = None, hidden: Channels = 32, dropout: Dropout = 0.5):
+def bird10net(
+    *,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    width: Channels = 42,
+    kernel: Length | None = None,
+    stride: Length | None = None,
+    hidden: Channels = 32,
+    dropout: Dropout = 0.5,
+):
     """Bird10 1-D CNN on raw audio (paper A.2); any sample rate and window length (kernel/stride: the paper's
     share of the window)."""
-    return Bird10Net(num_classes, input_shape, width=width, kernel=kernel, stride=stride, hidden=hidden, dropout=dropout)
+    return Bird10Net(
+        num_classes, input_shape, width=width, kernel=kernel, stride=stride, hidden=hidden, dropout=dropout
+    )

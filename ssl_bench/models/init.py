@@ -20,7 +20,9 @@ from torch import nn
 LINEAR_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
-def he_init(model: nn.Module, nonlinearity: str = "relu", negative_slope: float = 0.0, *, output: nn.Module | None = None) -> nn.Module:
+def he_init(
+    model: nn.Module, nonlinearity: str = "relu", negative_slope: float = 0.0, *, output: nn.Module | None = None
+) -> nn.Module:
     """Re-initialize every conv / dense layer of `model` in place (see the module docstring) and return it.
 
     `nonlinearity` is the activation after the hidden layers (`relu`, `leaky_relu`, `sigmoid`; the U

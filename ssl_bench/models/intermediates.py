@@ -27,18 +27,24 @@ def check_layers(model: nn.Module, names: tuple[str, ...] | list[str]) -> None:
     valid = layer_names(model)
     unknown = [n for n in names if n not in valid]
     if unknown:
-        raise UserError(f"unknown layer {', '.join(map(repr, unknown))} for {type(model).__name__}; its layers: {', '.join(valid)}")
+        raise UserError(
+            f"unknown layer {', '.join(map(repr, unknown))} for {type(model).__name__}; its layers: {', '.join(valid)}"
+        )
 
 
-def forward_intermediates(model: nn.Module, x: torch.Tensor, names: tuple[str, ...] | list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def forward_intermediates(
+    model: nn.Module, x: torch.Tensor, names: tuple[str, ...] | list[str]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Return `(logits, {name: output of submodule name})` from one forward pass."""
     check_layers(model, names)
     modules = dict(model.named_modules())
     captured: dict[str, torch.Tensor] = {}
     hooks = []
     for name in names:
+
         def hook(_module, _inputs, output, name=name):
             captured[name] = output
+
         hooks.append(modules[name].register_forward_hook(hook))
     try:
         logits = model(x)
@@ -80,7 +86,14 @@ class LayerTaps:
 
         return hook
 
-    def _forward(self, mode: str, model: nn.Module, x: torch.Tensor, buffers: dict[str, torch.Tensor], probes: dict[str, torch.Tensor]):
+    def _forward(
+        self,
+        mode: str,
+        model: nn.Module,
+        x: torch.Tensor,
+        buffers: dict[str, torch.Tensor],
+        probes: dict[str, torch.Tensor],
+    ):
         self._mode, self._probes, self._seen = mode, probes, {}
         try:
             logits = torch.func.functional_call(model, buffers, (x,))
@@ -89,10 +102,14 @@ class LayerTaps:
             self._mode, self._probes, self._seen = None, {}, {}
         twice = [n for n, outputs in seen.items() if len(outputs) > 1]
         if twice:  # eager (forward_intermediates) keeps the last output; a probe would be added to each
-            raise NotImplementedError(f"layer {', '.join(twice)} runs more than once in a forward pass: no probe for its output")
+            raise NotImplementedError(
+                f"layer {', '.join(twice)} runs more than once in a forward pass: no probe for its output"
+            )
         return logits, {n: outputs[0] for n, outputs in seen.items()}
 
-    def zeros(self, model: nn.Module, x: torch.Tensor, names: tuple[str, ...], buffers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def zeros(
+        self, model: nn.Module, x: torch.Tensor, names: tuple[str, ...], buffers: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """`{name: zeros like the layer's output}` for input `x`, from one forward pass with `buffers` (copies:
         a forward in training mode updates BatchNorm's in place). Compiled, that pass is dead code: the zeros
         are made from its outputs' static shapes, not from the outputs (so the compiler drops it)."""
@@ -102,6 +119,8 @@ class LayerTaps:
             raise NotImplementedError(f"layer {', '.join(missing)} does not run in the forward pass")
         return {n: torch.zeros(outputs[n].shape, dtype=outputs[n].dtype, device=outputs[n].device) for n in names}
 
-    def probed(self, model: nn.Module, x: torch.Tensor, probes: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def probed(
+        self, model: nn.Module, x: torch.Tensor, probes: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """`(logits, {name: z})` from one forward pass in which each probed layer's output is `z + probes[name]`."""
         return self._forward("probe", model, x, buffers, probes)

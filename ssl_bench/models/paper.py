@@ -36,7 +36,18 @@ LEAKY_SLOPE = 0.1  # Conv-Large's leaky ReLU slope (Laine & Aila 2016); the pape
 # Conv stacks, as in the ladder reference code: (out channels, kernel, padding) per conv, "pool" = 2×2.
 # Padding 0 = "valid", kernel − 1 = "full". A 1×1 conv to the classes and a global mean pool follow.
 CONV_SMALL = ((32, 5, 4), "pool", (64, 3, 0), (64, 3, 2), "pool", (128, 3, 0))
-CONV_LARGE = ((96, 3, 0), (96, 3, 2), (96, 3, 2), "pool", (192, 3, 0), (192, 3, 2), (192, 3, 0), "pool", (192, 3, 0), (192, 1, 0))
+CONV_LARGE = (
+    (96, 3, 0),
+    (96, 3, 2),
+    (96, 3, 2),
+    "pool",
+    (192, 3, 0),
+    (192, 3, 2),
+    (192, 3, 0),
+    "pool",
+    (192, 3, 0),
+    (192, 1, 0),
+)
 
 
 class U(nn.Module):
@@ -90,7 +101,9 @@ def check_image_shape(input_shape: tuple[int, ...], layers: tuple) -> None:
 
     smallest = next(n for n in range(1, 4096) if fits(n))
     if not (fits(input_shape[1]) and fits(input_shape[2])):
-        raise ValueError(f"needs inputs of at least {smallest}×{smallest} pixels, got {input_shape[1]}×{input_shape[2]}")
+        raise ValueError(
+            f"needs inputs of at least {smallest}×{smallest} pixels, got {input_shape[1]}×{input_shape[2]}"
+        )
 
 
 class PaperCNN(nn.Sequential):
@@ -99,7 +112,16 @@ class PaperCNN(nn.Sequential):
     Children, in order: `conv1`, `pool1`, `conv2`, …, `logits` (the class maps), `gap`. `act=None`: U.
     """
 
-    def __init__(self, layers: tuple, num_classes: int, input_shape: tuple[int, ...], *, pool: str, act: str | None, dropout: float):
+    def __init__(
+        self,
+        layers: tuple,
+        num_classes: int,
+        input_shape: tuple[int, ...],
+        *,
+        pool: str,
+        act: str | None,
+        dropout: float,
+    ):
         check_image_shape(input_shape, layers)
         channels = input_shape[0]
         blocks: OrderedDict[str, nn.Module] = OrderedDict()
@@ -142,7 +164,17 @@ class PaperResNet(nn.Module):
     Named layers: `stem`, then `stage1.0` … `stage3.{D-1}` (the units' outputs). `act=None`: U.
     """
 
-    def __init__(self, depth: int, width: int, num_classes: int, input_shape: tuple[int, ...], *, pool: str, act: str | None, dropout: float):
+    def __init__(
+        self,
+        depth: int,
+        width: int,
+        num_classes: int,
+        input_shape: tuple[int, ...],
+        *,
+        pool: str,
+        act: str | None,
+        dropout: float,
+    ):
         super().__init__()
         check_image_shape(input_shape, ((width, 3, 1), "pool", (width, 3, 1), "pool"))
         a = activation(act)
@@ -178,25 +210,33 @@ class PaperResNet(nn.Module):
 
 
 @register_model(modalities=("image",), lr=0.01)
-def smallcnn(*, num_classes: int, input_shape: tuple[int, ...], pool: Pool = "mean", act: Act = "relu", dropout: Dropout = 0.0):
+def smallcnn(
+    *, num_classes: int, input_shape: tuple[int, ...], pool: Pool = "mean", act: Act = "relu", dropout: Dropout = 0.0
+):
     """SmallCNN (Conv-Small), no BatchNorm; pool=mean|max, act=relu|leaky_relu|sigmoid."""
     return PaperCNN(CONV_SMALL, num_classes, input_shape, pool=pool, act=act, dropout=dropout)
 
 
 @register_model(modalities=("image",), lr=0.01 / 3)
-def largecnn(*, num_classes: int, input_shape: tuple[int, ...], pool: Pool = "mean", act: Act = "relu", dropout: Dropout = 0.0):
+def largecnn(
+    *, num_classes: int, input_shape: tuple[int, ...], pool: Pool = "mean", act: Act = "relu", dropout: Dropout = 0.0
+):
     """LargeCNN (Conv-Large), no BatchNorm; pool=mean|max, act=relu|leaky_relu|sigmoid."""
     return PaperCNN(CONV_LARGE, num_classes, input_shape, pool=pool, act=act, dropout=dropout)
 
 
 @register_model(modalities=("image",), lr=0.01 / 3)
-def resnet2_32(*, num_classes: int, input_shape: tuple[int, ...], pool: Pool = "mean", act: Act = "relu", dropout: Dropout = 0.0):
+def resnet2_32(
+    *, num_classes: int, input_shape: tuple[int, ...], pool: Pool = "mean", act: Act = "relu", dropout: Dropout = 0.0
+):
     """Resnet2-32 (2 units per stage, widths 32/64/128), no BatchNorm; pool=mean|max, act=…"""
     return PaperResNet(2, 32, num_classes, input_shape, pool=pool, act=act, dropout=dropout)
 
 
 @register_model(modalities=("image",), lr=0.01 / 3)
-def resnet3_16(*, num_classes: int, input_shape: tuple[int, ...], pool: Pool = "mean", act: Act = "relu", dropout: Dropout = 0.0):
+def resnet3_16(
+    *, num_classes: int, input_shape: tuple[int, ...], pool: Pool = "mean", act: Act = "relu", dropout: Dropout = 0.0
+):
     """Resnet3-16 (3 units per stage, widths 16/32/64), no BatchNorm; pool=mean|max, act=…"""
     return PaperResNet(3, 16, num_classes, input_shape, pool=pool, act=act, dropout=dropout)
 

@@ -45,7 +45,9 @@ BUILTIN_MODELS = {
 # Families of models built on demand, prefix -> "module:attribute" (a factory: full name -> `ModelEntry`).
 BUILTIN_PREFIXES = {"timm:": "ssl_bench.models.timm_models:timm_entry"}
 
-MAX_CHANNELS = 1024  # a sanity bound on widths: 5× the widest layer here (largecnn's 192); tinycnn at 1024 has 57M weights
+MAX_CHANNELS = (
+    1024  # a sanity bound on widths: 5× the widest layer here (largecnn's 192); tinycnn at 1024 has 57M weights
+)
 Channels = Annotated[int, Range(1, MAX_CHANNELS)]  # channels or units of a layer
 Length = Annotated[int, Range(1, 1 << 24)]  # a kernel or stride in samples (1-D inputs)
 Dropout = Annotated[float, Range(0.0, 1.0, high_open=True)]  # drop probability, 0 = none
@@ -68,8 +70,10 @@ class ModelEntry:
         valid = self.options()
         unknown = sorted(set(options) - set(valid))
         if unknown:
-            raise UserError(f"model {self.name!r}: unknown option {', '.join(unknown)}; "
-                            f"valid options: {', '.join(valid) or '(none)'}")
+            raise UserError(
+                f"model {self.name!r}: unknown option {', '.join(unknown)}; "
+                f"valid options: {', '.join(valid) or '(none)'}"
+            )
         hints = typing.get_type_hints(self.build, include_extras=True)
         for key, value in options.items():
             check_value(value, hints.get(key, typing.Any), key, f"model {self.name!r}")
@@ -168,7 +172,9 @@ def check_model(name: str, modality: str, options: dict) -> ModelEntry:
     return entry
 
 
-def create_model(name: str, *, num_classes: int, input_shape: tuple[int, ...], modality: str | None = None, **options) -> nn.Module:
+def create_model(
+    name: str, *, num_classes: int, input_shape: tuple[int, ...], modality: str | None = None, **options
+) -> nn.Module:
     """Build model `name` for inputs of `input_shape` ((C, H, W) or (C, L)) and `num_classes` outputs.
 
     Unknown options are refused with the valid ones named; a model asked for an input kind it cannot
@@ -179,4 +185,3 @@ def create_model(name: str, *, num_classes: int, input_shape: tuple[int, ...], m
         return entry.build(num_classes=num_classes, input_shape=tuple(input_shape), **options)
     except ValueError as exc:
         raise UserError(f"model {name!r}: {exc}") from None
-

@@ -30,8 +30,10 @@ def timm_entry(name: str) -> ModelEntry:
     if not timm.is_model(arch):
         close = difflib.get_close_matches(arch, timm.list_models(), n=5)
         hint = f"close matches: {', '.join(close)}; " if close else ""
-        raise UserError(f"unknown timm model {arch!r}; {hint}list them with: "
-                        f"python -c \"import timm; print(timm.list_models('{arch[:4]}*'))\"")
+        raise UserError(
+            f"unknown timm model {arch!r}; {hint}list them with: "
+            f"python -c \"import timm; print(timm.list_models('{arch[:4]}*'))\""
+        )
 
     def build(*, num_classes: int, input_shape: tuple[int, ...], small_input: bool = False) -> nn.Module:
         if len(input_shape) != 3:
@@ -55,12 +57,17 @@ def timm_entry(name: str) -> ModelEntry:
 def adapt_small_input(model: nn.Module, arch: str) -> None:
     """Stride-1 stem conv and no early max-pool, in place (see the module docstring for the families)."""
     if isinstance(model, ResNet):
-        stem = model.conv1 if isinstance(model.conv1, nn.Conv2d) else next(m for m in model.conv1.modules() if isinstance(m, nn.Conv2d))
+        stem = (
+            model.conv1
+            if isinstance(model.conv1, nn.Conv2d)
+            else next(m for m in model.conv1.modules() if isinstance(m, nn.Conv2d))
+        )
         stem.stride = (1, 1)  # deep stems (resnet*d, resnet10t): their first conv
         model.maxpool = nn.Identity()
     elif isinstance(model, (EfficientNet, MobileNetV3)):
         model.conv_stem.stride = (1, 1)
     else:
-        raise ValueError(f"small_input supports timm ResNet, EfficientNet and MobileNetV3 models, "
-                         f"not {arch} ({type(model).__name__})")
-
+        raise ValueError(
+            f"small_input supports timm ResNet, EfficientNet and MobileNetV3 models, "
+            f"not {arch} ({type(model).__name__})"
+        )

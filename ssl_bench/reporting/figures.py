@@ -32,8 +32,10 @@ def group_figures(group: Group, out: Path) -> list[tuple]:
     blocks = [("img", os.path.relpath(path, out), caption)]
     for i, grid in enumerate(heatmap_grids(group)):
         path = heatmap(grid, out / "figures" / f"heatmap-{group.name}-{i + 1}.png")
-        caption = (f"{group.name} {grid['title']} ({grid['model']}): test accuracy at best validation (%) over α × β, "
-                   "mean over seeds as in the table (n per cell)")
+        caption = (
+            f"{group.name} {grid['title']} ({grid['model']}): test accuracy at best validation (%) over α × β, "
+            "mean over seeds as in the table (n per cell)"
+        )
         blocks.append(("img", os.path.relpath(path, out), caption))
     return blocks
 
@@ -66,7 +68,10 @@ def heatmap_grids(group: Group) -> list[dict[str, Any]]:
         rest = {k: v for k, v in row.params.items() if k not in HEATMAP_PARAMS}
         same_method = [r.params for r in group.rows if r.method == row.method]
         varying = {k for k in rest if len({json.dumps(p.get(k), sort_keys=True) for p in same_method}) > 1}
-        grid = found.setdefault(json.dumps([row.method, row.model, rest], sort_keys=True), {"title": row_label(row.method, rest, varying), "model": row.model, "cells": {}})
+        grid = found.setdefault(
+            json.dumps([row.method, row.model, rest], sort_keys=True),
+            {"title": row_label(row.method, rest, varying), "model": row.model, "cells": {}},
+        )
         grid["cells"][x, y] = list(row.values("test_acc").values())
     grids = []
     for grid in found.values():
@@ -103,9 +108,20 @@ def learning_curves(group: Group, path: Path) -> Path:
             continue
         (line,) = ax.plot(steps, mean, LINESTYLES[(i // 10) % len(LINESTYLES)], label=f"{row.label} (n={len(healthy)})")
         if len(healthy) > 1:
-            ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=line.get_color(), alpha=0.15, linewidth=0)
+            ax.fill_between(
+                steps,
+                [m - s for m, s in zip(mean, std)],
+                [m + s for m, s in zip(mean, std)],
+                color=line.get_color(),
+                alpha=0.15,
+                linewidth=0,
+            )
     labels = "all" if group.key["labels"] is None else group.key["labels"]
-    ax.set(xlabel="step", ylabel="validation accuracy (%)", title=f"{group.name}: {group.key['dataset']}, {labels} labels, {group.key['model']}")
+    ax.set(
+        xlabel="step",
+        ylabel="validation accuracy (%)",
+        title=f"{group.name}: {group.key['dataset']}, {labels} labels, {group.key['model']}",
+    )
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=7, loc="lower right")
@@ -115,7 +131,9 @@ def learning_curves(group: Group, path: Path) -> Path:
 
 def heatmap(grid: dict[str, Any], path: Path) -> Path:
     """A grid of `heatmap_grids`: mean accuracy per (alpha, beta) cell with its n; empty cells blank."""
-    values = np.array([[np.nan if v is None else v for v in row] for row in grid["mean"]], dtype=float)  # (len(ys), len(xs))
+    values = np.array(
+        [[np.nan if v is None else v for v in row] for row in grid["mean"]], dtype=float
+    )  # (len(ys), len(xs))
     fig = _figure(1.6 + 1.1 * len(grid["xs"]), 1.2 + 0.8 * len(grid["ys"]))
     ax = fig.add_subplot()
     image = ax.imshow(values, origin="lower", cmap="viridis", aspect="auto")
@@ -128,7 +146,15 @@ def heatmap(grid: dict[str, Any], path: Path) -> Path:
     for j, row in enumerate(grid["mean"]):
         for i, value in enumerate(row):
             if value is not None:
-                ax.text(i, j, f"{value:.2f}\nn={grid['n'][j][i]}", ha="center", va="center", fontsize=8, color="white" if value < middle else "black")
+                ax.text(
+                    i,
+                    j,
+                    f"{value:.2f}\nn={grid['n'][j][i]}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if value < middle else "black",
+                )
     fig.savefig(path)
     return path
 
@@ -148,20 +174,38 @@ def reconstruction_blocks(groups: list[Group], out: Path, data_dir: str | None, 
     try:
         from ssl_bench.reporting.reconstruct import save_reconstruction_figure  # local: the report goes on without it
     except Exception as exc:  # ImportError, or an error inside the optional module
-        return blocks + [("p", "Reconstruction figures are unavailable: cannot import "
-                               f"`ssl_bench.reporting.reconstruct` ({type(exc).__name__}: {exc}).")]
+        return blocks + [
+            (
+                "p",
+                "Reconstruction figures are unavailable: cannot import "
+                f"`ssl_bench.reporting.reconstruct` ({type(exc).__name__}: {exc}).",
+            )
+        ]
     for group, row in rows:
         healthy = [r for _, r in sorted(row.runs.items()) if not r.flag]
         if not healthy:
-            blocks.append(("p", f"{group.name} {row.label}: no reconstruction figure (every run collapsed or diverged)."))
+            blocks.append(
+                ("p", f"{group.name} {row.label}: no reconstruction figure (every run collapsed or diverged).")
+            )
             continue
         run = healthy[0]
         try:
-            path = Path(save_reconstruction_figure(run.path, out / "figures" / f"reconstruction-{run.path.name}.png", data_dir=data_dir))
+            path = Path(
+                save_reconstruction_figure(
+                    run.path, out / "figures" / f"reconstruction-{run.path.name}.png", data_dir=data_dir
+                )
+            )
         except Exception as exc:  # one failing run does not stop the report
-            blocks.append(("p", f"{group.name} {row.label}, seed {run.seed}: "
-                                f"no reconstruction figure ({type(exc).__name__}: {exc})."))
+            blocks.append(
+                (
+                    "p",
+                    f"{group.name} {row.label}, seed {run.seed}: "
+                    f"no reconstruction figure ({type(exc).__name__}: {exc}).",
+                )
+            )
             continue
-        caption = f"{group.name} {row.label} ({row.model}), seed {run.seed}: inputs and their reconstructions (test split)"
+        caption = (
+            f"{group.name} {row.label} ({row.model}), seed {run.seed}: inputs and their reconstructions (test split)"
+        )
         blocks.append(("img", os.path.relpath(path, out), caption))
     return blocks

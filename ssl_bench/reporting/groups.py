@@ -134,13 +134,19 @@ def make_groups(runs: list[Run], baseline: str) -> tuple[list[Group], list[str]]
         parts = split_by_fingerprint(members)
         names = [f"P{len(groups) + i + 1}" for i in range(len(parts))]
         for i, part in enumerate(parts):
-            note = f"split from {', '.join(n for n in names if n != names[i])}: protocol fingerprints differ" if len(parts) > 1 else ""
+            note = (
+                f"split from {', '.join(n for n in names if n != names[i])}: protocol fingerprints differ"
+                if len(parts) > 1
+                else ""
+            )
             group = Group(names[i], key, part, note=note)
             group.rows, dup = make_rows(part, baseline, shown)
             warnings += [f"{group.name}: {w}" for w in dup]
             groups.append(group)
         if len(parts) > 1:
-            seeds = sorted({r.seed for r in members if len({m.fingerprint for m in members if m.seed == r.seed} - {None}) > 1})
+            seeds = sorted(
+                {r.seed for r in members if len({m.fingerprint for m in members if m.seed == r.seed} - {None}) > 1}
+            )
             warnings.append(
                 f"{describe_section(key)}, {key['model']}: runs of seed {', '.join(map(str, seeds))} "
                 "carry different protocol fingerprints "
@@ -157,10 +163,14 @@ def make_rows(runs: list[Run], baseline: str, shown: dict[str, set[str]]) -> tup
     for run in sorted(runs, key=lambda r: str(r.path)):
         method, params, model = run.result["method"], run.result.get("params", {}), run.result["model"]
         row_id = json.dumps([method, {k: canonical(v) for k, v in params.items()}, model], sort_keys=True)
-        row = rows.setdefault(row_id, Row(row_label(method, params, shown.get(method, set())), method, params, model, {}))
+        row = rows.setdefault(
+            row_id, Row(row_label(method, params, shown.get(method, set())), method, params, model, {})
+        )
         if run.seed in row.runs:
-            warnings.append(f"{row.label}: seed {run.seed} appears twice ({row.runs[run.seed].path} and {run.path}); "
-                            "using the first")
+            warnings.append(
+                f"{row.label}: seed {run.seed} appears twice ({row.runs[run.seed].path} and {run.path}); "
+                "using the first"
+            )
             row.duplicates.append(run)
             continue
         row.runs[run.seed] = run
@@ -186,7 +196,9 @@ def shown_params(runs: list[Run]) -> dict[str, set[str]]:
     for method, params in values.items():
         defaults = method_defaults(method)
         shown[method] = {
-            k for k, vs in params.items() if len(vs) > 1 or defaults is None or vs != {json.dumps(canonical(defaults.get(k)), sort_keys=True)}
+            k
+            for k, vs in params.items()
+            if len(vs) > 1 or defaults is None or vs != {json.dumps(canonical(defaults.get(k)), sort_keys=True)}
         }
     return shown
 

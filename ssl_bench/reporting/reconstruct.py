@@ -43,8 +43,8 @@ class Reconstruction:
 
 def load_run(run_dir: Path, data_dir: str | None = None):
     """`(model in eval mode, DeviceData on CPU, config, checkpoint step)` of a run folder."""
-    from ssl_bench.run.device_data import to_device
     from ssl_bench.protocol import resolve, spec_from_config
+    from ssl_bench.run.device_data import to_device
     from ssl_bench.run.preparation import init_model, prepare
 
     run_dir = Path(run_dir)
@@ -75,8 +75,10 @@ def load_run(run_dir: Path, data_dir: str | None = None):
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError, ValueError) as exc:  # other layer names or shapes
         first = str(exc).split("\n\t")[1:2] or [str(exc)]
-        raise UserError(f"{run_dir / records.BEST_CKPT} does not fit the run's model {resolved.model} "
-                        f"({' '.join(first[0].split())})") from None
+        raise UserError(
+            f"{run_dir / records.BEST_CKPT} does not fit the run's model {resolved.model} "
+            f"({' '.join(first[0].split())})"
+        ) from None
     return model.eval(), dd, config, ckpt.get("step")
 
 
@@ -85,7 +87,9 @@ def read_object(path: Path) -> dict:
     try:
         doc = records.read_json(path)
     except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise UserError(f"{path} is not readable JSON ({' '.join(str(exc).split())}); the run folder is damaged") from None
+        raise UserError(
+            f"{path} is not readable JSON ({' '.join(str(exc).split())}); the run folder is damaged"
+        ) from None
     if not isinstance(doc, dict):
         raise UserError(f"{path} holds a JSON {type(doc).__name__}, not an object; the run folder is damaged")
     return doc
@@ -99,12 +103,16 @@ def load_checkpoint(path: Path) -> dict:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a foreign pickle: refused below
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise UserError(f"{path} is not an ssl-bench checkpoint: not a file of tensors "
-                        "(damaged, foreign or unsafe; only tensors are ever loaded)") from None
+        raise UserError(
+            f"{path} is not an ssl-bench checkpoint: not a file of tensors "
+            "(damaged, foreign or unsafe; only tensors are ever loaded)"
+        ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         reason = " ".join(str(exc).split(". ")[0].split())[:200]  # torch's first sentence
-        raise UserError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {reason}); "
-                        "it is truncated, damaged or not ssl-bench's") from None
+        raise UserError(
+            f"{path} is not a readable checkpoint ({type(exc).__name__}: {reason}); "
+            "it is truncated, damaged or not ssl-bench's"
+        ) from None
     if not (isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict)):
         raise UserError(f"{path} is not an ssl-bench checkpoint (no model weights in it)")
     return ckpt
@@ -131,7 +139,9 @@ def run_reconstruction(run_dir: Path, n: int = 16, split: str = "test", data_dir
     return Reconstruction(dd.original_units(x), dd.original_units(x_hat.detach()), y, logits.argmax(1), title)
 
 
-def save_reconstruction_figure(run_dir: Path, out: Path, n: int = 16, split: str = "test", data_dir: str | None = None) -> Path:
+def save_reconstruction_figure(
+    run_dir: Path, out: Path, n: int = 16, split: str = "test", data_dir: str | None = None
+) -> Path:
     """Write a PNG of `n` samples of `split` beside their reconstructions by the run's best checkpoint."""
     out = check_figure_path(out)
     fig = reconstruction_figure(run_reconstruction(run_dir, n, split, data_dir))
@@ -217,10 +227,24 @@ def draw_waveforms(ax, x: torch.Tensor, x_hat: torch.Tensor, caption: str) -> No
 
 @click.command("reconstruct")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--n", type=WholeNumber(min=1), default=16, show_default=True, help="Samples to draw (the first ones of the split).")
-@click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True, help="Which samples of the run's split.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PNG file [RUN_DIR/reconstruction-SPLIT.png].")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where the dataset's files are (default: as for `run`).")
+@click.option(
+    "--n", type=WholeNumber(min=1), default=16, show_default=True, help="Samples to draw (the first ones of the split)."
+)
+@click.option(
+    "--split", type=click.Choice(SPLITS), default="test", show_default=True, help="Which samples of the run's split."
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PNG file [RUN_DIR/reconstruction-SPLIT.png].",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the dataset's files are (default: as for `run`).",
+)
 def reconstruct_command(run_dir: Path, n: int, split: str, out: Path | None, data_dir: str | None) -> None:
     """Draw a run's inputs beside their reconstructions x̂ = (∂f/∂x)ᵀ f(x) by its best checkpoint.
 
@@ -231,5 +255,7 @@ def reconstruct_command(run_dir: Path, n: int, split: str, out: Path | None, dat
         ssl-bench reconstruct runs/digits-50-tinycnn-dninv-s0-1a2b3c4d
         ssl-bench reconstruct RUN_DIR --n 8 --split val --out reconstruction.png
     """
-    path = save_reconstruction_figure(run_dir, out or run_dir / f"reconstruction-{split}.png", n=n, split=split, data_dir=data_dir)
+    path = save_reconstruction_figure(
+        run_dir, out or run_dir / f"reconstruction-{split}.png", n=n, split=split, data_dir=data_dir
+    )
     click.echo(f"wrote {path}")

@@ -43,8 +43,10 @@ def inline_html(text: str) -> str:
 
 def to_html(blocks: list[tuple], base: Path, title: str) -> str:
     """A self-contained page: inline CSS, figures embedded as data: URIs, no external resource."""
-    out = [f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-           f'<style>{CSS}</style></head><body>']
+    out = [
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{CSS}</style></head><body>"
+    ]
     for kind, *args in blocks:
         if kind == "h":
             out.append(f"<h{args[0]}>{inline_html(args[1])}</h{args[0]}>")
@@ -61,6 +63,8 @@ def to_html(blocks: list[tuple], base: Path, title: str) -> str:
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif kind == "img":
             data = base64.b64encode((base / args[0]).read_bytes()).decode()
-            out.append(f'<figure><img alt="{html.escape(args[1])}" src="data:image/png;base64,{data}">'
-                       f'<figcaption>{inline_html(args[1])}</figcaption></figure>')
+            out.append(
+                f'<figure><img alt="{html.escape(args[1])}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{inline_html(args[1])}</figcaption></figure>"
+            )
     return "\n".join(out) + "\n</body></html>\n"

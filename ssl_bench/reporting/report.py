@@ -22,13 +22,13 @@ from typing import Any
 
 import click
 
-from ssl_bench.reporting import figures
 from ssl_bench.config import check_output_folder
 from ssl_bench.errors import UserError
 from ssl_bench.protocol import LATER_FIELDS
-from ssl_bench.reporting.results_csv import write_results_csv
+from ssl_bench.reporting import figures
 from ssl_bench.reporting.groups import Group, Row, describe_section, is_u_model, make_groups
 from ssl_bench.reporting.render import markdown, to_html
+from ssl_bench.reporting.results_csv import write_results_csv
 from ssl_bench.reporting.runs import Run, Skipped, collect
 from ssl_bench.reporting.stats import paired_difference, summarize
 
@@ -41,8 +41,7 @@ ACCURACIES = (  # result key, column title; the per-recording ones only where ru
 DELTAS = (("test_acc", "best val"), ("test_acc_last", "last step"))  # paired differences to the baseline
 HEALTHY = "healthy seeds only: best val / last step (%)"  # a column of sections with a collapsed or diverged run
 U_MODEL_NOTE = (
-    "† our interpretation of the paper's inhibitor (\"U\") networks, which the paper does not define "
-    "(docs/design.md §3)"
+    '† our interpretation of the paper\'s inhibitor ("U") networks, which the paper does not define (docs/design.md §3)'
 )
 STATS_NOTE = (
     "Accuracies in percent: mean ± sample standard deviation (n − 1 denominator; – for one seed) over all seeds "
@@ -66,18 +65,26 @@ PAPER_NUMBERS = {
     "svhn": [
         ("500 labels", "DN inversion (this paper), ReLU / sigmoid nets", "86.9–89.75 / 88.2–89.5"),
         ("500 labels", "Π-model / Improved GAN (cited in this paper)", "92.95 / 81.56"),
-        ("1000 labels",
-         ("Oliver et al. 2018 (WRN-28-2, one protocol; not from this paper): "
-          "supervised / Π / pseudo-label / Mean Teacher / VAT"),
-         "87.17 / 92.81 / 92.38 / 94.35 / 94.37 (100 − error; errors 12.83 / 7.19 / 7.62 / 5.65 / 5.63)"),
+        (
+            "1000 labels",
+            (
+                "Oliver et al. 2018 (WRN-28-2, one protocol; not from this paper): "
+                "supervised / Π / pseudo-label / Mean Teacher / VAT"
+            ),
+            "87.17 / 92.81 / 92.38 / 94.35 / 94.37 (100 − error; errors 12.83 / 7.19 / 7.62 / 5.65 / 5.63)",
+        ),
     ],
     "cifar10": [
         ("4000 labels", "DN inversion (this paper), ReLU / sigmoid nets", "75.3–77.75 / 73.1–75.25"),
         ("4000 labels", "Π-model / Bad-GAN (cited in this paper)", "83.45 / 85.59"),
-        ("4000 labels",
-         ("Oliver et al. 2018 (WRN-28-2, one protocol; not from this paper): "
-          "supervised / Π / pseudo-label / Mean Teacher / VAT"),
-         "79.74 / 83.63 / 82.22 / 84.13 / 86.14 (100 − error; errors 20.26 / 16.37 / 17.78 / 15.87 / 13.86)"),
+        (
+            "4000 labels",
+            (
+                "Oliver et al. 2018 (WRN-28-2, one protocol; not from this paper): "
+                "supervised / Π / pseudo-label / Mean Teacher / VAT"
+            ),
+            "79.74 / 83.63 / 82.22 / 84.13 / 86.14 (100 − error; errors 20.26 / 16.37 / 17.78 / 15.87 / 13.86)",
+        ),
     ],
     "bird10": [
         ("all labels", "DN inversion as regularizer (this paper) / its supervised baseline", "≈ 51.2–52.95 / 51.40"),
@@ -101,7 +108,10 @@ def describe_protocol(key: dict[str, Any]) -> str:
     parts.append(f"validation {key['val_size']}")
     if key.get("exclude_labeled"):
         parts.append("labeled samples excluded from the unlabeled set")
-    protocol = {**key["protocol"], "augment": key["protocol"].get("augment", LATER_FIELDS["augment"])}  # recorded only when not "none"; always shown
+    protocol = {
+        **key["protocol"],
+        "augment": key["protocol"].get("augment", LATER_FIELDS["augment"]),
+    }  # recorded only when not "none"; always shown
     parts += [f"{k}={v}" for k, v in protocol.items()]
     return ", ".join(parts)
 
@@ -169,27 +179,49 @@ def provenance_blocks(runs: list[Run], groups: list[Group], skipped: list[Skippe
     failed = [r for r in runs if r.failed]
     runs = [r for r in runs if not r.failed]  # the runs with result.json: what made them
     blocks: list[tuple] = [("h", 2, "Provenance")]
-    blocks.append(("ul", [
-        f"ssl-bench: {counted(r.result.get('versions', {}).get('ssl_bench') for r in runs)}",
-        f"torch: {counted(r.result.get('versions', {}).get('torch') for r in runs)}",
-        f"python: {counted(r.result.get('versions', {}).get('python') for r in runs)}",
-        f"devices: {counted(r.result.get('device') for r in runs)}",
-        f"git commits: {counted(r.result.get('git_commit') for r in runs)}",
-        f"generated: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-    ]))
+    blocks.append(
+        (
+            "ul",
+            [
+                f"ssl-bench: {counted(r.result.get('versions', {}).get('ssl_bench') for r in runs)}",
+                f"torch: {counted(r.result.get('versions', {}).get('torch') for r in runs)}",
+                f"python: {counted(r.result.get('versions', {}).get('python') for r in runs)}",
+                f"devices: {counted(r.result.get('device') for r in runs)}",
+                f"git commits: {counted(r.result.get('git_commit') for r in runs)}",
+                f"generated: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+            ],
+        )
+    )
     blocks.append(("p", "Regenerate this report with:"))
     blocks.append(("code", command))
     table = []
     for g in groups:
         for seed in sorted({r.seed for r in g.runs if not r.failed}):
             of_seed = [r for r in g.runs if r.seed == seed and not r.failed]
-            table.append([g.name, str(seed), counted(r.fingerprint for r in of_seed), counted(r.result.get("split_fingerprint") for r in of_seed)])
-    blocks.append(("p", "Protocol fingerprints per group and seed "
-                        "(one per seed: every method of a seed saw the same split, initial weights and batches):"))
+            table.append(
+                [
+                    g.name,
+                    str(seed),
+                    counted(r.fingerprint for r in of_seed),
+                    counted(r.result.get("split_fingerprint") for r in of_seed),
+                ]
+            )
+    blocks.append(
+        (
+            "p",
+            "Protocol fingerprints per group and seed "
+            "(one per seed: every method of a seed saw the same split, initial weights and batches):",
+        )
+    )
     blocks.append(("table", ["group", "seed", "protocol fingerprint", "split fingerprint"], table))
     if failed:
-        blocks.append(("p", "Runs stopped by a non-finite loss "
-                            f"(failed.json, no result.json; in the tables as diverged, at 0 %): {len(failed)}"))
+        blocks.append(
+            (
+                "p",
+                "Runs stopped by a non-finite loss "
+                f"(failed.json, no result.json; in the tables as diverged, at 0 %): {len(failed)}",
+            )
+        )
         blocks.append(("ul", [f"`{r.path}`: {r.result['health']['detail']}" for r in failed]))
     if skipped:
         blocks.append(("p", f"Skipped run folders (not averaged): {len(skipped)}"))
@@ -197,8 +229,15 @@ def provenance_blocks(runs: list[Run], groups: list[Group], skipped: list[Skippe
     return blocks
 
 
-def build_report(dirs: list[Path], out: Path, *, baseline: str = "supervised", reconstructions: bool = True,
-                 data_dir: str | None = None, command: str | None = None) -> Report:
+def build_report(
+    dirs: list[Path],
+    out: Path,
+    *,
+    baseline: str = "supervised",
+    reconstructions: bool = True,
+    data_dir: str | None = None,
+    command: str | None = None,
+) -> Report:
     """Collect the runs under `dirs` and write `out`/report.md, `out`/report.html, `out`/results.csv
     (ssl_bench.reporting.results_csv) and `out`/figures/.
 
@@ -207,23 +246,43 @@ def build_report(dirs: list[Path], out: Path, *, baseline: str = "supervised", r
     runs, skipped = collect(dirs)
     where = ", ".join(map(str, dirs))
     if not runs:
-        found = f"found {len(skipped)} run folders, none complete" if skipped else "found no run folders (folders with config.json)"
+        found = (
+            f"found {len(skipped)} run folders, none complete"
+            if skipped
+            else "found no run folders (folders with config.json)"
+        )
         damaged = [s for s in skipped if s.damaged]
         if damaged:
             shown = "; ".join(f"{s.path}: {s.reason}" for s in damaged[:3]) + ("; …" if len(damaged) > 3 else "")
             found = f"found {len(skipped)} run folders, none complete and readable ({shown})"
-        raise UserError(f"nothing to report under {where}: {found}; make runs with `ssl-bench run …` or `ssl-bench sweep …` "
-                        "(a sweep resumes unfinished runs) and pass their --out folder")
+        raise UserError(
+            f"nothing to report under {where}: {found}; make runs with `ssl-bench run …` or `ssl-bench sweep …` "
+            "(a sweep resumes unfinished runs) and pass their --out folder"
+        )
     groups, warnings = make_groups(runs, baseline)
     flagged = [r for r in runs if r.flag]
     if flagged:
-        warnings.insert(0, f"{len(flagged)} run(s) collapsed or diverged; they count in the tables' means and Δ at their "
-                        "measured test accuracy (a run without one as 0 %), "
-                        "and only the column “healthy seeds only” leaves them out: "
-                        + "; ".join(f"{r.path.name} {r.flag}" + (" (no result.json: counted as 0 %)" if r.failed else f" (no {' or '.join(r.unmeasured)} recorded: counted as 0 %)" if r.unmeasured else "")
-                                    for r in flagged))
+        warnings.insert(
+            0,
+            f"{len(flagged)} run(s) collapsed or diverged; they count in the tables' means and Δ at their "
+            "measured test accuracy (a run without one as 0 %), "
+            "and only the column “healthy seeds only” leaves them out: "
+            + "; ".join(
+                f"{r.path.name} {r.flag}"
+                + (
+                    " (no result.json: counted as 0 %)"
+                    if r.failed
+                    else f" (no {' or '.join(r.unmeasured)} recorded: counted as 0 %)"
+                    if r.unmeasured
+                    else ""
+                )
+                for r in flagged
+            ),
+        )
     if not any(row.method == baseline for g in groups for row in g.rows):
-        warnings.append(f"no runs of the baseline {baseline!r}, so no paired differences; choose another with --baseline")
+        warnings.append(
+            f"no runs of the baseline {baseline!r}, so no paired differences; choose another with --baseline"
+        )
     command = command or shlex.join(["ssl-bench", "report", *map(str, dirs), "--out", str(out)])
     out = Path(out)
     try:
@@ -242,7 +301,14 @@ def build_report(dirs: list[Path], out: Path, *, baseline: str = "supervised", r
         raise UserError(f"cannot write the report in {out}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return Report(groups, warnings, skipped, "\n".join(markdown(t) for t in section_tables(groups, baseline)), out / "report.md", out / "report.html")
+    return Report(
+        groups,
+        warnings,
+        skipped,
+        "\n".join(markdown(t) for t in section_tables(groups, baseline)),
+        out / "report.md",
+        out / "report.html",
+    )
 
 
 def counted_columns(groups: list[Group]) -> dict[Path, dict[str, Any]]:
@@ -253,8 +319,17 @@ def counted_columns(groups: list[Group]) -> dict[Path, dict[str, Any]]:
             counted = {k: row.counted(k) for k, _ in ACCURACIES}
             for run in [*row.runs.values(), *row.duplicates]:
                 used = row.runs.get(run.seed) is run
-                out[run.path] = {"group": group.name, "row": row.label, "status": run.status, "failed": run.failed, "in_means": used, "in_healthy_means": used and not run.flag}
-                out[run.path] |= {f"{k}_in_means": v[run.seed] if used and run.seed in v else None for k, v in counted.items() if v}
+                out[run.path] = {
+                    "group": group.name,
+                    "row": row.label,
+                    "status": run.status,
+                    "failed": run.failed,
+                    "in_means": used,
+                    "in_healthy_means": used and not run.flag,
+                }
+                out[run.path] |= {
+                    f"{k}_in_means": v[run.seed] if used and run.seed in v else None for k, v in counted.items() if v
+                }
     return out
 
 
@@ -272,11 +347,22 @@ def section_tables(groups: list[Group], baseline: str) -> list[list[tuple]]:
     sections: dict[tuple, list[Group]] = defaultdict(list)
     for g in groups:
         sections[g.section].append(g)
-    return [[("h", 3, describe_section(gs[0].key)), ("table", *results_table(gs, baseline))] for gs in sections.values()]
+    return [
+        [("h", 3, describe_section(gs[0].key)), ("table", *results_table(gs, baseline))] for gs in sections.values()
+    ]
 
 
-def report_blocks(runs: list[Run], groups: list[Group], warnings: list[str], skipped: list[Skipped], baseline: str, out: Path,
-                  data_dir: str | None, reconstructions: bool, command: str) -> list[tuple]:
+def report_blocks(
+    runs: list[Run],
+    groups: list[Group],
+    warnings: list[str],
+    skipped: list[Skipped],
+    baseline: str,
+    out: Path,
+    data_dir: str | None,
+    reconstructions: bool,
+    command: str,
+) -> list[tuple]:
     """The whole document; its figures are written under `out`/figures/."""
     (out / "figures").mkdir(parents=True, exist_ok=True)
 
@@ -284,9 +370,16 @@ def report_blocks(runs: list[Run], groups: list[Group], warnings: list[str], ski
     flagged, failed = sum(1 for r in runs if r.flag), sum(1 for r in runs if r.failed)
     failed_note = f" and {failed} run(s) stopped by a non-finite loss" if failed else ""
     flagged_note = f", {flagged} of them collapsed or diverged (see Warnings)" if flagged else ""
-    skipped_note = f"; {len(skipped)} run folder(s) skipped as incomplete or damaged (listed under Provenance)" if skipped else ""
-    blocks.append(("p", f"{len(runs) - failed} complete run(s){failed_note} "
-                        f"in {len(groups)} protocol group(s){flagged_note}{skipped_note}."))
+    skipped_note = (
+        f"; {len(skipped)} run folder(s) skipped as incomplete or damaged (listed under Provenance)" if skipped else ""
+    )
+    blocks.append(
+        (
+            "p",
+            f"{len(runs) - failed} complete run(s){failed_note} "
+            f"in {len(groups)} protocol group(s){flagged_note}{skipped_note}.",
+        )
+    )
     if warnings:
         blocks += [("h", 2, "Warnings"), ("ul", warnings)]
     blocks += [("h", 2, "Results"), ("p", STATS_NOTE.format(baseline=baseline))]
@@ -295,7 +388,12 @@ def report_blocks(runs: list[Run], groups: list[Group], warnings: list[str], ski
         sections[g.section].append(g)
     for section_groups, table in zip(sections.values(), section_tables(groups, baseline)):
         blocks += table
-        blocks.append(("ul", [f"{g.name}: {describe_protocol(g.key)}" + (f" ({g.note})" if g.note else "") for g in section_groups]))
+        blocks.append(
+            (
+                "ul",
+                [f"{g.name}: {describe_protocol(g.key)}" + (f" ({g.note})" if g.note else "") for g in section_groups],
+            )
+        )
         if any(is_u_model(r.model) for g in section_groups for r in g.rows):
             blocks.append(("p", U_MODEL_NOTE))
         for g in section_groups:
@@ -304,19 +402,38 @@ def report_blocks(runs: list[Run], groups: list[Group], warnings: list[str], ski
     paper = [[d, *entry] for d in sorted({g.key["dataset"] for g in groups}) for entry in PAPER_NUMBERS.get(d, [])]
     if paper:
         blocks.append(("h", 2, "Reported in the paper (not reproduced here)"))
-        blocks.append(("p", "The paper's numbers (docs/design.md §6), test accuracy in percent, as printed: they are the "
-                            "paper's, not results of these runs, and come from other protocols."))
+        blocks.append(
+            (
+                "p",
+                "The paper's numbers (docs/design.md §6), test accuracy in percent, as printed: they are the "
+                "paper's, not results of these runs, and come from other protocols.",
+            )
+        )
         blocks.append(("table", ["dataset", "setting", "method (source)", "test accuracy (%)"], paper))
     return blocks + provenance_blocks(runs, groups, skipped, command)
 
 
 @click.command()
 @click.argument("runs_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for report.md, report.html and figures/.")
-@click.option("--baseline", default="supervised", show_default=True, help="Method every other method is compared with (paired, same seeds).")
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Folder for report.md, report.html and figures/."
+)
+@click.option(
+    "--baseline",
+    default="supervised",
+    show_default=True,
+    help="Method every other method is compared with (paired, same seeds).",
+)
 @click.option("--no-reconstructions", is_flag=True, help="Do not draw reconstruction figures of dninv runs.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset files for the reconstruction figures (default: as for runs).")
-def report(runs_dirs: tuple[Path, ...], out: str, baseline: str, no_reconstructions: bool, data_dir: str | None) -> None:
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Dataset files for the reconstruction figures (default: as for runs).",
+)
+def report(
+    runs_dirs: tuple[Path, ...], out: str, baseline: str, no_reconstructions: bool, data_dir: str | None
+) -> None:
     """Write a report of the runs under RUNS_DIRS: tables, paired differences, figures, provenance.
 
     Run folders are found recursively; incomplete runs are listed and skipped. Runs whose protocol
@@ -329,9 +446,18 @@ def report(runs_dirs: tuple[Path, ...], out: str, baseline: str, no_reconstructi
     """
     out = check_output_folder(out)  # before any work ('' would be the current folder as a Path)
     args = ["ssl-bench", "report", *map(str, runs_dirs), "--out", str(out)]
-    args += (["--baseline", baseline] if baseline != "supervised" else []) + (["--no-reconstructions"] if no_reconstructions else [])
+    args += (["--baseline", baseline] if baseline != "supervised" else []) + (
+        ["--no-reconstructions"] if no_reconstructions else []
+    )
     args += ["--data-dir", data_dir] if data_dir else []
-    result = build_report(list(runs_dirs), out, baseline=baseline, reconstructions=not no_reconstructions, data_dir=data_dir, command=shlex.join(args))
+    result = build_report(
+        list(runs_dirs),
+        out,
+        baseline=baseline,
+        reconstructions=not no_reconstructions,
+        data_dir=data_dir,
+        command=shlex.join(args),
+    )
     for warning in result.warnings:
         click.echo(f"Warning: {warning}", err=True)
     for s in result.skipped:

@@ -23,16 +23,36 @@ from ssl_bench.errors import UserError
 from ssl_bench.run.health import flag_of
 
 REQUIRED = ("method", "model", "seed", "test_acc", "test_acc_last", "protocol_fingerprint")  # in result.json
-MEASURED = ("test_acc", "test_acc_last")  # required of a healthy run; a flagged run may lack them (missing, null or NaN)
+MEASURED = (
+    "test_acc",
+    "test_acc_last",
+)  # required of a healthy run; a flagged run may lack them (missing, null or NaN)
 Accuracy = Annotated[float, Range(0.0, 1.0)]  # a fraction of samples
 RESULT_TYPES = {  # what the report reads from result.json (REQUIRED, and the others where present)
-    "method": str, "model": str, "seed": int, "test_acc": Accuracy, "test_acc_last": Accuracy, "protocol_fingerprint": str,
-    "params": dict, "versions": dict, "git_commit": str | None, "device": str, "split_fingerprint": str, "health": dict | None,
-    "test_acc_recording": Accuracy | None, "test_acc_recording_last": Accuracy | None,
+    "method": str,
+    "model": str,
+    "seed": int,
+    "test_acc": Accuracy,
+    "test_acc_last": Accuracy,
+    "protocol_fingerprint": str,
+    "params": dict,
+    "versions": dict,
+    "git_commit": str | None,
+    "device": str,
+    "split_fingerprint": str,
+    "health": dict | None,
+    "test_acc_recording": Accuracy | None,
+    "test_acc_recording_last": Accuracy | None,
 }
 CONFIG_TYPES = {  # what it reads from config.json ("dataset" and "protocol" required)
-    "dataset": str, "protocol": dict, "labels": int | None, "val_size": int | None, "exclude_labeled": bool | None,
-    "model": str | None, "model_options": dict | None, "dataset_options": dict | None,
+    "dataset": str,
+    "protocol": dict,
+    "labels": int | None,
+    "val_size": int | None,
+    "exclude_labeled": bool | None,
+    "model": str | None,
+    "model_options": dict | None,
+    "dataset_options": dict | None,
 }
 METRICS_TYPES = {"step": int, "val_acc": Accuracy}  # what it reads from each metrics.jsonl row
 
@@ -118,18 +138,31 @@ def collect(dirs: Iterable[Path]) -> tuple[list[Run], list[Skipped]]:
                     error = failure_of(run_dir)
                     run = failed_run(run_dir, error) if error else None
                     if run is None:
-                        skipped.append(Skipped(run_dir, f"failed: {error}" if error else "incomplete: no result.json (interrupted or still running)"))
+                        skipped.append(
+                            Skipped(
+                                run_dir,
+                                f"failed: {error}"
+                                if error
+                                else "incomplete: no result.json (interrupted or still running)",
+                            )
+                        )
                     else:
                         runs.append(run)
                     continue
                 run = Run(run_dir, read_record(config_path), read_record(run_dir / records.RESULT))
-                flagged = isinstance(run.result.get("health"), dict) and flag_of(run.result) is not None  # then it may have no accuracy
+                flagged = (
+                    isinstance(run.result.get("health"), dict) and flag_of(run.result) is not None
+                )  # then it may have no accuracy
                 missing = [k for k in REQUIRED if k not in run.result and not (flagged and k in MEASURED)]
                 missing += [k for k in ("dataset", "protocol") if k not in run.config]
                 if missing:
                     skipped.append(Skipped(run_dir, f"record without {', '.join(missing)} (made by another version?)"))
                     continue
-                checked = {k: v for k, v in run.result.items() if not (flagged and k.startswith("test_acc") and is_unmeasured(v))}
+                checked = {
+                    k: v
+                    for k, v in run.result.items()
+                    if not (flagged and k.startswith("test_acc") and is_unmeasured(v))
+                }
                 check_fields(checked, RESULT_TYPES, run_dir / records.RESULT)
                 check_fields(run.config, CONFIG_TYPES, config_path)
                 check_params(run.result.get("params", {}), run_dir / records.RESULT)
@@ -148,12 +181,21 @@ def failed_run(run_dir: Path, error: str) -> Run | None:
     config = read_record(run_dir / records.CONFIG)
     check_fields(config, CONFIG_TYPES, run_dir / records.CONFIG)
     seed = config.get("protocol", {}).get("seed")
-    if not (isinstance(config.get("method"), str) and isinstance(config.get("model"), str) and isinstance(seed, int) and "dataset" in config):
+    if not (
+        isinstance(config.get("method"), str)
+        and isinstance(config.get("model"), str)
+        and isinstance(seed, int)
+        and "dataset" in config
+    ):
         return None
     step = read_record(run_dir / records.FAILED).get("step")
     result = {
-        "method": config["method"], "params": config.get("params") or {}, "model": config["model"], "seed": seed,
-        "health": {"status": "diverged", "step": step, "detail": error}, "protocol_fingerprint": None,
+        "method": config["method"],
+        "params": config.get("params") or {},
+        "model": config["model"],
+        "seed": seed,
+        "health": {"status": "diverged", "step": step, "detail": error},
+        "protocol_fingerprint": None,
     }
     check_params(result["params"], run_dir / records.CONFIG)
     return Run(run_dir, config, result, failed=True)

@@ -28,8 +28,10 @@ class Diff:
     def __str__(self) -> str:
         if self.half_width is None:
             return f"{signed(self.mean)} (n={self.n}, no CI)"
-        return (f"{signed(self.mean)} [{signed(self.mean - self.half_width)}, "
-                f"{signed(self.mean + self.half_width)}] (n={self.n})")
+        return (
+            f"{signed(self.mean)} [{signed(self.mean - self.half_width)}, "
+            f"{signed(self.mean + self.half_width)}] (n={self.n})"
+        )
 
 
 def signed(x: float) -> str:

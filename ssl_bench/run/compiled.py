@@ -69,17 +69,34 @@ class CompiledGradients:
     a fallback, else None.
     """
 
-    def __init__(self, model: nn.Module, method: SSLMethod, precision: str, device: torch.device, name: str, warn: Callable[[str], None]):
+    def __init__(
+        self,
+        model: nn.Module,
+        method: SSLMethod,
+        precision: str,
+        device: torch.device,
+        name: str,
+        warn: Callable[[str], None],
+    ):
         self.name, self.warn, self.device = name, warn, device
         self.eager = eager_gradients(model, method, precision, device)
         loss = _Loss(model, method, precision, device)  # after method.setup (which creates its modules)
-        grad_fn = torch.func.grad_and_value(lambda params, buffers, batch, progress: torch.func.functional_call(loss, (params, buffers), (batch, progress)), has_aux=True)
+        grad_fn = torch.func.grad_and_value(
+            lambda params, buffers, batch, progress: torch.func.functional_call(
+                loss, (params, buffers), (batch, progress)
+            ),
+            has_aux=True,
+        )
         mode = "reduce-overhead" if device.type == "cuda" else None  # CUDA graphs for the static shapes of a run
         # a fresh cache per run: a sweep trains its runs one after another in one process, and Dynamo's recompile
         # limit counts per function
         torch._dynamo.reset()
-        self.compiled = torch.compile(grad_fn, fullgraph=True, dynamic=False, mode=mode, backend=BACKEND)  # static shapes (but Progress.step, STEP_SOURCE)
-        self.params = _slots(loss, [f"model.{n}" for n, p in model.named_parameters() if p.requires_grad])  # the step's inputs, found once
+        self.compiled = torch.compile(
+            grad_fn, fullgraph=True, dynamic=False, mode=mode, backend=BACKEND
+        )  # static shapes (but Progress.step, STEP_SOURCE)
+        self.params = _slots(
+            loss, [f"model.{n}" for n, p in model.named_parameters() if p.requires_grad]
+        )  # the step's inputs, found once
         # buffers are inputs too: BatchNorm updates its running statistics in place, which a captured tensor cannot be
         # inside torch.func.grad
         self.buffers = _slots(loss, [n for n, _ in loss.named_buffers()])
@@ -96,7 +113,11 @@ class CompiledGradients:
                 torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are consumed
             with functional_transforms(), torch.compiler.config.patch(dynamic_sources=STEP_SOURCE):
                 grads, (loss, logged) = self.compiled(params, buffers, batch, progress)
-        except (torch._dynamo.exc.TorchDynamoException, torch._dynamo.exc.FailOnRecompileLimitHit, NotImplementedError) as exc:  # did not trace, compile, or recompiled too often
+        except (
+            torch._dynamo.exc.TorchDynamoException,
+            torch._dynamo.exc.FailOnRecompileLimitHit,
+            NotImplementedError,
+        ) as exc:  # did not trace, compile, or recompiled too often
             self.fallback = reason(exc)
             self.warn(f"--compile: {self.name} runs eager ({self.fallback})")
             return self.eager(batch, progress)
@@ -108,7 +129,11 @@ class CompiledGradients:
 
     def record(self) -> dict:
         """What result.json says about the compiled step."""
-        return {"compiled": self.fallback is None, "first_call_s": None if self.first_call_s is None else round(self.first_call_s, 3), "fallback": self.fallback}
+        return {
+            "compiled": self.fallback is None,
+            "first_call_s": None if self.first_call_s is None else round(self.first_call_s, 3),
+            "fallback": self.fallback,
+        }
 
 
 def method_modules(method: SSLMethod) -> dict[str, nn.Module]:
@@ -142,7 +167,9 @@ def reason(exc: BaseException) -> str:
     return text
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, compile: bool, name: str = "", warn: Callable[[str], None] = print) -> Callable[[], None]:
+def optimizer_step(
+    optimizer: torch.optim.Optimizer, compile: bool, name: str = "", warn: Callable[[str], None] = print
+) -> Callable[[], None]:
     """The run's optimizer step: `optimizer.step`, or with `--compile` a `CompiledOptimizerStep`. Call it
     after `gradients` (which resets Dynamo's cache for the run)."""
     return CompiledOptimizerStep(optimizer, name, warn) if compile else optimizer.step
@@ -172,7 +199,10 @@ class CompiledOptimizerStep:
             return
         try:
             self.compiled()
-        except (torch._dynamo.exc.TorchDynamoException, torch._dynamo.exc.FailOnRecompileLimitHit) as exc:  # did not trace or compile: nothing ran
+        except (
+            torch._dynamo.exc.TorchDynamoException,
+            torch._dynamo.exc.FailOnRecompileLimitHit,
+        ) as exc:  # did not trace or compile: nothing ran
             self.fallback = reason(exc)
             self.warn(f"--compile: {self.name}'s optimizer step runs eager ({self.fallback})")
             self.optimizer.step()
@@ -204,7 +234,15 @@ def record(gradients: CompiledGradients, update: CompiledOptimizerStep) -> dict:
     return gradients.record() | {"optimizer_fallback": update.fallback}
 
 
-def gradients(model: nn.Module, method: SSLMethod, precision: str, compile: bool, device: torch.device, name: str, warn: Callable[[str], None]) -> Step:
+def gradients(
+    model: nn.Module,
+    method: SSLMethod,
+    precision: str,
+    compile: bool,
+    device: torch.device,
+    name: str,
+    warn: Callable[[str], None],
+) -> Step:
     """The run's gradient step: eager, or compiled (with its eager fallback)."""
     if compile:
         return CompiledGradients(model, method, precision, device, name, warn)

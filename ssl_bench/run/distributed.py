@@ -115,8 +115,10 @@ def world_from_env() -> World:
 
 def check_divides(world: World, batch_lb: int, batch_ulb: int) -> None:
     if batch_lb % world.size or batch_ulb % world.size:
-        raise UserError(f"{world.size} processes need batch sizes that divide by {world.size}; "
-                        f"got --batch-lb {batch_lb} and --batch-ulb {batch_ulb}")
+        raise UserError(
+            f"{world.size} processes need batch sizes that divide by {world.size}; "
+            f"got --batch-lb {batch_lb} and --batch-ulb {batch_ulb}"
+        )
 
 
 @contextmanager

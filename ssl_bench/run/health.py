@@ -63,8 +63,12 @@ class HealthMonitor:
         self.share = share
         limit = EXPLODE_FACTOR * max(abs(self.initial_loss or 0.0), 1.0)
         if math.isfinite(mean_loss) and mean_loss > limit:
-            self.flag("diverged", step, f"mean loss {mean_loss:.4g} at step {step}, "
-                      f"over {EXPLODE_FACTOR:.0f}× the first step's {self.initial_loss:.4g}")
+            self.flag(
+                "diverged",
+                step,
+                f"mean loss {mean_loss:.4g} at step {step}, "
+                f"over {EXPLODE_FACTOR:.0f}× the first step's {self.initial_loss:.4g}",
+            )
             self.stop = True
             return f"diverged: {self.detail}; stopped ({HINT})"
         if share < COLLAPSE_SHARE or step < self.grace_steps:
@@ -74,9 +78,12 @@ class HealthMonitor:
         if self.collapsed_since is None:
             self.collapsed_since = step
         ln_k = math.log(self.num_classes)
-        self.flag("collapsed", self.collapsed_since,
-                  f"predicts class {top} for {share:.0%} of the validation set since step {self.collapsed_since} "
-                  f"(mean loss {mean_loss:.4g}; ln {self.num_classes} = {ln_k:.4g})")
+        self.flag(
+            "collapsed",
+            self.collapsed_since,
+            f"predicts class {top} for {share:.0%} of the validation set since step {self.collapsed_since} "
+            f"(mean loss {mean_loss:.4g}; ln {self.num_classes} = {ln_k:.4g})",
+        )
         patience = math.ceil(self.collapse_patience * self.steps)
         if self.collapse_patience > 0 and step - self.collapsed_since >= patience:
             self.stop = True
@@ -84,7 +91,11 @@ class HealthMonitor:
         if not self.warned:
             self.warned = True
             stop_at = self.collapsed_since + patience
-            until = f"; the run stops if it lasts to step {stop_at}" if self.collapse_patience > 0 and stop_at < self.steps else "; the run is flagged unless it recovers by its last step"
+            until = (
+                f"; the run stops if it lasts to step {stop_at}"
+                if self.collapse_patience > 0 and stop_at < self.steps
+                else "; the run is flagged unless it recovers by its last step"
+            )
             return f"warning: collapsed at step {step}: {self.detail}{until} ({HINT})"
         return None
 

@@ -25,11 +25,22 @@ def run_identity(resolved: Resolved, split: Split, model: nn.Module, input_shape
     `model` is the initial model."""
     split_fp, init_fp = split.fingerprint(resolved.info.name), records.state_fingerprint(model.state_dict())
     protocol = protocol_components(resolved, input_shape, split_fp, init_fp)
-    fingerprints = {"split_fingerprint": split_fp, "init_fingerprint": init_fp, "protocol_fingerprint": records.fingerprint(protocol)}
-    return {**fingerprints, "protocol": protocol, "method": resolved.spec.method, "params": to_jsonable(resolved.method_config)}
+    fingerprints = {
+        "split_fingerprint": split_fp,
+        "init_fingerprint": init_fp,
+        "protocol_fingerprint": records.fingerprint(protocol),
+    }
+    return {
+        **fingerprints,
+        "protocol": protocol,
+        "method": resolved.spec.method,
+        "params": to_jsonable(resolved.method_config),
+    }
 
 
-def protocol_components(resolved: Resolved, input_shape: tuple[int, ...], split_fp: str, init_fp: str) -> dict[str, Any]:
+def protocol_components(
+    resolved: Resolved, input_shape: tuple[int, ...], split_fp: str, init_fp: str
+) -> dict[str, Any]:
     """What every method of a comparison shares for this seed (not the method): the protocol fingerprint's input."""
     return {
         "dataset": resolved.info.name,
@@ -42,5 +53,7 @@ def protocol_components(resolved: Resolved, input_shape: tuple[int, ...], split_
         "optimizer": "adam",
         "device_type": resolved.device.type,  # batch permutations are drawn on the device: CPU and CUDA streams differ
         "protocol": protocol_fields(resolved.protocol, resolved.device),
-        **({"world_size": resolved.world_size} if resolved.world_size > 1 else {}),  # one process: as before processes counted
+        **(
+            {"world_size": resolved.world_size} if resolved.world_size > 1 else {}
+        ),  # one process: as before processes counted
     }

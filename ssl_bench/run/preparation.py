@@ -12,12 +12,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ssl_bench.run import compiled
 from ssl_bench.data import DataArrays, Split, default_data_dir, make_split
 from ssl_bench.errors import UserError
 from ssl_bench.method import MethodContext, SSLMethod
 from ssl_bench.models import create_model
 from ssl_bench.protocol import Resolved
+from ssl_bench.run import compiled
 from ssl_bench.run.distributed import World
 from ssl_bench.seeding import derive_seed, make_generator
 

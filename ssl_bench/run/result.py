@@ -29,7 +29,11 @@ def peak_memory_mb(device: torch.device) -> float | None:
 def speed_record(ctx: RunContext, s: Session) -> dict[str, Any]:
     """peak_memory_mb (CUDA; None on CPU), and compiled_step with --compile (ssl_bench.run.compiled)."""
     peak = {"peak_memory_mb": peak_memory_mb(ctx.resolved.device)}
-    return {**peak, "compiled_step": compiled.record(s.gradients, s.optimizer_step)} if ctx.resolved.protocol.compile else peak
+    return (
+        {**peak, "compiled_step": compiled.record(s.gradients, s.optimizer_step)}
+        if ctx.resolved.protocol.compile
+        else peak
+    )
 
 
 def result_record(

@@ -31,7 +31,9 @@ def refuse_complete(run_dir: Path) -> None:
     """Raise `AlreadyComplete` if `run_dir` holds a complete run."""
     if records.is_complete(run_dir):
         runstate.remove(run_dir)  # left by a kill between result.json and its removal
-        raise AlreadyComplete(f"{run_dir} already holds a complete run; use --force to run it again", records.read_result(run_dir))
+        raise AlreadyComplete(
+            f"{run_dir} already holds a complete run; use --force to run it again", records.read_result(run_dir)
+        )
 
 
 def locked(run_dir: Path, world: World, *, wait: bool, echo: Callable[[str], None]):

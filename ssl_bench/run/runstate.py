@@ -33,7 +33,11 @@ from ssl_bench.protocol import LATER_FIELDS
 STATE = "state.pt"
 FORMAT = 3  # bump when the layout changes: an older state is then refused with --restart as the way out
 RESTART = "use --restart to start the run over"
-FINGERPRINTS = ("split_fingerprint", "init_fingerprint", "protocol_fingerprint")  # in `identity`, as result.json records them
+FINGERPRINTS = (
+    "split_fingerprint",
+    "init_fingerprint",
+    "protocol_fingerprint",
+)  # in `identity`, as result.json records them
 
 
 @dataclass
@@ -69,7 +73,9 @@ def rank_state(model, method) -> dict[str, Any]:
     }
 
 
-def save(run_dir: Path, loop: LoopState, *, identity: dict[str, Any], model, optimizer, streams: dict, method, world) -> None:
+def save(
+    run_dir: Path, loop: LoopState, *, identity: dict[str, Any], model, optimizer, streams: dict, method, world
+) -> None:
     """Write `state.pt` (atomically: a kill during the write leaves the previous state whole). Every
     rank calls it (their random streams are gathered); rank 0 writes. `identity` is the run's (`check`)."""
     ranks = world.gather(rank_state(model, method))
@@ -110,7 +116,9 @@ def restore(run_dir: Path, *, model, optimizer, streams: dict, method, world) ->
         if device.type == "cuda" and mine["rng_cuda"] is not None:
             torch.cuda.set_rng_state(mine["rng_cuda"], device)
     except Exception as exc:  # any damage: a truncated file, a foreign pickle, missing or mismatched keys
-        raise UserError(f"cannot resume from {path}: {type(exc).__name__}: {exc}; use --restart to start the run over") from None
+        raise UserError(
+            f"cannot resume from {path}: {type(exc).__name__}: {exc}; use --restart to start the run over"
+        ) from None
     if loop.best_model is not None:
         loop.best_model = {k: v.to(device) for k, v in loop.best_model.items()}
     if world.main:
@@ -141,17 +149,23 @@ def read_identity(path: Path) -> dict[str, Any]:
         raise refuse(f"cannot read it ({exc.strerror or exc})") from None
     except pickle.UnpicklingError as exc:  # weights_only refused an object: the file is never run
         found = re.search(r"GLOBAL (\S+)", str(exc))
-        raise refuse("it holds objects other than tensors and plain values "
-                     f"({found.group(1) if found else first_sentence(exc)}), which are never loaded") from None
+        raise refuse(
+            "it holds objects other than tensors and plain values "
+            f"({found.group(1) if found else first_sentence(exc)}), which are never loaded"
+        ) from None
     except Exception as exc:  # truncated or not a torch.save file at all
         raise refuse(f"it is damaged or not a saved state ({first_sentence(exc)})") from None
     if not isinstance(state, dict) or "format" not in state:
-        held = f"a dict with keys {', '.join(map(str, state))}" if isinstance(state, dict) else f"a {type(state).__name__}"
+        held = (
+            f"a dict with keys {', '.join(map(str, state))}" if isinstance(state, dict) else f"a {type(state).__name__}"
+        )
         raise refuse(f"it is not a run state (it holds {held})")
     if type(state["format"]) is not int or state["format"] != FORMAT:
         older = type(state["format"]) is int and state["format"] < FORMAT
-        raise refuse(f"it was saved in state format {state['format']!r} by {'an older' if older else 'another'} ssl-bench, "
-                     f"and this version resumes format {FORMAT} only")
+        raise refuse(
+            f"it was saved in state format {state['format']!r} by {'an older' if older else 'another'} ssl-bench, "
+            f"and this version resumes format {FORMAT} only"
+        )
     saved = state.get("identity")
     if not isinstance(saved, dict) or not all(k in saved for k in (*FINGERPRINTS, "protocol", "method", "params")):
         raise refuse("it does not say which run it belongs to (no complete identity)")
@@ -164,13 +178,24 @@ def differences(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
     same_method = saved["method"] == current["method"]  # else only the method is named, not its config
     was, now = settings(saved, same_method), settings(current, same_method)
     keys = [k for k in {**was, **now} if was.get(k, MISSING) != now.get(k, MISSING)]
-    fingerprints = [f"{k.split('_')[0]} fingerprint {short(saved[k])} ≠ {short(current[k])}" for k in FINGERPRINTS if saved[k] != current[k]]
+    fingerprints = [
+        f"{k.split('_')[0]} fingerprint {short(saved[k])} ≠ {short(current[k])}"
+        for k in FINGERPRINTS
+        if saved[k] != current[k]
+    ]
     shown = f" ({', '.join(fingerprints)})" if fingerprints else ""
     if keys:
         side = lambda values: ", ".join(f"{k}={show(values.get(k, MISSING))}" for k in keys)
         return f"it was saved with {side(was)}, this run has {side(now)}{shown}"
     if fingerprints:  # same settings, yet another split (the data changed) or init (the model's code changed)
-        what = [w for k, w in (("split_fingerprint", "a different split of the data"), ("init_fingerprint", "different initial weights")) if saved[k] != current[k]]
+        what = [
+            w
+            for k, w in (
+                ("split_fingerprint", "a different split of the data"),
+                ("init_fingerprint", "different initial weights"),
+            )
+            if saved[k] != current[k]
+        ]
         return f"it was saved with {' and '.join(what) or 'another protocol'}{shown}"
     return None
 

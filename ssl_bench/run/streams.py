@@ -58,16 +58,19 @@ class AugmentStream:
         self.gen.set_state(state["generator"])
 
 
-
 def protocol_streams(dd: DeviceData, p: ProtocolConfig, modality: str, device: torch.device) -> dict:
     """The protocol's random streams, each seeded for its purpose: labeled and unlabeled batch indices and,
     with `--augment`, the augmentation of both batches (saved and restored with the run state)."""
     streams = {
         "labeled": IndexStream(len(dd.x_lb), p.batch_lb, make_generator(p.seed, "labeled-batches", device), device),
-        "unlabeled": IndexStream(len(dd.x_ulb), p.batch_ulb, make_generator(p.seed, "unlabeled-batches", device), device),
+        "unlabeled": IndexStream(
+            len(dd.x_ulb), p.batch_ulb, make_generator(p.seed, "unlabeled-batches", device), device
+        ),
     }
     if p.augment != "none":
-        streams["augment"] = AugmentStream(augmentation(modality, p.augment), make_generator(p.seed, "augment-batches", device))
+        streams["augment"] = AugmentStream(
+            augmentation(modality, p.augment), make_generator(p.seed, "augment-batches", device)
+        )
     return streams
 
 

@@ -34,7 +34,9 @@ class TensorBoardTracker:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise UserError("--log tensorboard needs the tensorboard package: pip install 'ssl-bench[tensorboard]'") from None
+            raise UserError(
+                "--log tensorboard needs the tensorboard package: pip install 'ssl-bench[tensorboard]'"
+            ) from None
         folder = Path(run_dir) / "tensorboard"
         if purge_step is not None:
             try:
@@ -46,7 +48,9 @@ class TensorBoardTracker:
         # purge_step also writes TensorBoard's SessionLog.START: a TensorBoard already showing the killed
         # session's events (it does not reread EARLIER) drops those past the resumed step
         self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge_step)
-        self.last = None if last_row is None else (last_row["step"], last_row["time_s"])  # (step, time_s) of the previous row
+        self.last = (
+            None if last_row is None else (last_row["step"], last_row["time_s"])
+        )  # (step, time_s) of the previous row
 
     def log(self, row: dict) -> None:
         step = row["step"]
@@ -70,7 +74,9 @@ def keep_earlier_sessions(folder: Path, before_step: int) -> None:
     from tensorboard.summary.writer.record_writer import RecordWriter
 
     def events(path: Path) -> list[Event]:
-        return [Event.FromString(raw) for raw in RawEventFileLoader(str(path)).Load()]  # stops at a record torn by a kill
+        return [
+            Event.FromString(raw) for raw in RawEventFileLoader(str(path)).Load()
+        ]  # stops at a record torn by a kill
 
     files = sorted(folder.glob("events.out.tfevents.*")) if folder.is_dir() else []
     if not files:
@@ -103,7 +109,13 @@ def check_trackers(names: tuple[str, ...]) -> None:
         raise UserError(f"--log: unknown tracker {', '.join(map(repr, unknown))}; known: {', '.join(TRACKERS)}")
 
 
-def open_trackers(names: tuple[str, ...], run_dir: Path, resumed_step: int | None = None, last_row: dict | None = None) -> list[TensorBoardTracker]:
+def open_trackers(
+    names: tuple[str, ...], run_dir: Path, resumed_step: int | None = None, last_row: dict | None = None
+) -> list[TensorBoardTracker]:
     """The trackers of `names` (checked by `check_trackers` before any work); a resumed run passes the
     first step it redoes and its last metrics row."""
-    return [TensorBoardTracker(run_dir, purge_step=resumed_step, last_row=last_row) for name in names if name == "tensorboard"]
+    return [
+        TensorBoardTracker(run_dir, purge_step=resumed_step, last_row=last_row)
+        for name in names
+        if name == "tensorboard"
+    ]

@@ -22,24 +22,24 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ssl_bench import records
+from ssl_bench.errors import UserError
+from ssl_bench.interrupts import Interrupted, stop_requests
+from ssl_bench.method import Batch, Progress
+from ssl_bench.protocol import ProtocolConfig, Resolved, lr_factor
 from ssl_bench.run import distributed, runstate
 from ssl_bench.run.device_data import accuracy, predict, to_device
 from ssl_bench.run.distributed import World, world_from_env
-from ssl_bench.errors import UserError
 from ssl_bench.run.health import HealthMonitor
 from ssl_bench.run.identity import run_identity
-from ssl_bench.interrupts import Interrupted, stop_requests
 from ssl_bench.run.loss_tracker import LossTracker
-from ssl_bench.method import Batch, Progress
 from ssl_bench.run.preparation import init_model, make_method, make_optimizer, prepare, step_functions, torch_threads
-from ssl_bench.protocol import ProtocolConfig, Resolved, lr_factor
 from ssl_bench.run.result import reset_peak_memory, result_record, speed_record
 from ssl_bench.run.run_context import RunContext, Session, owners
 from ssl_bench.run.runfolder import Writer, locked, open_folder, refuse_complete
 from ssl_bench.run.runstate import LoopState
-from ssl_bench.seeding import derive_seed
 from ssl_bench.run.streams import next_batch, protocol_streams
 from ssl_bench.run.tracking import check_trackers, open_trackers
+from ssl_bench.seeding import derive_seed
 from ssl_bench.views import make_views
 
 CHECK_EVERY = 10  # steps between checks for a non-finite loss (each check is one host sync)
@@ -84,14 +84,23 @@ def train(
         model = init_model(resolved, tuple(data.x_train.shape[1:]))
         method = make_method(resolved, world)
         method.check_model(model)  # e.g. layer names in the method's config: refused before anything is written
-        identity = run_identity(resolved, split, model, tuple(data.x_train.shape[1:]))  # what a state.pt must match to be resumed
+        identity = run_identity(
+            resolved, split, model, tuple(data.x_train.shape[1:])
+        )  # what a state.pt must match to be resumed
         with locked(run_dir, world, wait=wait_for_lock, echo=echo):
-            resume = world.broadcast(open_folder(run_dir, identity, force=force, restart=restart) if world.main else None)  # rank 0 decides
+            resume = world.broadcast(
+                open_folder(run_dir, identity, force=force, restart=restart) if world.main else None
+            )  # rank 0 decides
             dd, writer = to_device(data, split, device), Writer(run_dir, world)
             ctx = RunContext(resolved, world, dd, split, model, method, identity, writer, echo, state_every)
             main = world.main  # rank 0 alone logs, reports its start and shows progress
-            return _train(ctx, resume, log=log if main else (), on_start=on_start if main else None,
-                          show_progress=show_progress and main)
+            return _train(
+                ctx,
+                resume,
+                log=log if main else (),
+                on_start=on_start if main else None,
+                show_progress=show_progress and main,
+            )
 
 
 def _train(ctx: RunContext, resume: bool, *, log: tuple[str, ...], on_start, show_progress: bool) -> dict[str, Any]:
@@ -103,8 +112,14 @@ def _train(ctx: RunContext, resume: bool, *, log: tuple[str, ...], on_start, sho
     s.trackers = open_trackers(log, ctx.writer.run_dir, resumed_step=resumed_step, last_row=s.loop.last_row)
     s.start = time.perf_counter() - s.loop.elapsed_s
     p = ctx.resolved.protocol
-    s.bar = tqdm(total=p.steps, initial=s.loop.step, desc=f"{ctx.resolved.spec.method} s{p.seed}",
-                 disable=not show_progress, leave=False, dynamic_ncols=True)
+    s.bar = tqdm(
+        total=p.steps,
+        initial=s.loop.step,
+        desc=f"{ctx.resolved.spec.method} s{p.seed}",
+        disable=not show_progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
     run_loop(ctx, s)
     return finish(ctx, s)
 
@@ -219,9 +234,15 @@ def evaluate(ctx: RunContext, s: Session) -> None:
     event = s.health.check(done, val_logits, means[0])
     if event and writer.active:
         s.bar.write(f"{writer.run_dir.name}: {event}", file=sys.stderr)
-    row = {"step": done, "val_acc": val_acc, "top_class_share": round(s.health.share, 4), "loss": means[0],
-           **dict(zip(s.terms, means[1:])), "lr": s.optimizer.param_groups[0]["lr"],
-           "time_s": round(time.perf_counter() - s.start, 3)}
+    row = {
+        "step": done,
+        "val_acc": val_acc,
+        "top_class_share": round(s.health.share, 4),
+        "loss": means[0],
+        **dict(zip(s.terms, means[1:])),
+        "lr": s.optimizer.param_groups[0]["lr"],
+        "time_s": round(time.perf_counter() - s.start, 3),
+    }
     loop.last_row, loop.metrics_bytes = row, writer.metrics_row(row)
     if val_acc > loop.best_val:
         loop.best_val, loop.best_step = val_acc, done
@@ -261,7 +282,9 @@ def finish(ctx: RunContext, s: Session) -> dict[str, Any]:
     val_acc_last, steps_done = loop.last_row["val_acc"], loop.last_row["step"]
     logits_last = predict(model, dd.x_test, eval_batch, dd.inputs)
     writer.checkpoint(records.LAST_CKPT, {"step": steps_done, "val_acc": val_acc_last, "model": model.state_dict()})
-    writer.checkpoint(records.BEST_CKPT, {"step": loop.best_step, "val_acc": loop.best_val, "model": loop.best_model})  # the same as saved at its evaluation, unless a kill outran it
+    writer.checkpoint(
+        records.BEST_CKPT, {"step": loop.best_step, "val_acc": loop.best_val, "model": loop.best_model}
+    )  # the same as saved at its evaluation, unless a kill outran it
     model.load_state_dict(loop.best_model)
     logits_best = predict(model, dd.x_test, eval_batch, dd.inputs)
     result = result_record(ctx, s, (logits_best, logits_last), speed, wall_s)

@@ -34,15 +34,27 @@ class Grid:
     def specs(self) -> list[RunSpec]:
         unknown = sorted(set(self.params) - set(self.methods))
         if unknown:
-            raise UserError(f"params given for {', '.join(unknown)}, "
-                            f"which is not among the sweep's methods: {', '.join(self.methods)}")
+            raise UserError(
+                f"params given for {', '.join(unknown)}, "
+                f"which is not among the sweep's methods: {', '.join(self.methods)}"
+            )
         out = []
         for dataset, labels, model, method in itertools.product(self.datasets, self.labels, self.models, self.methods):
             grid = self.params.get(method, {})
             for values in itertools.product(*grid.values()):
                 for seed in self.seeds:
                     params = dict(zip(grid.keys(), values))
-                    out.append(RunSpec(method=method, dataset=dataset, labels=labels, model=model, seed=seed, params=params, **self.common))
+                    out.append(
+                        RunSpec(
+                            method=method,
+                            dataset=dataset,
+                            labels=labels,
+                            model=model,
+                            seed=seed,
+                            params=params,
+                            **self.common,
+                        )
+                    )
         return out
 
 
@@ -53,7 +65,9 @@ def parse_method_params(items: dict[str, str], methods: Iterable[str]) -> dict[s
     for key, value in items.items():
         method, dot, name = key.partition(".")
         if not dot or not name:
-            raise UserError(f"-p: sweep parameters are addressed per method as METHOD.KEY=VALUE (e.g. dninv.alpha=0.6), got {key!r}")
+            raise UserError(
+                f"-p: sweep parameters are addressed per method as METHOD.KEY=VALUE (e.g. dninv.alpha=0.6), got {key!r}"
+            )
         if method not in methods:
             raise UserError(f"-p {key}: {method!r} is not among the sweep's methods: {', '.join(methods)}")
         out.setdefault(method, {})[name] = (value,)
@@ -69,7 +83,9 @@ def load_grid_file(path: Path, overrides: dict[str, Any]) -> Grid:
     try:
         doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        raise UserError(f"cannot read grid file {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+        raise UserError(
+            f"cannot read grid file {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+        ) from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"cannot read grid file {path}: {' '.join(str(exc).split())}") from None
     check_grid_doc(doc, path)
@@ -99,11 +115,16 @@ AXES = {  # [sweep] list -> (is an allowed element?, what its elements are)
     "methods": (lambda v: isinstance(v, str) and bool(v), "method names"),
     "datasets": (lambda v: isinstance(v, str) and bool(v), "dataset names"),
     "models": (lambda v: isinstance(v, str) and bool(v), "model names"),
-    "labels": (lambda v: v == "all" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1), 'whole numbers >= 1 or "all"'),
+    "labels": (
+        lambda v: v == "all" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        'whole numbers >= 1 or "all"',
+    ),
     "seeds": (lambda v: isinstance(v, int) and not isinstance(v, bool), "whole numbers"),
 }
 COMMON = {  # the RunSpec fields a [sweep] may set for every run, with their types
-    name: hint for name, hint in typing.get_type_hints(RunSpec).items() if name not in ("method", "dataset", "labels", "model", "seed", "params")
+    name: hint
+    for name, hint in typing.get_type_hints(RunSpec).items()
+    if name not in ("method", "dataset", "labels", "model", "seed", "params")
 }
 SCALARS = (str, int, float, bool, dict)  # a method param's value: TOML's scalars, or a table (dninv's gamma)
 
@@ -119,7 +140,9 @@ def check_grid_doc(doc: dict[str, Any], path: Path) -> None:
     allowed = set(AXES) | set(COMMON)
     unknown = sorted(set(sweep) - allowed)
     if unknown:
-        raise UserError(f"{path}: unknown key in [sweep]: {', '.join(unknown)}; valid keys: {', '.join(sorted(allowed))}")
+        raise UserError(
+            f"{path}: unknown key in [sweep]: {', '.join(unknown)}; valid keys: {', '.join(sorted(allowed))}"
+        )
     for key, value in sweep.items():
         if key in AXES:
             ok, kind = AXES[key]
@@ -141,10 +164,14 @@ def check_grid_doc(doc: dict[str, Any], path: Path) -> None:
         for key, value in kv.items():
             values = as_tuple(value)
             if not values:
-                raise UserError(f"{path}: [params.{method}] {key} is empty, so the sweep would run nothing; list at least one value")
+                raise UserError(
+                    f"{path}: [params.{method}] {key} is empty, so the sweep would run nothing; list at least one value"
+                )
             for v in values:
                 if not isinstance(v, SCALARS):
-                    raise UserError(f"{path}: [params.{method}] {key} must list numbers, text, true/false or tables, got {v!r}")
+                    raise UserError(
+                        f"{path}: [params.{method}] {key} must list numbers, text, true/false or tables, got {v!r}"
+                    )
                 if isinstance(v, float):
                     check_finite(v, key, f"{path}: [params.{method}]")
         check_method_params(method, kv, path)
@@ -166,8 +193,10 @@ def check_protocol_table(table: Any, path: Path) -> None:
 
 def check_steps(value: Any, key: str, path: Path) -> None:
     if isinstance(value, int) and value > MAX_STEPS:
-        raise UserError(f"{path}: [sweep] {key} must be at most {MAX_STEPS} "
-                        f"(10^8, the largest step budget ssl-bench takes; docs/errors.md), got {value}")
+        raise UserError(
+            f"{path}: [sweep] {key} must be at most {MAX_STEPS} "
+            f"(10^8, the largest step budget ssl-bench takes; docs/errors.md), got {value}"
+        )
 
 
 def check_method_params(method: str, params: dict[str, Any], path: Path) -> None:

@@ -30,17 +30,22 @@ from typing import Callable
 from ssl_bench import records
 from ssl_bench.errors import UserError
 from ssl_bench.interrupts import Interrupted, sigterm_raises
-from ssl_bench.runlock import RunBusy, is_locked
-from ssl_bench.sweeps.sweep_run import run_one
 from ssl_bench.run.runfolder import AlreadyComplete
 from ssl_bench.run.training import NonFiniteLoss
+from ssl_bench.runlock import RunBusy, is_locked
+from ssl_bench.sweeps.sweep_run import run_one
 
 EXECUTORS = ("local", "slurm", "submitit-local")  # local = ssl_bench.sweeps.workers' process pool
 INSTALL_HINT = "pip install 'ssl-bench[slurm]'"
 PREEMPT_WAIT_S = 10.0  # after a SIGTERM: seconds to wait for the preemption signal that follows it
 POLL_S = {"slurm": 15.0, "local": 0.5}  # seconds between looks at the run folders while waiting
 MANAGED = {"array", "signal", "output", "error", "open-mode", "job-name", "wckey"}  # set by submitit
-OWN_OPTIONS = {"partition": "--partition", "time": "--time-min", "gpus-per-node": "--gpus-per-job", "cpus-per-task": "--cpus-per-job"}
+OWN_OPTIONS = {
+    "partition": "--partition",
+    "time": "--time-min",
+    "gpus-per-node": "--gpus-per-job",
+    "cpus-per-task": "--cpus-per-job",
+}
 
 
 @dataclass(frozen=True)
@@ -71,8 +76,10 @@ def check_cluster(options: SlurmOptions) -> None:
     """Refuse `--executor slurm` where SLURM cannot be reached (submitit needs `srun`), before any work."""
     require_submitit()
     if options.cluster == "slurm" and shutil.which("srun") is None:
-        raise UserError("--executor slurm: no SLURM here (srun is not on PATH); submit from the cluster's login node, "
-                        "or try the same jobs here with --executor submitit-local")
+        raise UserError(
+            "--executor slurm: no SLURM here (srun is not on PATH); submit from the cluster's login node, "
+            "or try the same jobs here with --executor submitit-local"
+        )
 
 
 def parse_sbatch(items: tuple[str, ...]) -> tuple[tuple[str, str | bool], ...]:
@@ -82,12 +89,16 @@ def parse_sbatch(items: tuple[str, ...]) -> tuple[tuple[str, str | bool], ...]:
         key, sep, value = item.partition("=")
         key = key.strip().lstrip("-")
         if not key or (sep and not value.strip()) or any(c.isspace() for c in key):
-            raise UserError("--sbatch expects KEY=VALUE (an sbatch option without its dashes, e.g. --sbatch account=myproj), "
-                            f"got {item!r}")
+            raise UserError(
+                "--sbatch expects KEY=VALUE (an sbatch option without its dashes, e.g. --sbatch account=myproj), "
+                f"got {item!r}"
+            )
         norm = key.replace("_", "-")
         if norm in MANAGED:
-            raise UserError(f"--sbatch {key} is set by ssl-bench and submitit "
-                            "(one array task per run, logs under --out, the preemption signal); leave it out")
+            raise UserError(
+                f"--sbatch {key} is set by ssl-bench and submitit "
+                "(one array task per run, logs under --out, the preemption signal); leave it out"
+            )
         if norm in OWN_OPTIONS:
             raise UserError(f"--sbatch {key}: use {OWN_OPTIONS[norm]} instead")
         parsed.append((key, value.strip() if sep else True))
@@ -96,7 +107,9 @@ def parse_sbatch(items: tuple[str, ...]) -> tuple[tuple[str, str | bool], ...]:
 
 def parameters(options: SlurmOptions) -> dict:
     """submitit AutoExecutor parameters for `options`."""
-    params = dict(name="ssl-bench", timeout_min=options.time_min, gpus_per_node=options.gpus_per_job, nodes=1, tasks_per_node=1)
+    params = dict(
+        name="ssl-bench", timeout_min=options.time_min, gpus_per_node=options.gpus_per_job, nodes=1, tasks_per_node=1
+    )
     if options.cpus_per_job is not None:
         params["cpus_per_task"] = options.cpus_per_job
     params["slurm_array_parallelism"] = options.array_parallelism
@@ -206,7 +219,9 @@ class Preemption:
 # Submitting and following a sweep's jobs
 
 
-def submit(specs: list, out: Path, options: SlurmOptions, *, retry_failed: bool, state_every: int, log: tuple[str, ...]) -> list:
+def submit(
+    specs: list, out: Path, options: SlurmOptions, *, retry_failed: bool, state_every: int, log: tuple[str, ...]
+) -> list:
     """Submit one job array with one task per spec; returns submitit's jobs in spec order."""
     executor = make_executor(options, out)
     jobs = [SweepJob(spec, str(out), retry_failed, state_every, log) for spec in specs]
@@ -235,7 +250,15 @@ def job_error(job) -> str:
     return lines[-1] if lines else f"ended in state {job.state}"
 
 
-def follow(jobs: dict[int, object], watched: list[int], run_dirs: list[Path], finished: Callable[[int, str, str], None], *, poll_s: float, follow_hint: str) -> None:
+def follow(
+    jobs: dict[int, object],
+    watched: list[int],
+    run_dirs: list[Path],
+    finished: Callable[[int, str, str], None],
+    *,
+    poll_s: float,
+    follow_hint: str,
+) -> None:
     """Wait until every run of `jobs` (index -> job) and `watched` (runs other processes hold) has ended.
 
     Each ending goes to `finished(index, status, message)` (`ok`, `complete` for a run done elsewhere,
@@ -276,5 +299,7 @@ def follow(jobs: dict[int, object], watched: list[int], run_dirs: list[Path], fi
         message = f"stopped waiting; the sweep's {len(mine)} unfinished jobs go on; {follow_hint}"
         raise Interrupted(getattr(exc, "signum", signal.SIGINT), message) from None
     if problems:
-        raise UserError(f"{len(problems)} runs did not end complete or failed; the first: {problems[0]}; "
-                        f"{follow_hint}, then rerun the sweep to submit them again")
+        raise UserError(
+            f"{len(problems)} runs did not end complete or failed; the first: {problems[0]}; "
+            f"{follow_hint}, then rerun the sweep to submit them again"
+        )

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from ssl_bench import records
 from ssl_bench.errors import UserError
-from ssl_bench.run.health import flag_of
 from ssl_bench.reporting.groups import canonical, method_defaults, row_label
 from ssl_bench.reporting.runs import RESULT_TYPES, DamagedRecord, check_fields, check_params, read_record
+from ssl_bench.run.health import flag_of
 from ssl_bench.runlock import is_locked
 
 STATES = ("complete", "flagged", "damaged", "running", "interrupted", "failed", "not started")
@@ -63,14 +63,20 @@ def group_of(config: dict) -> tuple[str, str, str]:
     defaults = method_defaults(config["method"])
     changed = {k for k, v in params.items() if defaults is None or canonical(defaults.get(k)) != canonical(v)}
     labels = config.get("labels")
-    return f"{config['dataset']}-{labels if labels is not None else 'all'}", str(config["model"]), row_label(config["method"], params, changed)
+    return (
+        f"{config['dataset']}-{labels if labels is not None else 'all'}",
+        str(config["model"]),
+        row_label(config["method"], params, changed),
+    )
 
 
 @dataclass(frozen=True)
 class Status:
     rows: list[dict]  # one per group: dataset, model, method, a count per state, total
     unreadable: list[str]  # run folders whose config.json cannot be read (not counted)
-    damaged: dict[str, str] = field(default_factory=dict)  # run folder -> what is wrong with its result.json (counted as damaged)
+    damaged: dict[str, str] = field(
+        default_factory=dict
+    )  # run folder -> what is wrong with its result.json (counted as damaged)
 
 
 def status(runs_dir: Path, resolved: list | None = None) -> Status:

@@ -41,7 +41,9 @@ from ssl_bench.sweeps.workers import run_in_processes, run_job
 class SweepOutcome:
     results: list[dict]  # result.json of every complete, healthy run of the sweep, in spec order
     failed: dict[str, str]  # run id -> error, for runs with a non-finite loss (their folders hold failed.json)
-    flagged: dict[str, str] = field(default_factory=dict)  # run id -> flag, for runs that collapsed or diverged (ssl_bench.run.health)
+    flagged: dict[str, str] = field(
+        default_factory=dict
+    )  # run id -> flag, for runs that collapsed or diverged (ssl_bench.run.health)
 
 
 def run_sweep(
@@ -69,8 +71,10 @@ def run_sweep(
     Runs another process holds are not submitted but waited for.
     """
     if world_from_env().size > 1:
-        raise UserError("sweep runs each run in its own process; "
-                        "for one run on several processes use torchrun with `run` (README, Multi-GPU)")
+        raise UserError(
+            "sweep runs each run in its own process; "
+            "for one run on several processes use torchrun with `run` (README, Multi-GPU)"
+        )
     # every name and value is checked before any work (on a cluster, on the login node: the run id does not depend
     # on the device)
     resolved = [resolve(spec if cluster is None else dataclasses.replace(spec, device="cpu")) for spec in specs]
@@ -81,15 +85,25 @@ def run_sweep(
     for c, run_id in zip(complete, ids):
         if c:
             records.read_result(out / run_id)  # a damaged result.json is refused now, before any work
-    failed_before = [not c and not retry_failed and records.failure(out / run_id) is not None for c, run_id in zip(complete, ids)]
+    failed_before = [
+        not c and not retry_failed and records.failure(out / run_id) is not None for c, run_id in zip(complete, ids)
+    ]
     todo = [i for i in range(len(ids)) if not complete[i] and not failed_before[i]]
     echo(
         f"sweep: {len(ids)} runs, {sum(complete)} already complete in {out}, {len(todo)} to run"
-        + (f", {sum(failed_before)} failed before (skipped; --retry-failed runs them again)" if any(failed_before) else "")
+        + (
+            f", {sum(failed_before)} failed before (skipped; --retry-failed runs them again)"
+            if any(failed_before)
+            else ""
+        )
     )
     interactive = show_progress and sys.stderr.isatty()
-    bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc="sweep", disable=not interactive, dynamic_ncols=True)  # runs done / total, ETA
-    progress = SweepProgress(len(ids), len(ids) - len(todo), echo if show_progress and not interactive else None)  # the same as lines, for logs
+    bar = tqdm(
+        total=len(ids), initial=len(ids) - len(todo), desc="sweep", disable=not interactive, dynamic_ncols=True
+    )  # runs done / total, ETA
+    progress = SweepProgress(
+        len(ids), len(ids) - len(todo), echo if show_progress and not interactive else None
+    )  # the same as lines, for logs
     busy: list[int] = []
     done_elsewhere: list[int] = []
 
@@ -115,7 +129,9 @@ def run_sweep(
             run_on_cluster(indices)
         elif workers <= 1:
             for i in indices:
-                finished(i, *run_job(run_one, (specs[i], str(out), interactive, wait, *options)))  # interrupts and errors propagate
+                finished(
+                    i, *run_job(run_one, (specs[i], str(out), interactive, wait, *options))
+                )  # interrupts and errors propagate
         else:
             jobs = [(i, (specs[i], str(out), False, wait, *options)) for i in indices]
             run_in_processes(run_one, jobs, workers, _worker_devices(resolved, workers), finished)
@@ -125,16 +141,31 @@ def run_sweep(
     def run_on_cluster(indices: list[int]) -> None:
         held = [i for i in indices if is_locked(out / ids[i])]  # running elsewhere: waited for, not submitted
         submit = [i for i in indices if i not in held]
-        jobs = slurm.submit([specs[i] for i in submit], out, cluster, retry_failed=retry_failed, state_every=state_every, log=log) if submit else []
+        jobs = (
+            slurm.submit(
+                [specs[i] for i in submit], out, cluster, retry_failed=retry_failed, state_every=state_every, log=log
+            )
+            if submit
+            else []
+        )
         if jobs:
-            echo(f"sweep: submitted {len(jobs)} runs as job array {slurm.array_id(jobs)} ({cluster.cluster}); "
-                 f"job logs in {cluster.folder or out / '.submitit'}")
+            echo(
+                f"sweep: submitted {len(jobs)} runs as job array {slurm.array_id(jobs)} ({cluster.cluster}); "
+                f"job logs in {cluster.folder or out / '.submitit'}"
+            )
         if held:
             echo(f"sweep: {len(held)} runs are being written by another process; not submitted, waited for")
         if not wait:
             echo(f"sweep: not waiting; {follow_hint}" if jobs or held else "sweep: nothing to submit")
             return
-        slurm.follow(dict(zip(submit, jobs)), held, [out / run_id for run_id in ids], finished, poll_s=slurm.POLL_S.get(cluster.cluster, 15.0), follow_hint=follow_hint)
+        slurm.follow(
+            dict(zip(submit, jobs)),
+            held,
+            [out / run_id for run_id in ids],
+            finished,
+            poll_s=slurm.POLL_S.get(cluster.cluster, 15.0),
+            follow_hint=follow_hint,
+        )
 
     try:
         run_all(todo, wait=False)
@@ -147,14 +178,19 @@ def run_sweep(
             raise  # stopped waiting; the jobs go on (slurm.follow says so)
         saved = sum(runstate.exists(out / run_id) for run_id in ids)
         n_complete = sum(records.is_complete(out / run_id) for run_id in ids)
-        message = (f"sweep stopped with {n_complete} of {len(ids)} runs complete and {saved} saved to resume; "
-                   "rerun the same command to go on")
+        message = (
+            f"sweep stopped with {n_complete} of {len(ids)} runs complete and {saved} saved to resume; "
+            "rerun the same command to go on"
+        )
         raise Interrupted(getattr(exc, "signum", signal.SIGINT), message) from None
     finally:
         bar.close()
     if cluster is not None and not wait:
         return SweepOutcome([], {})  # submitted; the runs are followed with `ssl-bench status`
-    echo(f"sweep: {len(todo) - len(done_elsewhere)} runs done here" + (f", {len(done_elsewhere)} by another process" if done_elsewhere else ""))
+    echo(
+        f"sweep: {len(todo) - len(done_elsewhere)} runs done here"
+        + (f", {len(done_elsewhere)} by another process" if done_elsewhere else "")
+    )
     results = [records.read_result(out / run_id) for run_id in ids if records.is_complete(out / run_id)]
     failed = {run_id: records.failure(out / run_id) for run_id in ids if not records.is_complete(out / run_id)}
     flagged = {r["run_id"]: flag_of(r) for r in results if flag_of(r)}

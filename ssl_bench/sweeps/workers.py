@@ -34,9 +34,9 @@ import torch
 
 from ssl_bench.errors import UserError
 from ssl_bench.interrupts import SIGNALS, Interrupted, exit_with_parent, sigterm_raises
-from ssl_bench.runlock import RunBusy
 from ssl_bench.run.runfolder import AlreadyComplete
 from ssl_bench.run.training import NonFiniteLoss
+from ssl_bench.runlock import RunBusy
 
 STOP_TIMEOUT_S = 60.0  # seconds a stopping worker gets to save its state
 
@@ -112,7 +112,13 @@ class Worker:
     index: int | None = None  # the job it is running, None when idle
 
 
-def run_in_processes(target: Callable, jobs: list[tuple[int, tuple]], workers: int, devices: list[str], on_done: Callable[[int, str, str], None]) -> None:
+def run_in_processes(
+    target: Callable,
+    jobs: list[tuple[int, tuple]],
+    workers: int,
+    devices: list[str],
+    on_done: Callable[[int, str, str], None],
+) -> None:
     """Run `target(*args, device)` for each `(index, args)` of `jobs` on a pool of `workers` processes.
 
     Worker k is pinned to `devices[k % len(devices)]` (so `workers` = K × GPUs puts K runs on each GPU)
@@ -138,8 +144,10 @@ def run_in_processes(target: Callable, jobs: list[tuple[int, tuple]], workers: i
             busy = [w for w in pool if w.index is not None]
             if not busy:
                 if pending:  # only killed from outside (a worker ends itself only after reporting)
-                    raise UserError(f"every worker process of the sweep died; {len(pending)} runs not started "
-                                    "(rerun the same command to go on)")
+                    raise UserError(
+                        f"every worker process of the sweep died; {len(pending)} runs not started "
+                        "(rerun the same command to go on)"
+                    )
                 break
             ready = wait_any([w.conn for w in busy] + [w.process.sentinel for w in busy])
             for w in busy:
